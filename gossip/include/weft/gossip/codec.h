@@ -1,0 +1,176 @@
+#pragma once
+// Wire encoding of the membership protocol (msgpack).
+//
+// A datagram (unreliable channel) is one compound packet:
+//
+//   packet  = array[ version, msg, msg, ... ]          1 + 1..kMaxMessagesPerPacket elements
+//   version = uint (kProtocolVersion)
+//   msg     = array[ type:uint, field, field, ... ]    fields per type below; a decoder accepts
+//                                                      and ignores extra trailing fields, so
+//                                                      later versions may append fields
+//
+//   type 1 ping           [1, seq:u32, target:str]
+//   type 2 indirect ping  [2, seq:u32, target:str, target_addr:bin, want_nack:bool]
+//   type 3 ack            [3, seq:u32]
+//   type 4 nack           [4, seq:u32]
+//   type 5 alive          [5, name:str, addr:bin, incarnation:u64, meta:bin]
+//   type 6 suspect        [6, name:str, incarnation:u64, from:str]
+//   type 7 dead           [7, name:str, incarnation:u64, from:str]   from == name: graceful leave
+//
+// A message of unknown type inside a packet is skipped and counted (forward compatibility);
+// a malformed message rejects the whole packet.
+//
+// A stream message (reliable channel) is:
+//
+//   stream  = array[ version, pushpull ]
+//   pushpull= array[ 8, seq:u32, join:bool, response:bool, array[ entry... ] ]
+//   entry   = array[ name:str, addr:bin, incarnation:u64, state:uint, meta:bin ]
+//
+//   addr    = bin of 6 bytes (IPv4 + port, big endian) or 18 bytes (IPv6 + port)
+//
+// Sizes: a datagram is at most Config::max_packet_bytes (1400 by default); strings are at most
+// kMaxNameBytes, metadata at most kMaxMetaBytes, a stream at most kMaxStreamBytes with at most
+// kMaxStreamEntries entries. Decoding checks every length before allocating, never throws, and
+// never recurses deeper than kMaxDepth.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "weft/base/endpoint.h"
+#include "weft/base/result.h"
+#include "weft/gossip/types.h"
+
+namespace weft::gossip {
+
+inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::size_t kMaxMessagesPerPacket = 255;
+inline constexpr std::size_t kMaxNameBytes = 128;
+inline constexpr std::size_t kMaxMetaBytes = 1024;
+inline constexpr std::size_t kMaxStreamEntries = 100'000;
+inline constexpr std::size_t kMaxStreamBytes = 32u << 20;
+inline constexpr std::size_t kMaxDepth = 4;
+// Bytes a packet needs beyond its messages: array header (up to 3 bytes) + version (1 byte).
+inline constexpr std::size_t kPacketOverhead = 4;
+
+// append-only: values are on the wire
+enum class MsgType : std::uint8_t {
+  kPing = 1,
+  kIndirectPing = 2,
+  kAck = 3,
+  kNack = 4,
+  kAlive = 5,
+  kSuspect = 6,
+  kDead = 7,
+  kPushPull = 8,
+};
+
+struct Ping {
+  std::uint32_t seq = 0;
+  std::string target;
+  friend bool operator==(const Ping&, const Ping&) = default;
+};
+struct IndirectPing {
+  std::uint32_t seq = 0;
+  std::string target;
+  Endpoint target_addr;
+  bool want_nack = false;
+  friend bool operator==(const IndirectPing&, const IndirectPing&) = default;
+};
+struct Ack {
+  std::uint32_t seq = 0;
+  friend bool operator==(const Ack&, const Ack&) = default;
+};
+struct Nack {
+  std::uint32_t seq = 0;
+  friend bool operator==(const Nack&, const Nack&) = default;
+};
+struct Alive {
+  std::string name;
+  Endpoint addr;
+  std::uint64_t incarnation = 0;
+  std::vector<std::byte> meta;
+  friend bool operator==(const Alive&, const Alive&) = default;
+};
+struct Suspect {
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::string from;
+  friend bool operator==(const Suspect&, const Suspect&) = default;
+};
+struct Dead {
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::string from;
+  friend bool operator==(const Dead&, const Dead&) = default;
+};
+using Message = std::variant<Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead>;
+
+struct PushPullEntry {
+  std::string name;
+  Endpoint addr;
+  std::uint64_t incarnation = 0;
+  MemberState state = MemberState::kAlive;
+  std::vector<std::byte> meta;
+  friend bool operator==(const PushPullEntry&, const PushPullEntry&) = default;
+};
+struct PushPull {
+  std::uint32_t seq = 0;
+  bool join = false;
+  bool response = false;
+  std::vector<PushPullEntry> members;
+  friend bool operator==(const PushPull&, const PushPull&) = default;
+};
+
+// Why a packet or stream was rejected. Each has a counter in GossipStats.
+// append-only: values index stats arrays exported to users
+enum class DecodeError : std::uint8_t {
+  kMalformed = 0,      // not msgpack, truncated, or trailing bytes
+  kBadVersion = 1,     // envelope version we do not speak
+  kBadEnvelope = 2,    // envelope is not an array of the right shape
+  kTooManyMessages = 3,
+  kBadMessage = 4,     // a message has a missing or mistyped field
+  kTooLarge = 5,       // a string, blob, count or the whole input exceeds its limit
+  kBadAddress = 6,
+  kUnknownType = 7,    // a stream message of a type we do not know (in packets: skipped)
+};
+inline constexpr std::size_t kDecodeErrorCount = 8;
+const char* to_string(DecodeError e);
+
+// Appends the encoding of one message (without the packet envelope) to `out`.
+void encode_message(const Message& msg, std::vector<std::byte>& out);
+
+// Builds one compound packet within a byte budget.
+class PacketBuilder {
+ public:
+  explicit PacketBuilder(std::size_t max_bytes);
+  // Adds an already-encoded message (from encode_message). Returns false, adding nothing, when
+  // it would not fit or the packet already holds kMaxMessagesPerPacket messages.
+  bool add_encoded(std::span<const std::byte> msg);
+  bool add(const Message& msg);
+  [[nodiscard]] std::size_t remaining() const;  // bytes still free for messages
+  [[nodiscard]] std::size_t count() const { return count_; }
+  [[nodiscard]] bool empty() const { return count_ == 0; }
+  // The finished datagram: envelope header followed by the messages. Resets the builder.
+  std::vector<std::byte> finish();
+
+ private:
+  std::size_t max_bytes_;
+  std::size_t count_ = 0;
+  std::vector<std::byte> body_;
+};
+
+struct DecodedPacket {
+  std::vector<Message> messages;
+  std::size_t unknown_skipped = 0;  // messages of a type this version does not know
+};
+
+Result<DecodedPacket, DecodeError> decode_packet(std::span<const std::byte> bytes);
+
+std::vector<std::byte> encode_stream(const PushPull& msg);
+Result<PushPull, DecodeError> decode_stream(std::span<const std::byte> bytes);
+
+}  // namespace weft::gossip

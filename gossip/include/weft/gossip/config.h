@@ -1,0 +1,56 @@
+#pragma once
+// Tunables of the membership protocol. Defaults follow memberlist's LAN profile except where
+// the simulator showed a better choice (see docs/benchmarks.md); every value can be overridden.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "weft/base/result.h"
+#include "weft/base/time.h"
+
+namespace weft::gossip {
+
+using namespace std::chrono_literals;
+
+struct Config {
+  // --- failure detection (SWIM) ---
+  Duration probe_interval = 1s;          // one probe per period (scaled by the health score)
+  Duration probe_timeout = 500ms;        // wait for a direct ack before asking relays (scaled)
+  unsigned indirect_checks = 3;          // k relays for ping-req
+
+  // --- suspicion (Lifeguard) ---
+  // min = suspicion_mult * max(1, log10(n)) * probe_interval, never below suspicion_min_floor;
+  // max = suspicion_max_mult * min. The timeout shrinks from max to min as
+  // suspicion_confirmations independent suspicions arrive.
+  unsigned suspicion_mult = 4;
+  unsigned suspicion_max_mult = 6;
+  unsigned suspicion_confirmations = 2;  // memberlist: suspicion_mult - 2
+  Duration suspicion_min_floor = 0s;
+
+  // --- local health awareness (Lifeguard) ---
+  unsigned awareness_max = 8;            // probe interval and timeouts scale by (score + 1)
+
+  // --- dissemination ---
+  Duration gossip_interval = 200ms;
+  unsigned gossip_nodes = 3;
+  Duration gossip_to_the_dead = 30s;     // failed members still receive gossip for this long
+  unsigned retransmit_mult = 4;          // limit = mult * ceil(log10(n + 1))
+  std::size_t max_packet_bytes = 1400;   // whole datagram payload handed to the transport
+
+  // --- anti-entropy ---
+  Duration push_pull_interval = 30s;     // scaled up with cluster size above 32 members
+  Duration sync_timeout = 5s;            // an unanswered sync (or join) request is given up
+  unsigned max_concurrent_syncs = 2;     // outstanding periodic syncs we start
+  unsigned max_inbound_syncs_per_s = 64; // periodic syncs we answer per second (joins always)
+
+  // --- membership ---
+  Duration reap_after = 24h;             // failed and left members are forgotten after this
+  std::size_t max_meta_bytes = 512;
+  std::size_t max_name_bytes = 128;
+  unsigned leave_fanout = 64;            // members told directly of a graceful leave
+
+  // Checks relations between fields (for config files and flags).
+  [[nodiscard]] Result<void> validate() const;
+};
+
+}  // namespace weft::gossip

@@ -1,0 +1,91 @@
+#pragma once
+// Node: one member of the SWIM + Lifeguard protocol, as pure logic.
+//
+// No sockets, threads, clocks or global state: every input carries `now`, outputs are queues
+// the caller drains. The agent drives it from its event loop; the simulator drives thousands of
+// them on virtual time. Not thread-safe: one thread owns a Node.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "weft/base/endpoint.h"
+#include "weft/base/time.h"
+#include "weft/gossip/config.h"
+#include "weft/gossip/stats.h"
+#include "weft/gossip/types.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace weft::gossip {
+
+class NodeImpl;
+
+struct Self {
+  std::string name;
+  Endpoint addr;
+  std::uint64_t incarnation = 0;  // a restarted agent passes its stored value + 1
+  std::vector<std::byte> meta;
+};
+
+class Node {
+ public:
+  // `log` may be null (no logging). `seed` makes every random choice reproducible.
+  Node(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log = nullptr);
+  ~Node();
+  Node(Node&&) noexcept;
+  Node& operator=(Node&&) noexcept;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Starts the protocol: syncs full state with every seed over the reliable channel and keeps
+  // retrying (every sync_timeout) until one answers. Without seeds the node is a cluster of one.
+  void join(TimePoint now, std::span<const Endpoint> seeds);
+  // Graceful leave: the cluster marks us "left", never "failed". Tells up to leave_fanout
+  // members directly and keeps gossiping until the broadcast queue drains (see leave_done()).
+  void leave(TimePoint now);
+  [[nodiscard]] bool leave_done() const;
+
+  // New metadata: raises our incarnation and spreads it. Fails if larger than max_meta_bytes.
+  Result<void> set_meta(TimePoint now, std::vector<std::byte> meta);
+
+  // A datagram from the unreliable channel (UDP).
+  void handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  // A message from the reliable channel (push-pull).
+  void handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+
+  // Runs every timer due at `now`; returns the next deadline.
+  [[nodiscard]] TimePoint tick(TimePoint now);
+  [[nodiscard]] TimePoint next_deadline() const;
+
+  [[nodiscard]] std::vector<Datagram> take_outgoing();
+  [[nodiscard]] std::vector<MemberEvent> take_events();
+  // Drain into caller-owned vectors (appends), avoiding an allocation per call.
+  void drain_outgoing(std::vector<Datagram>& out);
+  void drain_events(std::vector<MemberEvent>& out);
+
+  [[nodiscard]] const GossipStats& stats() const;
+  [[nodiscard]] const Config& config() const;
+  [[nodiscard]] std::string_view name() const;
+  [[nodiscard]] std::uint64_t incarnation() const;
+  [[nodiscard]] unsigned health_score() const;  // 0 = healthy .. awareness_max - 1
+  [[nodiscard]] bool joined() const;            // a seed answered (or there were none)
+
+  [[nodiscard]] std::optional<MemberInfo> member(std::string_view name) const;
+  [[nodiscard]] std::vector<MemberInfo> members() const;  // including ourselves
+  // Number of known members (including ourselves) in state s.
+  [[nodiscard]] std::size_t count(MemberState s) const;
+  // Broadcasts waiting to be piggybacked.
+  [[nodiscard]] std::size_t queued_broadcasts() const;
+
+ private:
+  std::unique_ptr<NodeImpl> impl_;
+};
+
+}  // namespace weft::gossip

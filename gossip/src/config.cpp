@@ -1,0 +1,28 @@
+#include "weft/gossip/config.h"
+
+#include "weft/gossip/codec.h"
+
+namespace weft::gossip {
+
+Result<void> Config::validate() const {
+  if (probe_interval <= Duration::zero()) return fail("probe_interval must be positive");
+  if (probe_timeout <= Duration::zero() || probe_timeout >= probe_interval) {
+    return fail("probe_timeout must be positive and shorter than probe_interval");
+  }
+  if (gossip_interval <= Duration::zero()) return fail("gossip_interval must be positive");
+  if (push_pull_interval <= Duration::zero()) return fail("push_pull_interval must be positive");
+  if (sync_timeout <= Duration::zero()) return fail("sync_timeout must be positive");
+  if (suspicion_mult == 0) return fail("suspicion_mult must be at least 1");
+  if (suspicion_max_mult < 1) return fail("suspicion_max_mult must be at least 1");
+  if (awareness_max == 0) return fail("awareness_max must be at least 1");
+  if (retransmit_mult == 0) return fail("retransmit_mult must be at least 1");
+  if (max_packet_bytes < 512 || max_packet_bytes > 65000) {
+    return fail("max_packet_bytes must be between 512 and 65000");
+  }
+  if (max_meta_bytes > kMaxMetaBytes) return fail("max_meta_bytes is above the wire limit");
+  if (max_name_bytes == 0 || max_name_bytes > kMaxNameBytes) return fail("max_name_bytes is out of range");
+  if (reap_after <= Duration::zero()) return fail("reap_after must be positive");
+  return {};
+}
+
+}  // namespace weft::gossip
