@@ -1,1 +1,417 @@
-// placeholder: being written
+// Node API, packet dispatch, timers, probing (SWIM with Lifeguard's nacks) and gossip rounds.
+
+#include "weft/gossip/node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "node_impl.h"
+
+namespace weft::gossip {
+
+NodeImpl::NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log)
+    : cfg_(cfg), log_(std::move(log)), rng_(seed), awareness_(cfg.awareness_max) {
+  self_slot_ = members_.add(std::move(self.name), self.addr, self.incarnation, MemberState::kAlive,
+                            std::move(self.meta), TimePoint{});
+}
+
+void NodeImpl::schedule(TimePoint at, TimerKind kind, std::uint32_t slot, std::uint64_t key) {
+  timers_.push(Timer{at, key, slot, kind});
+}
+
+void NodeImpl::start(TimePoint now) {
+  if (started_) return;
+  started_ = true;
+  // Stagger the periodic work so nodes started together do not act in lockstep.
+  auto jitter = [&](Duration d) { return Duration(static_cast<Duration::rep>(rng_.below(
+                                      static_cast<std::uint64_t>(std::max<Duration::rep>(1, d.count()))))); };
+  next_probe_at_ = now + jitter(cfg_.probe_interval);
+  next_gossip_at_ = now + jitter(cfg_.gossip_interval);
+  next_push_pull_at_ = now + jitter(push_pull_interval());
+  schedule(next_probe_at_, TimerKind::kProbe);
+  schedule(next_gossip_at_, TimerKind::kGossip);
+  schedule(next_push_pull_at_, TimerKind::kPushPull);
+  queue_broadcast(self_slot_);  // announce ourselves
+}
+
+TimePoint NodeImpl::next_deadline() const {
+  return timers_.empty() ? TimePoint::max() : timers_.top().at;
+}
+
+TimePoint NodeImpl::tick(TimePoint now) {
+  while (!timers_.empty() && timers_.top().at <= now) {
+    const Timer t = timers_.top();
+    timers_.pop();
+    switch (t.kind) {
+      case TimerKind::kProbe:
+        if (t.at == next_probe_at_) start_probe(now);
+        break;
+      case TimerKind::kAckTimeout:
+        on_ack_timeout(now, static_cast<std::uint32_t>(t.key));
+        break;
+      case TimerKind::kRelay:
+        on_relay_timeout(static_cast<std::uint32_t>(t.key));
+        break;
+      case TimerKind::kGossip:
+        if (t.at == next_gossip_at_) gossip_round(now);
+        break;
+      case TimerKind::kPushPull:
+        if (t.at == next_push_pull_at_) push_pull_round(now);
+        break;
+      case TimerKind::kSync:
+        on_sync_timeout(static_cast<std::uint32_t>(t.key));
+        break;
+      case TimerKind::kJoinRetry:
+        if (!joined_ && !leaving_) send_join(now);
+        break;
+      case TimerKind::kSuspicion:
+        on_suspicion_timeout(now, t.slot, t.key);
+        break;
+      case TimerKind::kReap:
+        on_reap(now, t.slot, t.key);
+        break;
+    }
+  }
+  return next_deadline();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
+  ++stats_.packets_received;
+  stats_.bytes_received += bytes.size();
+  auto decoded = decode_packet(bytes);
+  if (!decoded) {
+    ++stats_.rejected[static_cast<std::size_t>(decoded.error())];
+    if (log_) log_->debug("packet_rejected from={} reason={}", from.to_string(), to_string(decoded.error()));
+    return;
+  }
+  stats_.unknown_messages += decoded->unknown_skipped;
+  stats_.messages_received += decoded->messages.size();
+  for (const Message& msg : decoded->messages) {
+    std::visit(
+        [&](const auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, Ping>) {
+            on_ping(now, from, m);
+          } else if constexpr (std::is_same_v<T, IndirectPing>) {
+            on_indirect_ping(now, from, m);
+          } else if constexpr (std::is_same_v<T, Ack>) {
+            on_ack(now, m);
+          } else if constexpr (std::is_same_v<T, Nack>) {
+            on_nack(m);
+          } else if constexpr (std::is_same_v<T, Alive>) {
+            on_alive(now, m, /*rebroadcast=*/true);
+          } else if constexpr (std::is_same_v<T, Suspect>) {
+            on_suspect(now, m);
+          } else if constexpr (std::is_same_v<T, Dead>) {
+            on_dead(now, m);
+          }
+        },
+        msg);
+  }
+}
+
+void NodeImpl::on_ping(TimePoint, const Endpoint& from, const Ping& p) {
+  // A ping meant for another name (say, a node that used to live at this address) gets no ack,
+  // or it would vouch for a dead member.
+  if (p.target != members_.at(self_slot_).name) {
+    ++stats_.pings_wrong_target;
+    return;
+  }
+  const Message ack[] = {Ack{p.seq}};
+  send_packet(from, ack);
+}
+
+void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p) {
+  ++stats_.relayed_pings;
+  const std::uint32_t seq = next_seq_++;
+  const TimePoint deadline = now + awareness_.scale(cfg_.probe_timeout);
+  relays_[seq] = Relay{p.seq, from, deadline, p.want_nack};
+  schedule(deadline, TimerKind::kRelay, 0, seq);
+  const Message ping[] = {Ping{seq, p.target}};
+  send_packet(p.target_addr, ping);
+}
+
+void NodeImpl::on_ack(TimePoint, const Ack& a) {
+  if (probe_.active && a.seq == probe_.seq) {
+    if (!probe_.acked) {
+      probe_.acked = true;
+      ++stats_.probe_acks;
+      awareness_.apply(-1);
+    }
+    return;
+  }
+  auto it = relays_.find(a.seq);
+  if (it != relays_.end()) {
+    const Message ack[] = {Ack{it->second.orig_seq}};
+    const Endpoint source = it->second.source;
+    relays_.erase(it);
+    send_packet(source, ack);
+  }
+}
+
+void NodeImpl::on_nack(const Nack& n) {
+  ++stats_.nacks_received;
+  if (probe_.active && n.seq == probe_.seq) ++probe_.nacks;
+}
+
+void NodeImpl::on_relay_timeout(std::uint32_t seq) {
+  auto it = relays_.find(seq);
+  if (it == relays_.end()) return;  // answered in time
+  if (it->second.want_nack) {
+    ++stats_.nacks_sent;
+    const Message nack[] = {Nack{it->second.orig_seq}};
+    send_packet(it->second.source, nack);
+  }
+  relays_.erase(it);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probing
+
+std::uint32_t NodeImpl::next_probe_target() {
+  // Shuffled round robin: every member is probed once per pass, in a fresh order each pass.
+  for (int pass = 0; pass < 2; ++pass) {
+    while (probe_pos_ < probe_order_.size()) {
+      const std::uint32_t slot = probe_order_[probe_pos_++];
+      if (slot == self_slot_ || !members_.in_use(slot)) continue;
+      const MemberState s = members_.at(slot).state;
+      if (s == MemberState::kAlive || s == MemberState::kSuspect) return slot;
+    }
+    probe_order_.clear();
+    for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+      if (s != self_slot_ && members_.in_use(s)) probe_order_.push_back(s);
+    }
+    for (std::size_t i = probe_order_.size(); i > 1; --i) {
+      std::swap(probe_order_[i - 1], probe_order_[rng_.below(i)]);
+    }
+    probe_pos_ = 0;
+  }
+  return MemberTable::kNone;
+}
+
+void NodeImpl::start_probe(TimePoint now) {
+  if (probe_.active) finish_probe(now);
+  next_probe_at_ = now + awareness_.scale(cfg_.probe_interval);
+  schedule(next_probe_at_, TimerKind::kProbe);
+  if (leaving_) return;
+  const std::uint32_t slot = next_probe_target();
+  if (slot == MemberTable::kNone) return;
+  const Member& m = members_.at(slot);
+  probe_ = Probe{next_seq_++, slot, m.uid, true, false, 0, 0};
+  ++stats_.probes;
+  schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
+  if (m.state == MemberState::kSuspect) {
+    // Buddy system: tell a suspect at once so it can refute before the timeout.
+    auto it = suspicions_.find(slot);
+    const std::string& from = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
+    const Message msgs[] = {Suspect{m.name, m.incarnation, from}, Ping{probe_.seq, m.name}};
+    send_packet(m.addr, msgs);
+  } else {
+    const Message msgs[] = {Ping{probe_.seq, m.name}};
+    send_packet(m.addr, msgs);
+  }
+}
+
+void NodeImpl::on_ack_timeout(TimePoint now, std::uint32_t seq) {
+  if (!probe_.active || probe_.seq != seq || probe_.acked) return;
+  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
+  const Member& target = members_.at(probe_.slot);
+  auto relays = random_members(now, cfg_.indirect_checks, probe_.slot, Pick::kAlive);
+  const Message req[] = {IndirectPing{seq, target.name, target.addr, /*want_nack=*/true}};
+  for (std::uint32_t r : relays) {
+    ++stats_.indirect_probes;
+    ++probe_.expected_nacks;
+    send_packet(members_.at(r).addr, req);
+  }
+}
+
+void NodeImpl::finish_probe(TimePoint now) {
+  probe_.active = false;
+  if (probe_.acked) return;
+  // Lifeguard: missing nacks mean the trouble may be ours; with no relays, any miss counts.
+  int delta = 1;
+  if (probe_.expected_nacks > 0) {
+    delta = static_cast<int>(probe_.expected_nacks) - static_cast<int>(std::min(probe_.nacks, probe_.expected_nacks));
+  }
+  awareness_.apply(delta);
+  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
+  const Member& m = members_.at(probe_.slot);
+  if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) return;
+  ++stats_.probe_failures;
+  on_suspect(now, Suspect{m.name, m.incarnation, members_.at(self_slot_).name});
+}
+
+std::vector<std::uint32_t> NodeImpl::random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick) {
+  auto eligible = [&](const Member& m) {
+    switch (pick) {
+      case Pick::kAlive: return m.state == MemberState::kAlive;
+      case Pick::kLive: return m.state == MemberState::kAlive || m.state == MemberState::kSuspect;
+      case Pick::kGossip:
+        // The recently failed get gossip too: if they are alive after all, they learn to refute.
+        return m.state == MemberState::kAlive || m.state == MemberState::kSuspect ||
+               (m.state == MemberState::kFailed && now - m.state_change < cfg_.gossip_to_the_dead);
+    }
+    return false;
+  };
+  std::vector<std::uint32_t> out;
+  const std::uint32_t end = members_.slot_end();
+  if (k == 0 || end == 0) return out;
+  // Rejection sampling over slots; bounded so a table of mostly ineligible members stays cheap.
+  const unsigned tries = 8 * k + 3 * static_cast<unsigned>(std::min<std::size_t>(members_.size(), 64));
+  for (unsigned i = 0; i < tries && out.size() < k; ++i) {
+    const auto s = static_cast<std::uint32_t>(rng_.below(end));
+    if (s == self_slot_ || s == exclude || !members_.in_use(s) || !eligible(members_.at(s))) continue;
+    if (std::find(out.begin(), out.end(), s) != out.end()) continue;
+    out.push_back(s);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending and dissemination
+
+unsigned NodeImpl::retransmit_limit_now() const {
+  return retransmit_limit(cfg_.retransmit_mult, members_.size());
+}
+
+bool NodeImpl::encode_broadcast(BroadcastRef ref, std::vector<std::byte>& out) {
+  if (!members_.in_use(ref.slot)) return false;
+  const Member& m = members_.at(ref.slot);
+  if (m.bcast_gen != ref.gen) return false;
+  switch (m.state) {
+    case MemberState::kAlive:
+      encode_message(Alive{m.name, m.addr, m.incarnation, m.meta}, out);
+      break;
+    case MemberState::kSuspect: {
+      auto it = suspicions_.find(ref.slot);
+      const std::string& from = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
+      encode_message(Suspect{m.name, m.incarnation, from}, out);
+      break;
+    }
+    case MemberState::kFailed:
+      encode_message(Dead{m.name, m.incarnation, members_.at(self_slot_).name}, out);
+      break;
+    case MemberState::kLeft:
+      encode_message(Dead{m.name, m.incarnation, m.name}, out);
+      break;
+  }
+  return true;
+}
+
+void NodeImpl::fill_broadcasts(PacketBuilder& pb) {
+  const std::size_t n = broadcasts_.fill(
+      pb, retransmit_limit_now(), [&](BroadcastRef ref, std::vector<std::byte>& out) { return encode_broadcast(ref, out); },
+      [&](BroadcastRef ref) {
+        if (members_.in_use(ref.slot)) {
+          Member& m = members_.at(ref.slot);
+          if (m.bcast_gen == ref.gen && m.bcast_pending) {
+            m.bcast_pending = false;
+            --pending_broadcasts_;
+          }
+        }
+      });
+  stats_.broadcasts_sent += n;
+}
+
+void NodeImpl::send_packet(const Endpoint& to, std::span<const Message> first) {
+  PacketBuilder pb(cfg_.max_packet_bytes);
+  for (const Message& m : first) {
+    const bool ok = pb.add(m);
+    WEFT_CHECK(ok);  // our own control messages are small
+  }
+  fill_broadcasts(pb);
+  if (pb.empty()) return;
+  Datagram d{to, pb.finish(), Channel::kUnreliable};
+  ++stats_.packets_sent;
+  stats_.bytes_sent += d.bytes.size();
+  outgoing_.push_back(std::move(d));
+}
+
+void NodeImpl::gossip_round(TimePoint now) {
+  next_gossip_at_ = now + cfg_.gossip_interval;
+  schedule(next_gossip_at_, TimerKind::kGossip);
+  if (pending_broadcasts_ == 0) {
+    broadcasts_.clear();  // only stale entries remain
+    return;
+  }
+  ++stats_.gossip_rounds;
+  auto targets = random_members(now, cfg_.gossip_nodes, MemberTable::kNone, Pick::kGossip);
+  for (std::uint32_t t : targets) {
+    if (pending_broadcasts_ == 0) break;
+    send_packet(members_.at(t).addr, {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node: thin forwarding layer
+
+Node::Node(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_unique<NodeImpl>(cfg, std::move(self), seed, std::move(log))) {}
+Node::~Node() = default;
+Node::Node(Node&&) noexcept = default;
+Node& Node::operator=(Node&&) noexcept = default;
+
+void Node::join(TimePoint now, std::span<const Endpoint> seeds) { impl_->join(now, seeds); }
+void Node::leave(TimePoint now) { impl_->leave(now); }
+bool Node::leave_done() const { return impl_->leave_done(); }
+
+Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
+  if (meta.size() > impl_->cfg_.max_meta_bytes) return fail("metadata larger than max_meta_bytes");
+  Member& self = impl_->members_.at(impl_->self_slot_);
+  self.meta = std::move(meta);
+  ++self.incarnation;
+  impl_->queue_broadcast(impl_->self_slot_);
+  (void)now;
+  return {};
+}
+
+void Node::handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
+  impl_->handle_packet(now, from, bytes);
+}
+void Node::handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
+  impl_->handle_stream(now, from, bytes);
+}
+TimePoint Node::tick(TimePoint now) { return impl_->tick(now); }
+TimePoint Node::next_deadline() const { return impl_->next_deadline(); }
+
+std::vector<Datagram> Node::take_outgoing() { return std::exchange(impl_->outgoing_, {}); }
+std::vector<MemberEvent> Node::take_events() { return std::exchange(impl_->events_, {}); }
+void Node::drain_outgoing(std::vector<Datagram>& out) {
+  for (auto& d : impl_->outgoing_) out.push_back(std::move(d));
+  impl_->outgoing_.clear();
+}
+void Node::drain_events(std::vector<MemberEvent>& out) {
+  for (auto& e : impl_->events_) out.push_back(std::move(e));
+  impl_->events_.clear();
+}
+
+const GossipStats& Node::stats() const { return impl_->stats_; }
+const Config& Node::config() const { return impl_->cfg_; }
+std::string_view Node::name() const { return impl_->members_.at(impl_->self_slot_).name; }
+std::uint64_t Node::incarnation() const { return impl_->members_.at(impl_->self_slot_).incarnation; }
+unsigned Node::health_score() const { return impl_->awareness_.score(); }
+bool Node::joined() const { return impl_->joined_; }
+
+std::optional<MemberInfo> Node::member(std::string_view name) const {
+  const std::uint32_t slot = impl_->members_.find(name);
+  if (slot == MemberTable::kNone) return std::nullopt;
+  return impl_->info(slot);
+}
+
+std::vector<MemberInfo> Node::members() const {
+  std::vector<MemberInfo> out;
+  out.reserve(impl_->members_.size());
+  for (std::uint32_t s = 0; s < impl_->members_.slot_end(); ++s) {
+    if (impl_->members_.in_use(s)) out.push_back(impl_->info(s));
+  }
+  return out;
+}
+
+std::size_t Node::count(MemberState s) const { return impl_->members_.count(s); }
+std::size_t Node::queued_broadcasts() const { return impl_->pending_broadcasts_; }
+
+}  // namespace weft::gossip

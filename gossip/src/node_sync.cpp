@@ -1,1 +1,174 @@
-// placeholder: being written
+// Join, push-pull anti-entropy, graceful leave and reaping.
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+#include "node_impl.h"
+
+namespace weft::gossip {
+
+// memberlist's pushPullScale: the interval grows with log2(n) above 32 members, so the
+// cluster-wide sync load stays roughly constant.
+Duration NodeImpl::push_pull_interval() const {
+  const std::size_t n = members_.size();
+  if (n <= 32) return cfg_.push_pull_interval;
+  const double mult = std::ceil(std::log2(static_cast<double>(n)) - std::log2(32.0)) + 1.0;
+  return cfg_.push_pull_interval * static_cast<int>(mult);
+}
+
+void NodeImpl::join(TimePoint now, std::span<const Endpoint> seeds) {
+  start(now);
+  const Endpoint& own = members_.at(self_slot_).addr;
+  for (const Endpoint& e : seeds) {
+    if (e != own && std::find(seeds_.begin(), seeds_.end(), e) == seeds_.end()) seeds_.push_back(e);
+  }
+  if (seeds_.empty()) {
+    joined_ = true;  // the first member of a new cluster
+    return;
+  }
+  joined_ = false;
+  send_join(now);
+}
+
+void NodeImpl::send_join(TimePoint now) {
+  for (const Endpoint& e : seeds_) start_sync(now, e, /*join=*/true);
+  schedule(now + cfg_.sync_timeout, TimerKind::kJoinRetry);
+}
+
+void NodeImpl::start_sync(TimePoint now, const Endpoint& to, bool join) {
+  const std::uint32_t seq = next_seq_++;
+  syncs_[seq] = PendingSync{now + cfg_.sync_timeout, join};
+  schedule(now + cfg_.sync_timeout, TimerKind::kSync, 0, seq);
+  if (join) {
+    ++stats_.joins_sent;
+  } else {
+    ++stats_.syncs_started;
+  }
+  send_state(to, seq, join, /*response=*/false);
+}
+
+void NodeImpl::send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response) {
+  PushPull pp{seq, join, response, {}};
+  pp.members.reserve(members_.size());
+  // Our own entry first: the receiver takes it as the sender's name for confirmations.
+  auto add = [&](std::uint32_t s) {
+    const Member& m = members_.at(s);
+    pp.members.push_back(PushPullEntry{m.name, m.addr, m.incarnation, m.state, m.meta});
+  };
+  add(self_slot_);
+  for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+    if (s != self_slot_ && members_.in_use(s)) add(s);
+  }
+  Datagram d{to, encode_stream(pp), Channel::kReliable};
+  ++stats_.streams_sent;
+  stats_.stream_bytes_sent += d.bytes.size();
+  outgoing_.push_back(std::move(d));
+}
+
+void NodeImpl::push_pull_round(TimePoint now) {
+  next_push_pull_at_ = now + push_pull_interval();
+  schedule(next_push_pull_at_, TimerKind::kPushPull);
+  if (leaving_) return;
+  std::size_t outstanding = 0;
+  for (const auto& [seq, s] : syncs_) outstanding += s.join ? 0 : 1;
+  if (outstanding >= cfg_.max_concurrent_syncs) return;
+  auto peer = random_members(now, 1, MemberTable::kNone, Pick::kAlive);
+  if (peer.empty()) return;
+  start_sync(now, members_.at(peer[0]).addr, /*join=*/false);
+}
+
+void NodeImpl::on_sync_timeout(std::uint32_t seq) {
+  if (syncs_.erase(seq) > 0) ++stats_.syncs_timed_out;
+}
+
+void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
+  ++stats_.streams_received;
+  stats_.stream_bytes_received += bytes.size();
+  auto decoded = decode_stream(bytes);
+  if (!decoded) {
+    ++stats_.rejected[static_cast<std::size_t>(decoded.error())];
+    if (log_) log_->debug("stream_rejected from={} reason={}", from.to_string(), to_string(decoded.error()));
+    return;
+  }
+  const PushPull& pp = *decoded;
+  if (pp.response) {
+    auto it = syncs_.find(pp.seq);
+    if (it == syncs_.end()) return;  // late or unsolicited: ignore
+    syncs_.erase(it);
+    ++stats_.syncs_completed;
+    if (pp.join && !joined_) {
+      joined_ = true;
+      if (log_) log_->info("joined via={} members={}", from.to_string(), pp.members.size());
+    }
+    merge_state(now, pp);
+    return;
+  }
+  if (!pp.join) {
+    // Periodic syncs are optional work: shed them past the rate limit (joins always answered).
+    if (now - inbound_window_start_ >= std::chrono::seconds(1)) {
+      inbound_window_start_ = now;
+      inbound_in_window_ = 0;
+    }
+    if (inbound_in_window_ >= cfg_.max_inbound_syncs_per_s) {
+      ++stats_.syncs_refused;
+      return;
+    }
+    ++inbound_in_window_;
+  }
+  ++stats_.syncs_served;
+  send_state(from, pp.seq, pp.join, /*response=*/true);
+  merge_state(now, pp);
+}
+
+void NodeImpl::merge_state(TimePoint now, const PushPull& pp) {
+  if (pp.members.empty()) return;
+  const std::string& sender = pp.members.front().name;
+  // A joiner learns what everyone already knows: re-broadcasting it would only add traffic.
+  const bool rebroadcast = !(pp.join && pp.response);
+  for (const PushPullEntry& e : pp.members) {
+    switch (e.state) {
+      case MemberState::kAlive:
+        on_alive(now, Alive{e.name, e.addr, e.incarnation, e.meta}, rebroadcast);
+        break;
+      case MemberState::kLeft:
+        on_dead(now, Dead{e.name, e.incarnation, e.name});
+        break;
+      case MemberState::kSuspect:
+      case MemberState::kFailed:
+        // Lifeguard: another node's verdict is a reason to suspect, not to declare failed.
+        on_suspect(now, Suspect{e.name, e.incarnation, sender});
+        break;
+    }
+  }
+}
+
+void NodeImpl::leave(TimePoint now) {
+  if (leaving_) return;
+  start(now);
+  leaving_ = true;
+  Member& self = members_.at(self_slot_);
+  members_.set_state(self_slot_, MemberState::kLeft, now);
+  queue_broadcast(self_slot_);
+  // Tell many members at once so "left" is everywhere before anyone's probe could fail.
+  const Message msgs[] = {Dead{self.name, self.incarnation, self.name}};
+  auto peers = random_members(now, cfg_.leave_fanout, MemberTable::kNone, Pick::kLive);
+  for (std::uint32_t p : peers) send_packet(members_.at(p).addr, msgs);
+  if (log_) log_->info("leave incarnation={} told={}", self.incarnation, peers.size());
+}
+
+bool NodeImpl::leave_done() const { return leaving_ && !members_.at(self_slot_).bcast_pending; }
+
+void NodeImpl::on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid) {
+  if (!members_.in_use(slot) || slot == self_slot_) return;
+  Member& m = members_.at(slot);
+  if (m.uid != uid) return;
+  if (m.state != MemberState::kFailed && m.state != MemberState::kLeft) return;
+  if (now - m.state_change < cfg_.reap_after) return;  // a newer verdict scheduled its own timer
+  if (m.bcast_pending) --pending_broadcasts_;
+  suspicions_.erase(slot);
+  members_.remove(slot);
+  ++stats_.reaped;
+}
+
+}  // namespace weft::gossip

@@ -1,0 +1,158 @@
+#pragma once
+// NodeImpl: the state behind weft::gossip::Node. Split by concern:
+//   node.cpp        API, packet dispatch, timers, probing (SWIM), relaying, gossip rounds
+//   node_state.cpp  alive / suspect / dead rules: merge, refute, conflicts, events
+//   node_sync.cpp   join, push-pull anti-entropy, leave, reaping
+
+#include <memory>
+#include <optional>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "awareness.h"
+#include "dissemination.h"
+#include "member_table.h"
+#include "suspicion.h"
+#include "weft/base/rng.h"
+#include "weft/gossip/codec.h"
+#include "weft/gossip/node.h"
+
+namespace weft::gossip {
+
+enum class TimerKind : std::uint8_t {
+  kProbe,        // start the next probe (ends the previous one)
+  kAckTimeout,   // direct ack missed: ask relays
+  kRelay,        // a ping we relay for someone timed out: nack
+  kGossip,
+  kPushPull,
+  kSync,         // an outstanding sync request timed out
+  kJoinRetry,
+  kSuspicion,
+  kReap,
+};
+
+struct Timer {
+  TimePoint at;
+  std::uint64_t key;   // seq, member uid, ...
+  std::uint32_t slot;
+  TimerKind kind;
+  friend bool operator>(const Timer& a, const Timer& b) { return a.at > b.at; }
+};
+
+struct Probe {
+  std::uint32_t seq = 0;
+  std::uint32_t slot = MemberTable::kNone;
+  std::uint64_t uid = 0;
+  bool active = false;
+  bool acked = false;
+  unsigned expected_nacks = 0;
+  unsigned nacks = 0;
+};
+
+struct Relay {
+  std::uint32_t orig_seq;
+  Endpoint source;
+  TimePoint deadline;
+  bool want_nack;
+};
+
+struct PendingSync {
+  TimePoint deadline;
+  bool join;
+};
+
+class NodeImpl {
+ public:
+  NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log);
+
+  // --- node.cpp ---
+  void handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  TimePoint tick(TimePoint now);
+  TimePoint next_deadline() const;
+  void start(TimePoint now);
+  void schedule(TimePoint at, TimerKind kind, std::uint32_t slot = 0, std::uint64_t key = 0);
+  void on_ping(TimePoint now, const Endpoint& from, const Ping& p);
+  void on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p);
+  void on_ack(TimePoint now, const Ack& a);
+  void on_nack(const Nack& n);
+  void start_probe(TimePoint now);
+  void finish_probe(TimePoint now);
+  void on_ack_timeout(TimePoint now, std::uint32_t seq);
+  void on_relay_timeout(std::uint32_t seq);
+  void gossip_round(TimePoint now);
+  std::uint32_t next_probe_target();
+  enum class Pick : std::uint8_t {
+    kAlive,   // alive members
+    kLive,    // alive or suspect
+    kGossip,  // live, or failed within gossip_to_the_dead
+  };
+  // Up to k distinct random members of the kind, other than us and `exclude`.
+  std::vector<std::uint32_t> random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick);
+  // Sends `first` (may be empty) plus piggybacked broadcasts in one datagram.
+  void send_packet(const Endpoint& to, std::span<const Message> first);
+  void fill_broadcasts(PacketBuilder& pb);
+  bool encode_broadcast(BroadcastRef ref, std::vector<std::byte>& out);
+  unsigned retransmit_limit_now() const;
+
+  // --- node_state.cpp ---
+  void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
+  void on_suspect(TimePoint now, const Suspect& s);
+  void on_dead(TimePoint now, const Dead& d);
+  void refute(TimePoint now, std::uint64_t accused_incarnation);
+  void queue_broadcast(std::uint32_t slot);
+  void emit(EventType type, std::uint32_t slot);
+  void on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint64_t id);
+  Duration suspicion_min() const;
+
+  // --- node_sync.cpp ---
+  void join(TimePoint now, std::span<const Endpoint> seeds);
+  void send_join(TimePoint now);
+  void leave(TimePoint now);
+  bool leave_done() const;
+  void handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  void start_sync(TimePoint now, const Endpoint& to, bool join);
+  void send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response);
+  void merge_state(TimePoint now, const PushPull& pp);
+  void push_pull_round(TimePoint now);
+  Duration push_pull_interval() const;
+  void on_sync_timeout(std::uint32_t seq);
+  void on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid);
+  MemberInfo info(std::uint32_t slot) const;
+
+  Config cfg_;
+  std::shared_ptr<spdlog::logger> log_;
+  Rng rng_;
+  MemberTable members_;
+  std::uint32_t self_slot_ = 0;
+  BroadcastQueue broadcasts_;
+  std::size_t pending_broadcasts_ = 0;  // members whose newest broadcast is still being sent
+  Awareness awareness_;
+  GossipStats stats_;
+
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  TimePoint next_probe_at_{};
+  TimePoint next_gossip_at_{};
+  TimePoint next_push_pull_at_{};
+  bool started_ = false;
+  bool leaving_ = false;
+  bool joined_ = false;
+
+  std::vector<std::uint32_t> probe_order_;
+  std::size_t probe_pos_ = 0;
+  Probe probe_;
+  std::unordered_map<std::uint32_t, Relay> relays_;
+  std::unordered_map<std::uint32_t, Suspicion> suspicions_;  // by slot
+  std::unordered_map<std::uint32_t, PendingSync> syncs_;     // by seq
+  std::vector<Endpoint> seeds_;
+  std::uint32_t next_seq_ = 1;
+  std::uint64_t next_suspicion_id_ = 1;
+  TimePoint inbound_window_start_{};
+  unsigned inbound_in_window_ = 0;
+
+  std::vector<Datagram> outgoing_;
+  std::vector<MemberEvent> events_;
+};
+
+}  // namespace weft::gossip
