@@ -133,7 +133,7 @@ enum class DecodeError : std::uint8_t {
   kBadEnvelope = 2,    // envelope is not an array of the right shape
   kTooManyMessages = 3,
   kBadMessage = 4,     // a message has a missing or mistyped field
-  kTooLarge = 5,       // a string, blob, count or the whole input exceeds its limit
+  kTooLarge = 5,       // a string, blob, count, nesting depth or the whole input exceeds its limit
   kBadAddress = 6,
   kUnknownType = 7,    // a stream message of a type we do not know (in packets: skipped)
 };
@@ -151,10 +151,13 @@ class PacketBuilder {
   // it would not fit or the packet already holds kMaxMessagesPerPacket messages.
   bool add_encoded(std::span<const std::byte> msg);
   bool add(const Message& msg);
-  [[nodiscard]] std::size_t remaining() const;  // bytes still free for messages
+  // Bytes free for the next message, exactly: counts the envelope header growing from 1 to 3
+  // bytes at 16 elements. add_encoded(m) succeeds iff m.size() <= remaining().
+  [[nodiscard]] std::size_t remaining() const;
   [[nodiscard]] std::size_t count() const { return count_; }
   [[nodiscard]] bool empty() const { return count_ == 0; }
-  // The finished datagram: envelope header followed by the messages. Resets the builder.
+  // The finished datagram: envelope header followed by the messages; empty when no message was
+  // added. Resets the builder.
   std::vector<std::byte> finish();
 
  private:
