@@ -1,5 +1,9 @@
 #include "weft/gossip/config.h"
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "weft/gossip/codec.h"
 
 namespace weft::gossip {
@@ -22,6 +26,16 @@ Result<void> Config::validate() const {
   if (max_meta_bytes > kMaxMetaBytes) return fail("max_meta_bytes is above the wire limit");
   if (max_name_bytes == 0 || max_name_bytes > kMaxNameBytes) return fail("max_name_bytes is out of range");
   if (reap_after <= Duration::zero()) return fail("reap_after must be positive");
+  // The largest alive message we accept must fit one datagram, or it could never be
+  // piggybacked: its broadcast would stay queued for good (and a leave would never finish).
+  std::vector<std::byte> largest;
+  encode_message(Alive{std::string(max_name_bytes, 'x'), Endpoint{.family = Endpoint::Family::kV6},
+                       UINT64_MAX, std::vector<std::byte>(max_meta_bytes)},
+                 largest);
+  if (largest.size() + kPacketOverhead > max_packet_bytes) {
+    return fail("max_packet_bytes must hold an alive message with max_name_bytes of name and max_meta_bytes "
+                "of metadata");
+  }
   return {};
 }
 

@@ -51,7 +51,7 @@ TimePoint NodeImpl::tick(TimePoint now) {
         on_ack_timeout(now, static_cast<std::uint32_t>(t.key));
         break;
       case TimerKind::kRelay:
-        on_relay_timeout(static_cast<std::uint32_t>(t.key));
+        on_relay_timeout(now, static_cast<std::uint32_t>(t.key));
         break;
       case TimerKind::kGossip:
         if (t.at == next_gossip_at_) gossip_round(now);
@@ -64,6 +64,9 @@ TimePoint NodeImpl::tick(TimePoint now) {
         break;
       case TimerKind::kJoinRetry:
         if (!joined_ && !leaving_) send_join(now);
+        break;
+      case TimerKind::kCatchup:
+        on_catchup(now, static_cast<unsigned>(t.key));
         break;
       case TimerKind::kSuspicion:
         on_suspicion_timeout(now, t.slot, t.key);
@@ -130,7 +133,23 @@ void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const Indir
   const std::uint32_t seq = next_seq_++;
   const TimePoint deadline = now + awareness_.scale(cfg_.probe_timeout);
   relays_[seq] = Relay{p.seq, from, deadline, p.want_nack};
-  schedule(deadline, TimerKind::kRelay, 0, seq);
+  // Lifeguard (footnote 5): the nack goes out at 80% of the probe timeout, so that it reaches
+  // the asker within its probe period; a later ack is still forwarded until `deadline`. The
+  // asker sends us the request (score + 1) * probe_timeout into its period and waits until
+  // (score + 1) * probe_interval, so it has at least probe_interval - probe_timeout left.
+  const Duration nack_after = std::min(cfg_.probe_timeout, cfg_.probe_interval - cfg_.probe_timeout) * 4 / 5;
+  schedule(p.want_nack ? std::min(deadline, now + nack_after) : deadline, TimerKind::kRelay, 0, seq);
+  // Buddy system (Lifeguard §IV-C): a relay that holds the target suspect tells it first, too.
+  const std::uint32_t slot = members_.find(p.target);
+  if (slot != MemberTable::kNone && slot != self_slot_ && members_.at(slot).state == MemberState::kSuspect &&
+      members_.at(slot).addr == p.target_addr) {
+    const Member& m = members_.at(slot);
+    auto it = suspicions_.find(slot);
+    const std::string& accuser = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
+    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser}, Ping{seq, p.target}};
+    send_packet(p.target_addr, msgs);
+    return;
+  }
   const Message ping[] = {Ping{seq, p.target}};
   send_packet(p.target_addr, ping);
 }
@@ -158,13 +177,19 @@ void NodeImpl::on_nack(const Nack& n) {
   if (probe_.active && n.seq == probe_.seq) ++probe_.nacks;
 }
 
-void NodeImpl::on_relay_timeout(std::uint32_t seq) {
+void NodeImpl::on_relay_timeout(TimePoint now, std::uint32_t seq) {
   auto it = relays_.find(seq);
   if (it == relays_.end()) return;  // answered in time
-  if (it->second.want_nack) {
+  Relay& r = it->second;
+  if (r.want_nack && !r.nacked) {
+    r.nacked = true;
     ++stats_.nacks_sent;
-    const Message nack[] = {Nack{it->second.orig_seq}};
-    send_packet(it->second.source, nack);
+    const Message nack[] = {Nack{r.orig_seq}};
+    send_packet(r.source, nack);
+    if (r.deadline > now) {
+      schedule(r.deadline, TimerKind::kRelay, 0, seq);  // keep forwarding a late ack until then
+      return;
+    }
   }
   relays_.erase(it);
 }

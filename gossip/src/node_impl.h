@@ -29,6 +29,7 @@ enum class TimerKind : std::uint8_t {
   kPushPull,
   kSync,         // an outstanding sync request timed out
   kJoinRetry,
+  kCatchup,      // key = which catch-up sync after the join (0-based)
   kSuspicion,
   kReap,
 };
@@ -54,8 +55,9 @@ struct Probe {
 struct Relay {
   std::uint32_t orig_seq;
   Endpoint source;
-  TimePoint deadline;
+  TimePoint deadline;  // the target's ack is forwarded until then
   bool want_nack;
+  bool nacked = false;
 };
 
 struct PendingSync {
@@ -80,7 +82,7 @@ class NodeImpl {
   void start_probe(TimePoint now);
   void finish_probe(TimePoint now);
   void on_ack_timeout(TimePoint now, std::uint32_t seq);
-  void on_relay_timeout(std::uint32_t seq);
+  void on_relay_timeout(TimePoint now, std::uint32_t seq);
   void gossip_round(TimePoint now);
   std::uint32_t next_probe_target();
   enum class Pick : std::uint8_t {
@@ -118,6 +120,7 @@ class NodeImpl {
   void push_pull_round(TimePoint now);
   Duration push_pull_interval() const;
   void on_sync_timeout(std::uint32_t seq);
+  void on_catchup(TimePoint now, unsigned which);
   void on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid);
   MemberInfo info(std::uint32_t slot) const;
 
@@ -146,6 +149,7 @@ class NodeImpl {
   std::unordered_map<std::uint32_t, Suspicion> suspicions_;  // by slot
   std::unordered_map<std::uint32_t, PendingSync> syncs_;     // by seq
   std::vector<Endpoint> seeds_;
+  Endpoint answered_seed_;  // the seed whose join response we took
   std::uint32_t next_seq_ = 1;
   std::uint64_t next_suspicion_id_ = 1;
   TimePoint inbound_window_start_{};

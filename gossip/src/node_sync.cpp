@@ -78,6 +78,23 @@ void NodeImpl::push_pull_round(TimePoint now) {
   start_sync(now, members_.at(peer[0]).addr, /*join=*/false);
 }
 
+void NodeImpl::on_catchup(TimePoint now, unsigned which) {
+  if (leaving_) return;
+  if (which + 1 < cfg_.join_catchups && which < 8) {
+    // Catch-up i runs delay * 4^i after the join: the next one is delay * 3 * 4^which from now.
+    schedule(now + cfg_.join_catchup_delay * (3u << (2 * which)), TimerKind::kCatchup, 0, which + 1);
+  }
+  Endpoint peer = answered_seed_;
+  if (which > 0) {
+    auto pick = random_members(now, 1, MemberTable::kNone, Pick::kAlive);
+    if (pick.empty()) return;
+    peer = members_.at(pick[0]).addr;
+  }
+  ++stats_.catchup_syncs;
+  // Flagged as a join: always answered, and what we learn is not re-broadcast.
+  start_sync(now, peer, /*join=*/true);
+}
+
 void NodeImpl::on_sync_timeout(std::uint32_t seq) {
   if (syncs_.erase(seq) > 0) ++stats_.syncs_timed_out;
 }
@@ -99,6 +116,8 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
     ++stats_.syncs_completed;
     if (pp.join && !joined_) {
       joined_ = true;
+      answered_seed_ = from;
+      if (cfg_.join_catchups > 0) schedule(now + cfg_.join_catchup_delay, TimerKind::kCatchup, 0, 0);
       if (log_) log_->info("joined via={} members={}", from.to_string(), pp.members.size());
     }
     merge_state(now, pp);
@@ -157,7 +176,11 @@ void NodeImpl::leave(TimePoint now) {
   if (log_) log_->info("leave incarnation={} told={}", self.incarnation, peers.size());
 }
 
-bool NodeImpl::leave_done() const { return leaving_ && !members_.at(self_slot_).bcast_pending; }
+// Done once the leave has been retransmitted enough, or when no live member is left to hear it
+// (the broadcast would otherwise stay queued forever and shutdown would wait in vain).
+bool NodeImpl::leave_done() const {
+  return leaving_ && (!members_.at(self_slot_).bcast_pending || members_.live() == 0);
+}
 
 void NodeImpl::on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid) {
   if (!members_.in_use(slot) || slot == self_slot_) return;
