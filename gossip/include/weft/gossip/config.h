@@ -49,9 +49,10 @@ struct Config {
   unsigned max_concurrent_syncs = 2;     // outstanding periodic syncs we start
   unsigned max_inbound_syncs_per_s = 64; // periodic syncs we answer per second (joins always)
   // After a join is answered, catch up join_catchups more times, join_catchup_delay * 4^i later
+  // (0.5 s, 2 s, 8 s, 32 s, 128 s)
   // (first with the seed that answered, then with random members): members that joined at the
   // same moment learn of each other without waiting for gossip or the next push-pull.
-  unsigned join_catchups = 3;
+  unsigned join_catchups = 5;
   Duration join_catchup_delay = 500ms;
 
   // --- membership ---
