@@ -16,6 +16,8 @@ Result<void> Config::validate() const {
   if (gossip_interval <= Duration::zero()) return fail("gossip_interval must be positive");
   if (push_pull_interval <= Duration::zero()) return fail("push_pull_interval must be positive");
   if (sync_timeout <= Duration::zero()) return fail("sync_timeout must be positive");
+  if (reconnect_interval <= Duration::zero()) return fail("reconnect_interval must be positive");
+  if (join_catchup_delay <= Duration::zero()) return fail("join_catchup_delay must be positive");
   if (suspicion_mult == 0) return fail("suspicion_mult must be at least 1");
   if (suspicion_max_mult < 1) return fail("suspicion_max_mult must be at least 1");
   if (awareness_max == 0) return fail("awareness_max must be at least 1");

@@ -32,6 +32,7 @@ void NodeImpl::start(TimePoint now) {
   schedule(next_probe_at_, TimerKind::kProbe);
   schedule(next_gossip_at_, TimerKind::kGossip);
   schedule(next_push_pull_at_, TimerKind::kPushPull);
+  schedule(now + cfg_.reconnect_interval + jitter(cfg_.reconnect_interval), TimerKind::kReconnect);
   queue_broadcast(self_slot_);  // announce ourselves
 }
 
@@ -64,6 +65,9 @@ TimePoint NodeImpl::tick(TimePoint now) {
         break;
       case TimerKind::kJoinRetry:
         if (!joined_ && !leaving_) send_join(now);
+        break;
+      case TimerKind::kReconnect:
+        reconnect_round(now);
         break;
       case TimerKind::kCatchup:
         on_catchup(now, static_cast<unsigned>(t.key));

@@ -30,6 +30,7 @@ enum class TimerKind : std::uint8_t {
   kSync,         // an outstanding sync request timed out
   kJoinRetry,
   kCatchup,      // key = which catch-up sync after the join (0-based)
+  kReconnect,
   kSuspicion,
   kReap,
 };
@@ -121,6 +122,7 @@ class NodeImpl {
   Duration push_pull_interval() const;
   void on_sync_timeout(std::uint32_t seq);
   void on_catchup(TimePoint now, unsigned which);
+  void reconnect_round(TimePoint now);
   void on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid);
   MemberInfo info(std::uint32_t slot) const;
 

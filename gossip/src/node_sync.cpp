@@ -95,6 +95,21 @@ void NodeImpl::on_catchup(TimePoint now, unsigned which) {
   start_sync(now, peer, /*join=*/true);
 }
 
+void NodeImpl::reconnect_round(TimePoint now) {
+  schedule(now + cfg_.reconnect_interval, TimerKind::kReconnect);
+  if (leaving_ || members_.count(MemberState::kFailed) == 0) return;
+  // Few failed members among many: sampling slots at random would miss them, so scan (once per
+  // interval) and keep one uniformly at random.
+  std::uint32_t pick = MemberTable::kNone;
+  std::uint64_t seen = 0;
+  for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+    if (members_.in_use(s) && members_.at(s).state == MemberState::kFailed && rng_.below(++seen) == 0) pick = s;
+  }
+  if (pick == MemberTable::kNone) return;
+  ++stats_.reconnect_syncs;
+  start_sync(now, members_.at(pick).addr, /*join=*/false);
+}
+
 void NodeImpl::on_sync_timeout(std::uint32_t seq) {
   if (syncs_.erase(seq) > 0) ++stats_.syncs_timed_out;
 }
@@ -136,8 +151,9 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
     ++inbound_in_window_;
   }
   ++stats_.syncs_served;
-  send_state(from, pp.seq, pp.join, /*response=*/true);
+  // Merge first: a refutation it triggers (we were believed failed) goes out in the response.
   merge_state(now, pp);
+  send_state(from, pp.seq, pp.join, /*response=*/true);
 }
 
 void NodeImpl::merge_state(TimePoint now, const PushPull& pp) {

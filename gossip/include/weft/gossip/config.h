@@ -54,6 +54,9 @@ struct Config {
   // same moment learn of each other without waiting for gossip or the next push-pull.
   unsigned join_catchups = 5;
   Duration join_catchup_delay = 500ms;
+  // Every reconnect_interval, sync with one random failed member: if it is alive after all (a
+  // healed partition), both sides learn the other's state and refute, and the cluster merges.
+  Duration reconnect_interval = 30s;
 
   // --- membership ---
   Duration reap_after = 24h;             // failed and left members are forgotten after this

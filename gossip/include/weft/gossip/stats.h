@@ -52,6 +52,7 @@ struct GossipStats {
   std::uint64_t syncs_refused = 0;        // over max_inbound_syncs_per_s
   std::uint64_t joins_sent = 0;
   std::uint64_t catchup_syncs = 0;
+  std::uint64_t reconnect_syncs = 0;
 };
 
 }  // namespace weft::gossip
