@@ -230,7 +230,7 @@ void NodeImpl::start_probe(TimePoint now) {
   const std::uint32_t slot = next_probe_target();
   if (slot == MemberTable::kNone) return;
   const Member& m = members_.at(slot);
-  probe_ = Probe{next_seq_++, slot, m.uid, true, false, 0, 0};
+  probe_ = Probe{next_seq_++, slot, m.uid, m.incarnation, true, false, 0, 0};
   ++stats_.probes;
   schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
   if (m.state == MemberState::kSuspect) {
@@ -271,7 +271,8 @@ void NodeImpl::finish_probe(TimePoint now) {
   const Member& m = members_.at(probe_.slot);
   if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) return;
   ++stats_.probe_failures;
-  on_suspect(now, Suspect{m.name, m.incarnation, members_.at(self_slot_).name});
+  // At the incarnation we probed: if the member refuted or restarted since, this is stale.
+  on_suspect(now, Suspect{m.name, probe_.incarnation, members_.at(self_slot_).name});
 }
 
 std::vector<std::uint32_t> NodeImpl::random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick) {

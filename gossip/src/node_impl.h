@@ -47,6 +47,7 @@ struct Probe {
   std::uint32_t seq = 0;
   std::uint32_t slot = MemberTable::kNone;
   std::uint64_t uid = 0;
+  std::uint64_t incarnation = 0;  // the target's when probed: a failed probe accuses only that
   bool active = false;
   bool acked = false;
   unsigned expected_nacks = 0;
