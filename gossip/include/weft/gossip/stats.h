@@ -50,7 +50,7 @@ struct GossipStats {
   std::uint64_t syncs_timed_out = 0;
   std::uint64_t syncs_served = 0;
   std::uint64_t syncs_refused = 0;        // over max_inbound_syncs_per_s
-  std::uint64_t joins_sent = 0;
+  std::uint64_t joins_sent = 0;          // join requests, catch-up syncs included
   std::uint64_t catchup_syncs = 0;
   std::uint64_t reconnect_syncs = 0;
 };
