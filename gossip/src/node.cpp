@@ -143,19 +143,27 @@ void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const Indir
   // (score + 1) * probe_interval, so it has at least probe_interval - probe_timeout left.
   const Duration nack_after = std::min(cfg_.probe_timeout, cfg_.probe_interval - cfg_.probe_timeout) * 4 / 5;
   schedule(p.want_nack ? std::min(deadline, now + nack_after) : deadline, TimerKind::kRelay, 0, seq);
-  // Buddy system (Lifeguard §IV-C): a relay that holds the target suspect tells it first, too.
-  const std::uint32_t slot = members_.find(p.target);
+  send_ping(p.target_addr, seq, p.target);
+}
+
+const std::string& NodeImpl::accuser_of(std::uint32_t slot) const {
+  auto it = suspicions_.find(slot);
+  return it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
+}
+
+void NodeImpl::send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target) {
+  // Buddy system (Lifeguard §IV-C): whoever pings a member it holds suspect, as prober or as
+  // relay, tells it first, so it can refute before the timeout.
+  const std::uint32_t slot = members_.find(target);
   if (slot != MemberTable::kNone && slot != self_slot_ && members_.at(slot).state == MemberState::kSuspect &&
-      members_.at(slot).addr == p.target_addr) {
+      members_.at(slot).addr == to) {
     const Member& m = members_.at(slot);
-    auto it = suspicions_.find(slot);
-    const std::string& accuser = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
-    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser}, Ping{seq, p.target}};
-    send_packet(p.target_addr, msgs);
+    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser_of(slot)}, Ping{seq, target}};
+    send_packet(to, msgs);
     return;
   }
-  const Message ping[] = {Ping{seq, p.target}};
-  send_packet(p.target_addr, ping);
+  const Message ping[] = {Ping{seq, target}};
+  send_packet(to, ping);
 }
 
 void NodeImpl::on_ack(TimePoint, const Ack& a) {
@@ -233,16 +241,7 @@ void NodeImpl::start_probe(TimePoint now) {
   probe_ = Probe{next_seq_++, slot, m.uid, m.incarnation, true, false, 0, 0};
   ++stats_.probes;
   schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
-  if (m.state == MemberState::kSuspect) {
-    // Buddy system: tell a suspect at once so it can refute before the timeout.
-    auto it = suspicions_.find(slot);
-    const std::string& from = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
-    const Message msgs[] = {Suspect{m.name, m.incarnation, from}, Ping{probe_.seq, m.name}};
-    send_packet(m.addr, msgs);
-  } else {
-    const Message msgs[] = {Ping{probe_.seq, m.name}};
-    send_packet(m.addr, msgs);
-  }
+  send_ping(m.addr, probe_.seq, m.name);
 }
 
 void NodeImpl::on_ack_timeout(TimePoint now, std::uint32_t seq) {
@@ -316,12 +315,9 @@ bool NodeImpl::encode_broadcast(BroadcastRef ref, std::vector<std::byte>& out) {
     case MemberState::kAlive:
       encode_message(Alive{m.name, m.addr, m.incarnation, m.meta}, out);
       break;
-    case MemberState::kSuspect: {
-      auto it = suspicions_.find(ref.slot);
-      const std::string& from = it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
-      encode_message(Suspect{m.name, m.incarnation, from}, out);
+    case MemberState::kSuspect:
+      encode_message(Suspect{m.name, m.incarnation, accuser_of(ref.slot)}, out);
       break;
-    }
     case MemberState::kFailed:
       encode_message(Dead{m.name, m.incarnation, members_.at(self_slot_).name}, out);
       break;

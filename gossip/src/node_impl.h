@@ -94,6 +94,9 @@ class NodeImpl {
   };
   // Up to k distinct random members of the kind, other than us and `exclude`.
   std::vector<std::uint32_t> random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick);
+  void send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target);
+  // Who accused a suspect member last (the `from` we repeat), or ourselves.
+  const std::string& accuser_of(std::uint32_t slot) const;
   // Sends `first` (may be empty) plus piggybacked broadcasts in one datagram.
   void send_packet(const Endpoint& to, std::span<const Message> first);
   void fill_broadcasts(PacketBuilder& pb);
