@@ -77,20 +77,26 @@ std::optional<std::string> validate(const SimOptions& o) {
   auto finite_in = [](double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; };
   if (o.nodes < 1 || o.nodes > kMaxNodes) return "--nodes must be between 1 and " + std::to_string(kMaxNodes);
   if (!std::isfinite(o.loss) || o.loss < 0 || o.loss >= 1) return std::string("--loss must be in [0, 1)");
-  if (!std::isfinite(o.duplicate) || o.duplicate < 0 || o.duplicate >= 1) return std::string("--duplicate must be in [0, 1)");
-  if (!std::isfinite(o.reorder) || o.reorder < 0 || o.reorder > 1) return std::string("--reorder must be in [0, 1]");
+  if (!std::isfinite(o.duplicate) || o.duplicate < 0 || o.duplicate >= 1)
+    return std::string("--duplicate must be in [0, 1)");
+  if (!std::isfinite(o.reorder) || o.reorder < 0 || o.reorder > 1)
+    return std::string("--reorder must be in [0, 1]");
   if (o.fail < 0 || o.stall < 0) return std::string("--fail and --stall must not be negative");
   if (o.fail + o.stall >= o.nodes) return std::string("--fail plus --stall must be less than --nodes");
   if (!std::isfinite(o.duration_s) || o.duration_s <= 0 || o.duration_s > kMaxSeconds) {
     return std::string("--duration must be positive (at most 1e6 seconds)");
   }
-  if (!finite_in(o.stall_for_s, 0, kMaxSeconds)) return std::string("--stall-for must be in [0, 1e6] seconds");
+  if (!finite_in(o.stall_for_s, 0, kMaxSeconds))
+    return std::string("--stall-for must be in [0, 1e6] seconds");
   if (!finite_in(o.settle_s, 0, kMaxSeconds)) return std::string("--settle must be in [0, 1e6] seconds");
-  if (!finite_in(o.join_timeout_s, 0, kMaxSeconds)) return std::string("--join-timeout must be in [0, 1e6] seconds");
-  if (!finite_in(o.join_window_s, 0, kMaxSeconds)) return std::string("--join-window must be in [0, 1e6] seconds");
+  if (!finite_in(o.join_timeout_s, 0, kMaxSeconds))
+    return std::string("--join-timeout must be in [0, 1e6] seconds");
+  if (!finite_in(o.join_window_s, 0, kMaxSeconds))
+    return std::string("--join-window must be in [0, 1e6] seconds");
   if (!finite_in(o.delay_ms, 0, 60'000)) return std::string("--delay-ms must be in [0, 60000]");
   if (!finite_in(o.jitter_ms, 0, 60'000)) return std::string("--jitter-ms must be in [0, 60000]");
-  if (o.profile != "weft" && o.profile != "memberlist") return std::string("--profile must be weft or memberlist");
+  if (o.profile != "weft" && o.profile != "memberlist")
+    return std::string("--profile must be weft or memberlist");
   return std::nullopt;
 }
 
@@ -199,8 +205,10 @@ int run_sim(const SimOptions& o) {
     return kExitUsage;
   }
   sc.cluster.net.loss = o.loss;
-  sc.cluster.net.delay = std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(o.delay_ms));
-  sc.cluster.net.jitter = std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(o.jitter_ms));
+  sc.cluster.net.delay =
+      std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(o.delay_ms));
+  sc.cluster.net.jitter =
+      std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(o.jitter_ms));
   sc.cluster.net.duplicate = o.duplicate;
   sc.cluster.net.reorder = o.reorder;
   if (given(o, "--join-window")) sc.cluster.join_window = from_seconds(o.join_window_s);
@@ -249,8 +257,11 @@ int run_sim(const SimOptions& o) {
         {"events", r.events},
         {"deliveries", r.deliveries},
         {"stuck_deadlines", r.stuck_deadlines},
-        {"net", json{{"lost", r.net.lost}, {"partitioned", r.net.partitioned}, {"to_down", r.net.to_down},
-                     {"duplicated", r.net.duplicated}, {"unroutable", r.net.unroutable}}},
+        {"net", json{{"lost", r.net.lost},
+                     {"partitioned", r.net.partitioned},
+                     {"to_down", r.net.to_down},
+                     {"duplicated", r.net.duplicated},
+                     {"unroutable", r.net.unroutable}}},
         {"config", config_json(sc.cluster.gossip)},
         {"wall_s", wall_s},
         {"peak_rss_mib", peak_rss_mib()},
@@ -262,22 +273,24 @@ int run_sim(const SimOptions& o) {
               static_cast<unsigned long long>(r.seed), o.profile.c_str());
   std::printf("  join converged    %s\n", seconds_text(r.join_converged_s).c_str());
   if (r.crash_at_s) {
-    std::printf("  at %.2f s         %zu crashed [%s], %zu stalled %.1f s [%s]\n", *r.crash_at_s, r.crashed.size(),
-                id_list(r.crashed).c_str(), r.stalled.size(), o.stall_for_s, id_list(r.stalled).c_str());
+    std::printf("  at %.2f s         %zu crashed [%s], %zu stalled %.1f s [%s]\n", *r.crash_at_s,
+                r.crashed.size(), id_list(r.crashed).c_str(), r.stalled.size(), o.stall_for_s,
+                id_list(r.stalled).c_str());
     if (!r.crashed.empty()) {
-      std::printf("  detected          first %s, all %s (after the crash)\n", seconds_text(r.detect_first_s).c_str(),
-                  seconds_text(r.detect_all_s).c_str());
+      std::printf("  detected          first %s, all %s (after the crash)\n",
+                  seconds_text(r.detect_first_s).c_str(), seconds_text(r.detect_all_s).c_str());
     }
   }
   std::printf("  false positives   %zu\n", r.false_positives);
   if (r.dissemination_all_s || r.dissemination_p50_s) {
-    std::printf("  dissemination     50 %% %s, 99.99 %% %s, all %s\n", seconds_text(r.dissemination_p50_s).c_str(),
-                seconds_text(r.dissemination_p9999_s).c_str(), seconds_text(r.dissemination_all_s).c_str());
+    std::printf("  dissemination     50 %% %s, 99.99 %% %s, all %s\n",
+                seconds_text(r.dissemination_p50_s).c_str(), seconds_text(r.dissemination_p9999_s).c_str(),
+                seconds_text(r.dissemination_all_s).c_str());
   }
   std::printf("  traffic           %.1f msgs, %.0f bytes per node per s\n", r.msgs_per_node_per_s,
               r.bytes_per_node_per_s);
-  std::printf("  cost              %.0f simulated s in %.2f s wall, peak RSS %.0f MiB\n", r.simulated_s, wall_s,
-              peak_rss_mib());
+  std::printf("  cost              %.0f simulated s in %.2f s wall, peak RSS %.0f MiB\n", r.simulated_s,
+              wall_s, peak_rss_mib());
   return kExitOk;
 }
 
@@ -285,7 +298,8 @@ int run_sim(const SimOptions& o) {
 
 Command add_sim_command(CLI::App& parent) {
   auto o = std::make_shared<SimOptions>();
-  CLI::App* app = parent.add_subcommand("sim", "Simulate a cluster on virtual time (deterministic for a seed)");
+  CLI::App* app =
+      parent.add_subcommand("sim", "Simulate a cluster on virtual time (deterministic for a seed)");
   o->app = app;
   app->add_option("--nodes", o->nodes, "Number of nodes")->capture_default_str();
   app->add_option("--loss", o->loss, "Random loss probability of datagrams, [0, 1)")->capture_default_str();
@@ -294,15 +308,20 @@ Command add_sim_command(CLI::App& parent) {
   app->add_option("--stall", o->stall, "Other nodes stalled at the same moment")->capture_default_str();
   app->add_option("--stall-for", o->stall_for_s, "Stall length, seconds")->capture_default_str();
   app->add_option("--duration", o->duration_s, "Simulated seconds to run")->capture_default_str();
-  app->add_option("--settle", o->settle_s, "Seconds between join convergence and the crashes")->capture_default_str();
-  app->add_option("--join-timeout", o->join_timeout_s, "Crash anyway after this many seconds if the join has not converged")
+  app->add_option("--settle", o->settle_s, "Seconds between join convergence and the crashes")
+      ->capture_default_str();
+  app->add_option("--join-timeout", o->join_timeout_s,
+                  "Crash anyway after this many seconds if the join has not converged")
       ->capture_default_str();
   app->add_option("--delay-ms", o->delay_ms, "Mean one-way link delay, ms")->capture_default_str();
-  app->add_option("--jitter-ms", o->jitter_ms, "Per-message delay jitter (uniform +-), ms")->capture_default_str();
+  app->add_option("--jitter-ms", o->jitter_ms, "Per-message delay jitter (uniform +-), ms")
+      ->capture_default_str();
   app->add_option("--duplicate", o->duplicate, "Datagram duplication probability")->capture_default_str();
   app->add_option("--reorder", o->reorder, "Probability of an extra 0-10 ms delay")->capture_default_str();
-  app->add_option("--join-window", o->join_window_s, "Joins spread over this many seconds (default max(1, N/1000))");
-  app->add_option("--profile", o->profile, "Base gossip config: weft (defaults) or memberlist (DefaultLANConfig)")
+  app->add_option("--join-window", o->join_window_s,
+                  "Joins spread over this many seconds (default max(1, N/1000))");
+  app->add_option("--profile", o->profile,
+                  "Base gossip config: weft (defaults) or memberlist (DefaultLANConfig)")
       ->capture_default_str();
   app->add_flag("--json", o->json, "Print one JSON object");
   app->add_flag("--no-dissemination", o->no_dissemination, "Skip the metadata dissemination measurement");

@@ -29,7 +29,9 @@ std::vector<std::uint64_t> seeds(std::size_t count) {
   return out;
 }
 
-std::string seed_text(std::uint64_t seed) { return "seed=" + std::to_string(seed) + " (rerun: WEFT_SIM_SEED=" + std::to_string(seed) + ")"; }
+std::string seed_text(std::uint64_t seed) {
+  return "seed=" + std::to_string(seed) + " (rerun: WEFT_SIM_SEED=" + std::to_string(seed) + ")";
+}
 
 // The bounds of memberlist's suspicion timeout for n live members (gossip/src/suspicion.h).
 Duration suspicion_min(const gossip::Config& c, std::size_t n) {
@@ -37,7 +39,9 @@ Duration suspicion_min(const gossip::Config& c, std::size_t n) {
   const auto d = std::chrono::duration_cast<Duration>(c.probe_interval * (c.suspicion_mult * scale));
   return std::max(d, c.suspicion_min_floor);
 }
-Duration suspicion_max(const gossip::Config& c, std::size_t n) { return suspicion_min(c, n) * c.suspicion_max_mult; }
+Duration suspicion_max(const gossip::Config& c, std::size_t n) {
+  return suspicion_min(c, n) * c.suspicion_max_mult;
+}
 
 // memberlist's pushPullScale: the periodic sync interval for n members.
 Duration push_pull_interval(const gossip::Config& c, std::size_t n) {
@@ -175,7 +179,8 @@ TEST(SimNetwork, DuplicatesAboutTheConfiguredShare) {
 TEST(SimNetwork, SameSeedSameSchedule) {
   auto run = [](std::uint64_t seed) {
     SimNetwork net(3, {.loss = 0.3, .duplicate = 0.1, .reorder = 0.1}, seed);
-    for (int i = 0; i < 300; ++i) net.send(kSimEpoch, 0, static_cast<NodeId>(1 + i % 2), Channel::kUnreliable, bytes(1));
+    for (int i = 0; i < 300; ++i)
+      net.send(kSimEpoch, 0, static_cast<NodeId>(1 + i % 2), Channel::kUnreliable, bytes(1));
     std::vector<TimePoint> times;
     Delivery d;
     while (net.next_time()) {
@@ -252,9 +257,11 @@ TEST(SimCluster, DetectsACrashWithinTheSuspicionBounds) {
     c.crash(victim);
     const std::size_t w = *c.failure_watch(victim);
     ASSERT_TRUE(c.run_until([&] { return c.watch(w).all.has_value(); }, upper))
-        << "crashed node " << victim << " not marked failed by everyone within " << to_seconds(upper) << " s\n"
+        << "crashed node " << victim << " not marked failed by everyone within " << to_seconds(upper)
+        << " s\n"
         << c.dump();
-    EXPECT_GE(*c.watch(w).first - crash_at, lower) << "declared failed faster than the suspicion timeout allows";
+    EXPECT_GE(*c.watch(w).first - crash_at, lower)
+        << "declared failed faster than the suspicion timeout allows";
     EXPECT_EQ(c.false_positives(), 0u) << c.dump();
     for (NodeId i = 0; i < kNodes; ++i) {
       if (i != victim) {
@@ -344,8 +351,9 @@ TEST_P(PartitionHeals, OneClusterAgain) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Durations, PartitionHeals, ::testing::Values(0, 1),
-                         [](const auto& p) { return p.param == 0 ? "JustPastSuspicion" : "PastGossipToTheDead"; });
+INSTANTIATE_TEST_SUITE_P(Durations, PartitionHeals, ::testing::Values(0, 1), [](const auto& p) {
+  return p.param == 0 ? "JustPastSuspicion" : "PastGossipToTheDead";
+});
 
 TEST(SimCluster, GracefulLeaveIsLeftNeverFailed) {
   constexpr std::size_t kNodes = 20;

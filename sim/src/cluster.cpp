@@ -20,12 +20,18 @@ constexpr TimePoint kNever = TimePoint::max();
 
 const char* to_string(NodeStatus s) {
   switch (s) {
-    case NodeStatus::kPending: return "pending";
-    case NodeStatus::kRunning: return "running";
-    case NodeStatus::kStalled: return "stalled";
-    case NodeStatus::kLeaving: return "leaving";
-    case NodeStatus::kLeft: return "left";
-    case NodeStatus::kCrashed: return "crashed";
+    case NodeStatus::kPending:
+      return "pending";
+    case NodeStatus::kRunning:
+      return "running";
+    case NodeStatus::kStalled:
+      return "stalled";
+    case NodeStatus::kLeaving:
+      return "leaving";
+    case NodeStatus::kLeft:
+      return "left";
+    case NodeStatus::kCrashed:
+      return "crashed";
   }
   return "?";
 }
@@ -39,8 +45,8 @@ SimCluster::SimCluster(ClusterConfig cfg)
   const Duration window =
       cfg_.join_window.value_or(std::max<Duration>(1s, std::chrono::milliseconds(cfg_.nodes)));
   Rng rng(cfg_.seed);
-  const auto window_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(
-      std::chrono::nanoseconds(window).count(), 0));
+  const auto window_ns =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(std::chrono::nanoseconds(window).count(), 0));
   for (NodeId i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     s.name = std::string(kNamePrefix) + std::to_string(i);
@@ -55,8 +61,8 @@ SimCluster::SimCluster(ClusterConfig cfg)
 SimCluster::~SimCluster() = default;
 
 std::uint64_t SimCluster::node_seed(NodeId i) const {
-  std::uint64_t x = cfg_.seed ^ (std::uint64_t{i} * 0x9e3779b97f4a7c15ULL) ^
-                    (std::uint64_t{slots_[i].restarts} << 48);
+  std::uint64_t x =
+      cfg_.seed ^ (std::uint64_t{i} * 0x9e3779b97f4a7c15ULL) ^ (std::uint64_t{slots_[i].restarts} << 48);
   return Rng::splitmix64(x);
 }
 
@@ -67,12 +73,8 @@ bool SimCluster::observing(NodeId i) const {
 
 bool SimCluster::live(NodeId i) const { return observing(i); }
 
-gossip::Node* SimCluster::node(NodeId i) {
-  return slots_[i].node ? &*slots_[i].node : nullptr;
-}
-const gossip::Node* SimCluster::node(NodeId i) const {
-  return slots_[i].node ? &*slots_[i].node : nullptr;
-}
+gossip::Node* SimCluster::node(NodeId i) { return slots_[i].node ? &*slots_[i].node : nullptr; }
+const gossip::Node* SimCluster::node(NodeId i) const { return slots_[i].node ? &*slots_[i].node : nullptr; }
 
 // ---------------------------------------------------------------------------------- driving
 
@@ -225,10 +227,10 @@ std::optional<NodeId> SimCluster::seed_for(NodeId i) const {
 
 void SimCluster::start(NodeId i) {
   Slot& s = slots_[i];
-  s.node.emplace(cfg_.gossip,
-                 gossip::Self{.name = s.name, .addr = endpoint_of(i),
-                              .incarnation = s.start_incarnation, .meta = {}},
-                 node_seed(i), nullptr);
+  s.node.emplace(
+      cfg_.gossip,
+      gossip::Self{.name = s.name, .addr = endpoint_of(i), .incarnation = s.start_incarnation, .meta = {}},
+      node_seed(i), nullptr);
   s.status = NodeStatus::kRunning;
   ++counters_.status_changes;
   s.start_at = now_;

@@ -20,10 +20,15 @@ bool SimCluster::fullmesh() const {
   std::vector<NodeId> gone;
   for (NodeId i = 0; i < slots_.size(); ++i) {
     switch (slots_[i].status) {
-      case NodeStatus::kPending: return false;
+      case NodeStatus::kPending:
+        return false;
       case NodeStatus::kRunning:
-      case NodeStatus::kStalled: ++expected; break;
-      default: gone.push_back(i); break;
+      case NodeStatus::kStalled:
+        ++expected;
+        break;
+      default:
+        gone.push_back(i);
+        break;
     }
   }
   // count(kAlive) == expected and no departed node is alive: the alive set is exactly the
@@ -46,10 +51,14 @@ namespace {
 char state_char(const std::optional<gossip::MemberInfo>& m) {
   if (!m) return '-';
   switch (m->state) {
-    case MemberState::kAlive: return 'A';
-    case MemberState::kSuspect: return 's';
-    case MemberState::kFailed: return 'F';
-    case MemberState::kLeft: return 'L';
+    case MemberState::kAlive:
+      return 'A';
+    case MemberState::kSuspect:
+      return 's';
+    case MemberState::kFailed:
+      return 'F';
+    case MemberState::kLeft:
+      return 'L';
   }
   return '?';
 }
@@ -84,9 +93,8 @@ std::string SimCluster::dump(std::size_t max_nodes) const {
     std::snprintf(line, sizeof line,
                   "  #%u %-10s %-8s inc=%llu alive=%zu suspect=%zu failed=%zu left=%zu health=%u "
                   "queued=%zu%s",
-                  i, s.name.c_str(), to_string(s.status),
-                  static_cast<unsigned long long>(n.incarnation()), n.count(MemberState::kAlive),
-                  n.count(MemberState::kSuspect), n.count(MemberState::kFailed),
+                  i, s.name.c_str(), to_string(s.status), static_cast<unsigned long long>(n.incarnation()),
+                  n.count(MemberState::kAlive), n.count(MemberState::kSuspect), n.count(MemberState::kFailed),
                   n.count(MemberState::kLeft), n.health_score(), n.queued_broadcasts(),
                   s.false_positive ? " FP" : "");
     out += line;

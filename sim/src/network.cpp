@@ -46,7 +46,8 @@ Duration SimNetwork::sample_delay(NodeId from, NodeId to, gossip::Channel channe
   if (cfg_.reorder > 0.0 && rng_.uniform() < cfg_.reorder) {
     ++stats_.reordered;
     const auto r = std::chrono::nanoseconds(cfg_.reorder_delay).count();
-    if (r > 0) d += std::chrono::nanoseconds(static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(r))));
+    if (r > 0)
+      d += std::chrono::nanoseconds(static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(r))));
   }
   if (channel == gossip::Channel::kReliable) d *= kReliableDelayFactor;
   // Never zero: a reply must not arrive at the instant of its request.

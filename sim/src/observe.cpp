@@ -37,10 +37,10 @@ void SimCluster::observe(NodeId observer, const gossip::MemberEvent& e) {
   for (std::uint32_t w = ts.first_watch; w != 0; w = watch_next_[w - 1]) {
     Watch& wt = watches_[w - 1];
     if (!wt.active) continue;
-    const bool on = wt.kind == Watch::Kind::kFailed
-                        ? e.state == MemberState::kFailed
-                        : wt.marked[observer] != 0 ||
-                              (e.state == MemberState::kAlive && e.incarnation >= wt.incarnation);
+    const bool on =
+        wt.kind == Watch::Kind::kFailed
+            ? e.state == MemberState::kFailed
+            : wt.marked[observer] != 0 || (e.state == MemberState::kAlive && e.incarnation >= wt.incarnation);
     mark(wt, observer, on);
   }
 }

@@ -86,7 +86,8 @@ ScenarioResult run_scenario(const ScenarioConfig& cfg) {
     for (NodeId i : r.stalled) c.stall(i, cfg.stall_for);
 
     auto all_detected = [&] {
-      return std::all_of(watches.begin(), watches.end(), [&](std::size_t w) { return c.watch(w).all.has_value(); });
+      return std::all_of(watches.begin(), watches.end(),
+                         [&](std::size_t w) { return c.watch(w).all.has_value(); });
     };
     detected = c.run_until(all_detected, remaining());
     if (!watches.empty()) {
@@ -117,7 +118,8 @@ ScenarioResult run_scenario(const ScenarioConfig& cfg) {
     if (origin) {
       const std::string text = "updated-" + std::to_string(cfg.cluster.seed);
       std::vector<std::byte> meta(text.size());
-      std::transform(text.begin(), text.end(), meta.begin(), [](char ch) { return static_cast<std::byte>(ch); });
+      std::transform(text.begin(), text.end(), meta.begin(),
+                     [](char ch) { return static_cast<std::byte>(ch); });
       if (c.set_meta(*origin, std::move(meta))) {
         const std::size_t w = c.watch_update(*origin, c.node(*origin)->incarnation());
         c.run_until([&] { return c.watch(w).all.has_value(); }, remaining());

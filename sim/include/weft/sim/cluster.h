@@ -76,14 +76,14 @@ struct NodeCounters {
 };
 
 struct ClusterCounters {
-  NodeCounters sent;                    // sum over nodes
-  std::uint64_t deliveries = 0;         // messages handed to a node
+  NodeCounters sent;             // sum over nodes
+  std::uint64_t deliveries = 0;  // messages handed to a node
   std::uint64_t ticks = 0;
-  std::uint64_t events = 0;             // member events observed
-  std::uint64_t status_changes = 0;     // starts, stalls, resumes, crashes, leaves, restarts
+  std::uint64_t events = 0;          // member events observed
+  std::uint64_t status_changes = 0;  // starts, stalls, resumes, crashes, leaves, restarts
   std::uint64_t unknown_event_targets = 0;
   std::uint64_t dropped_not_running = 0;
-  std::uint64_t stuck_deadlines = 0;    // tick() left a deadline <= now (a Node bug); pushed 1 us
+  std::uint64_t stuck_deadlines = 0;        // tick() left a deadline <= now (a Node bug); pushed 1 us
   std::uint64_t false_positive_events = 0;  // kFailed about a live node (any observer)
   std::uint64_t left_marked_failed = 0;     // kFailed about a node that had left gracefully
 };
@@ -98,12 +98,12 @@ struct Watch {
   NodeId target = 0;
   std::uint64_t incarnation = 0;
   TimePoint since{};
-  std::optional<TimePoint> first{};  // the first observer
-  std::optional<TimePoint> all{};    // the first moment every observer did
-  std::vector<TimePoint> reached{};  // reached[k]: when the count of observers first hit k + 1
-  std::size_t covered = 0;         // observers that currently do
+  std::optional<TimePoint> first{};    // the first observer
+  std::optional<TimePoint> all{};      // the first moment every observer did
+  std::vector<TimePoint> reached{};    // reached[k]: when the count of observers first hit k + 1
+  std::size_t covered = 0;             // observers that currently do
   std::vector<std::uint8_t> marked{};  // per observer
-  bool active = true;              // false once the target restarted
+  bool active = true;                  // false once the target restarted
 
   // Time from `since` until `fraction` of `observers` did; nullopt if not (yet).
   [[nodiscard]] std::optional<Duration> time_to(double fraction, std::size_t observers) const;
@@ -209,11 +209,11 @@ class SimCluster {
     TimePoint start_at{};
     TimePoint stall_until{};
     TimePoint leave_deadline{};
-    std::vector<Delivery> stalled;        // inbound messages held during a stall
+    std::vector<Delivery> stalled;  // inbound messages held during a stall
     NodeCounters sent;
     std::uint64_t failed_events = 0;
     bool false_positive = false;
-    std::uint32_t first_watch = 0;        // 1 + index into watches_, 0 = none
+    std::uint32_t first_watch = 0;  // 1 + index into watches_, 0 = none
   };
   void start(NodeId i);
   void deliver(Delivery& d);

@@ -36,12 +36,12 @@ Endpoint endpoint_of(NodeId id);
 std::optional<NodeId> node_of(const Endpoint& e);
 
 struct NetConfig {
-  Duration delay = 1ms;          // mean one-way base delay of a link
-  Duration jitter = 500us;       // per message, uniform in [-jitter, +jitter]
-  double link_spread = 0.25;     // link base = delay * [1 - spread, 1 + spread]
-  double loss = 0.0;             // unreliable channel only
-  double duplicate = 0.0;        // unreliable channel only: a second copy, independently delayed
-  double reorder = 0.0;          // probability of an extra delay uniform in [0, reorder_delay]
+  Duration delay = 1ms;       // mean one-way base delay of a link
+  Duration jitter = 500us;    // per message, uniform in [-jitter, +jitter]
+  double link_spread = 0.25;  // link base = delay * [1 - spread, 1 + spread]
+  double loss = 0.0;          // unreliable channel only
+  double duplicate = 0.0;     // unreliable channel only: a second copy, independently delayed
+  double reorder = 0.0;       // probability of an extra delay uniform in [0, reorder_delay]
   Duration reorder_delay = 10ms;
 };
 
@@ -49,17 +49,17 @@ struct NetConfig {
 inline constexpr int kReliableDelayFactor = 3;
 
 struct NetStats {
-  std::uint64_t sent = 0;              // messages offered to the network (both channels)
+  std::uint64_t sent = 0;  // messages offered to the network (both channels)
   std::uint64_t sent_bytes = 0;
   std::uint64_t delivered = 0;
   std::uint64_t delivered_bytes = 0;
-  std::uint64_t lost = 0;              // random loss
-  std::uint64_t partitioned = 0;       // dropped by a partition (at send or in flight)
-  std::uint64_t to_down = 0;           // dropped because the sender or receiver is down
+  std::uint64_t lost = 0;         // random loss
+  std::uint64_t partitioned = 0;  // dropped by a partition (at send or in flight)
+  std::uint64_t to_down = 0;      // dropped because the sender or receiver is down
   std::uint64_t duplicated = 0;
   std::uint64_t reordered = 0;
   std::uint64_t reliable_sent = 0;
-  std::uint64_t unroutable = 0;        // counted by the cluster: address of no node
+  std::uint64_t unroutable = 0;  // counted by the cluster: address of no node
 
   friend bool operator==(const NetStats&, const NetStats&) = default;
 };
@@ -83,8 +83,7 @@ class SimNetwork {
   void set_reorder(double p) { cfg_.reorder = p; }
 
   // Takes a message sent by `from` at `now`. It may be dropped, duplicated or delayed.
-  void send(TimePoint now, NodeId from, NodeId to, gossip::Channel channel,
-            std::vector<std::byte>&& bytes);
+  void send(TimePoint now, NodeId from, NodeId to, gossip::Channel channel, std::vector<std::byte>&& bytes);
 
   // Time of the next message to come out, if any.
   [[nodiscard]] std::optional<TimePoint> next_time() const;
@@ -129,8 +128,7 @@ class SimNetwork {
     std::vector<std::byte> bytes;
   };
 
-  void enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel channel,
-               std::vector<std::byte>&& bytes);
+  void enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel channel, std::vector<std::byte>&& bytes);
   Duration sample_delay(NodeId from, NodeId to, gossip::Channel channel);
 
   NetConfig cfg_;
@@ -138,9 +136,9 @@ class SimNetwork {
   Rng rng_;
   std::vector<std::uint32_t> group_;
   std::vector<std::uint8_t> down_;
-  std::vector<Entry> queue_;          // binary heap ordered by Later
-  std::vector<Message> slots_;        // message bodies; queue_ entries point here
-  std::vector<std::uint32_t> free_;   // free slots
+  std::vector<Entry> queue_;         // binary heap ordered by Later
+  std::vector<Message> slots_;       // message bodies; queue_ entries point here
+  std::vector<std::uint32_t> free_;  // free slots
   std::uint64_t seq_ = 0;
   NetStats stats_;
 };

@@ -4,8 +4,8 @@
 //   t = 0                 node 0 starts; the others join through it (ClusterConfig::join_window)
 //   join_converged        every node sees every other alive (fullmesh), checked every 1 ms
 //   crash_at = join_converged + settle, or join_timeout if the join has not converged by then
-//                         (join_converged_s stays null): `fail` random nodes crash and `stall` other random nodes pause for
-//                         `stall_for` (never node 0)
+//                         (join_converged_s stays null): `fail` random nodes crash and `stall` other random
+//                         nodes pause for `stall_for` (never node 0)
 //   detect_first / all    first live node / every live node marks every crashed node failed
 //   detect_all + stall end (or crash_at + stall_for, whichever is later):
 //                         a random running node other than 0 calls set_meta(); we time how long
@@ -31,9 +31,9 @@ struct ScenarioConfig {
   std::size_t fail = 1;
   std::size_t stall = 0;
   Duration stall_for = 5s;
-  Duration settle = 5s;      // after join convergence, before the crashes
+  Duration settle = 5s;         // after join convergence, before the crashes
   Duration join_timeout = 60s;  // crash anyway at this time if the join did not converge
-  Duration duration = 120s;  // total simulated time
+  Duration duration = 120s;     // total simulated time
   bool dissemination = true;
 };
 
@@ -46,16 +46,16 @@ struct ScenarioResult {
   std::optional<double> crash_at_s;
   std::optional<double> detect_first_s;  // relative to crash_at
   std::optional<double> detect_all_s;
-  std::size_t false_positives = 0;       // distinct live nodes ever marked failed
+  std::size_t false_positives = 0;  // distinct live nodes ever marked failed
   std::uint64_t false_positive_events = 0;
   std::optional<double> dissemination_p9999_s;
   std::optional<double> dissemination_all_s;
   std::optional<double> dissemination_p50_s;
-  std::uint64_t packets_sent = 0;        // unreliable channel
+  std::uint64_t packets_sent = 0;  // unreliable channel
   std::uint64_t bytes_sent = 0;
-  std::uint64_t streams_sent = 0;        // reliable channel
+  std::uint64_t streams_sent = 0;  // reliable channel
   std::uint64_t stream_bytes_sent = 0;
-  double msgs_per_node_per_s = 0;        // both channels, whole run
+  double msgs_per_node_per_s = 0;  // both channels, whole run
   double bytes_per_node_per_s = 0;
   std::uint64_t events = 0;
   std::uint64_t deliveries = 0;
