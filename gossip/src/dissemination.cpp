@@ -9,7 +9,7 @@ void BroadcastQueue::push(BroadcastRef ref) {
 }
 
 void BroadcastQueue::clear() {
-  for (auto& b : buckets_) b.clear();
+  std::vector<std::vector<BroadcastRef>>().swap(buckets_);
   size_ = 0;
 }
 
@@ -26,6 +26,11 @@ void BroadcastQueue::restore() {
   }
   sent_.clear();
   skipped_.clear();
+  // A join burst fills every bucket to ~n entries in turn; give the memory back once a bucket
+  // drains (n nodes x n members x buckets adds up in a simulation).
+  for (auto& b : buckets_) {
+    if (b.empty() && b.capacity() > kKeepCapacity) std::vector<BroadcastRef>().swap(b);
+  }
 }
 
 }  // namespace weft::gossip

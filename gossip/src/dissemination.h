@@ -31,6 +31,8 @@ class BroadcastQueue {
   static constexpr std::size_t kMinMessageBytes = 16;
   // Give up filling a packet after this many entries that did not fit.
   static constexpr std::size_t kMaxSkips = 8;
+  // An empty bucket keeps at most this much capacity.
+  static constexpr std::size_t kKeepCapacity = 64;
 
   void push(BroadcastRef ref);
   [[nodiscard]] std::size_t size() const { return size_; }  // includes stale entries
