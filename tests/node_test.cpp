@@ -18,6 +18,7 @@
 #include "awareness.h"
 #include "dissemination.h"
 #include "node_harness.h"
+#include "node_impl.h"
 #include "suspicion.h"
 
 namespace weft::gossip::test {
@@ -1221,6 +1222,24 @@ TEST(NodeInput, MalformedPacketsAreCountedByReasonAndIgnored) {
       h, 0, std::nullopt, [](const Ack& a) { return a.seq == 5; }, t);
   ASSERT_EQ(acks.size(), 1u);
   EXPECT_EQ(acks.front()->to_addr, evil);
+}
+
+TEST(NodeInput, RelayStateIsBoundedUnderAFloodOfPingRequests) {
+  Harness h(1);
+  h.join(0, {});
+  h.run_for(1s);
+  const Endpoint asker = Endpoint::v4(10, 6, 6, 6, 7946);
+  const Endpoint nowhere = Endpoint::v4(10, 9, 9, 9, 7946);
+  const std::size_t flood = NodeImpl::kMaxRelays + 100;
+  for (std::size_t k = 0; k < flood; ++k) {
+    h.inject(0, asker, {IndirectPing{static_cast<std::uint32_t>(k), "ghost", nowhere, true}});
+  }
+  EXPECT_EQ(h.node(0).stats().relayed_pings, NodeImpl::kMaxRelays);
+  EXPECT_EQ(h.node(0).stats().relays_refused, 100u);
+  // Once the requests time out, the node serves relays again.
+  h.run_for(2s);
+  h.inject(0, asker, {IndirectPing{1, "ghost", nowhere, true}});
+  EXPECT_EQ(h.node(0).stats().relayed_pings, NodeImpl::kMaxRelays + 1);
 }
 
 }  // namespace

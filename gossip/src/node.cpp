@@ -133,6 +133,11 @@ void NodeImpl::on_ping(TimePoint, const Endpoint& from, const Ping& p) {
 }
 
 void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p) {
+  // Each request holds state for one probe timeout; a flood must not grow it without bound.
+  if (relays_.size() >= kMaxRelays) {
+    ++stats_.relays_refused;
+    return;
+  }
   ++stats_.relayed_pings;
   const std::uint32_t seq = next_seq_++;
   const TimePoint deadline = now + awareness_.scale(cfg_.probe_timeout);

@@ -69,6 +69,8 @@ struct PendingSync {
 
 class NodeImpl {
  public:
+  static constexpr std::size_t kMaxRelays = 4096;  // ping-req we serve at once
+
   NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log);
 
   // --- node.cpp ---
