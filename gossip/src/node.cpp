@@ -411,14 +411,19 @@ TimePoint Node::next_deadline() const { return impl_->next_deadline(); }
 
 std::vector<Datagram> Node::take_outgoing() { return std::exchange(impl_->outgoing_, {}); }
 std::vector<MemberEvent> Node::take_events() { return std::exchange(impl_->events_, {}); }
-void Node::drain_outgoing(std::vector<Datagram>& out) {
-  for (auto& d : impl_->outgoing_) out.push_back(std::move(d));
-  impl_->outgoing_.clear();
+namespace {
+// Moves everything from `from` to the end of `to`. A burst (a join response brings one event per
+// member) must not leave its capacity behind in every node: n nodes x n members adds up.
+template <typename T>
+void drain_into(std::vector<T>& from, std::vector<T>& to) {
+  for (auto& x : from) to.push_back(std::move(x));
+  from.clear();
+  if (from.capacity() > 64) std::vector<T>().swap(from);
 }
-void Node::drain_events(std::vector<MemberEvent>& out) {
-  for (auto& e : impl_->events_) out.push_back(std::move(e));
-  impl_->events_.clear();
-}
+}  // namespace
+
+void Node::drain_outgoing(std::vector<Datagram>& out) { drain_into(impl_->outgoing_, out); }
+void Node::drain_events(std::vector<MemberEvent>& out) { drain_into(impl_->events_, out); }
 
 const GossipStats& Node::stats() const { return impl_->stats_; }
 const Config& Node::config() const { return impl_->cfg_; }
