@@ -9,7 +9,7 @@
 #
 #   bench/sim_bench.sh [--weft PATH] [--seed S] [--quick] [--with-10k] [-- extra weft sim flags]
 #     --quick      skip N = 5000 (about 3.5 minutes of the ~4 on 2 cores)
-#     --with-10k   add N = 10 000 (needs ~22 GB of memory)
+#     --with-10k   add N = 10 000 (~14 GB of memory, ~12 minutes)
 #
 # Needs only bash, grep and awk. Exit status: non-zero if a run failed.
 set -euo pipefail
