@@ -91,8 +91,7 @@ void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<cons
   stats_.bytes_received += bytes.size();
   auto decoded = decode_packet(bytes);
   if (!decoded) {
-    ++stats_.rejected[static_cast<std::size_t>(decoded.error())];
-    if (log_) log_->debug("packet_rejected from={} reason={}", from.to_string(), to_string(decoded.error()));
+    reject(decoded.error(), from, "packet");
     return;
   }
   stats_.unknown_messages += decoded->unknown_skipped;
@@ -119,6 +118,11 @@ void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<cons
         },
         msg);
   }
+}
+
+void NodeImpl::reject(DecodeError e, const Endpoint& from, const char* what) {
+  ++stats_.rejected[static_cast<std::size_t>(e)];
+  if (log_) log_->debug("rejected kind={} from={} reason={}", what, from.to_string(), to_string(e));
 }
 
 void NodeImpl::on_ping(TimePoint, const Endpoint& from, const Ping& p) {

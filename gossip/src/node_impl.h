@@ -75,6 +75,8 @@ class NodeImpl {
 
   // --- node.cpp ---
   void handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  // Untrusted input that did not decode: counted by reason, logged at debug, never answered.
+  void reject(DecodeError e, const Endpoint& from, const char* what);
   TimePoint tick(TimePoint now);
   TimePoint next_deadline() const;
   void start(TimePoint now);

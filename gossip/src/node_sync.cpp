@@ -119,8 +119,7 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
   stats_.stream_bytes_received += bytes.size();
   auto decoded = decode_stream(bytes);
   if (!decoded) {
-    ++stats_.rejected[static_cast<std::size_t>(decoded.error())];
-    if (log_) log_->debug("stream_rejected from={} reason={}", from.to_string(), to_string(decoded.error()));
+    reject(decoded.error(), from, "stream");
     return;
   }
   const PushPull& pp = *decoded;
