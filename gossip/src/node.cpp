@@ -394,13 +394,12 @@ void Node::join(TimePoint now, std::span<const Endpoint> seeds) { impl_->join(no
 void Node::leave(TimePoint now) { impl_->leave(now); }
 bool Node::leave_done() const { return impl_->leave_done(); }
 
-Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
+Result<void> Node::set_meta(TimePoint /*now*/, std::vector<std::byte> meta) {
   if (meta.size() > impl_->cfg_.max_meta_bytes) return fail("metadata larger than max_meta_bytes");
   Member& self = impl_->members_.at(impl_->self_slot_);
   self.meta = std::move(meta);
   ++self.incarnation;
   impl_->queue_broadcast(impl_->self_slot_);
-  (void)now;
   return {};
 }
 

@@ -111,7 +111,7 @@ class NodeImpl {
   void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
   void on_suspect(TimePoint now, const Suspect& s);
   void on_dead(TimePoint now, const Dead& d);
-  void refute(TimePoint now, std::uint64_t accused_incarnation);
+  void refute(std::uint64_t accused_incarnation);
   void queue_broadcast(std::uint32_t slot);
   void emit(EventType type, std::uint32_t slot);
   void on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint64_t id);

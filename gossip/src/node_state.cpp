@@ -34,14 +34,13 @@ Duration NodeImpl::suspicion_min() const {
   return Suspicion::min_timeout(cfg_.suspicion_mult, members_.live(), cfg_.probe_interval, cfg_.suspicion_min_floor);
 }
 
-void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
+void NodeImpl::refute(std::uint64_t accused_incarnation) {
   Member& self = members_.at(self_slot_);
   self.incarnation = std::max(self.incarnation, accused_incarnation) + 1;
   ++stats_.refutes;
   awareness_.apply(1);  // being accused hints that we are the slow one
   queue_broadcast(self_slot_);
   if (log_) log_->info("refute incarnation={}", self.incarnation);
-  (void)now;
 }
 
 void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
@@ -67,7 +66,7 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     if (a.incarnation < m.incarnation) return;
     if (a.incarnation == m.incarnation && a.addr == m.addr && a.meta == m.meta) return;
     if (a.addr != m.addr) ++stats_.name_conflicts;
-    refute(now, a.incarnation);
+    refute(a.incarnation);
     return;
   }
   if (a.addr != m.addr) {
@@ -124,7 +123,7 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
   }
   if (m.state != MemberState::kAlive) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(now, s.incarnation);
+    if (!leaving_) refute(s.incarnation);
     return;
   }
   const std::size_t n = members_.live();
@@ -164,7 +163,7 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
   if (m.state == MemberState::kLeft) return;
   if (m.state == MemberState::kFailed && !left) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(now, d.incarnation);
+    if (!leaving_) refute(d.incarnation);
     return;
   }
   suspicions_.erase(slot);
