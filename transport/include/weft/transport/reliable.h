@@ -1,0 +1,71 @@
+#pragma once
+// Reliable agent <-> agent messages over ZeroMQ TCP (join and push-pull state syncs, key
+// operations). One ROUTER bound at tcp://ip:port receives; one DEALER per peer, connected on
+// first use, sends. Messages are opaque bytes (the caller seals them); the sender's identity is
+// not trusted: the caller puts its own address inside the seal.
+//
+// A DEALER idle for longer than `idle_close` is closed (linger 0), so a dead peer costs nothing
+// after a while. Sends never block: when a peer's queue is full the message is dropped and
+// counted, as a lost UDP datagram would be; the protocol above retries.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "weft/base/endpoint.h"
+#include "weft/base/result.h"
+#include "weft/base/time.h"
+
+namespace zmq {
+class context_t;
+class socket_t;
+}  // namespace zmq
+
+namespace weft::transport {
+
+struct ReliableOptions {
+  std::size_t max_message_bytes = 8u << 20;  // ZMQ_MAXMSGSIZE on the ROUTER: larger peers are cut off
+  int send_hwm = 16;                         // messages queued per peer before drops
+  Duration idle_close = std::chrono::seconds(15);
+  Duration reconnect_interval = std::chrono::seconds(1);
+};
+
+struct ReliableStats {
+  std::uint64_t sent = 0;
+  std::uint64_t send_dropped = 0;
+  std::uint64_t received = 0;
+  std::uint64_t connects = 0;        // DEALERs created
+  std::uint64_t idle_closed = 0;
+};
+
+class ReliableChannel {
+ public:
+  static Result<ReliableChannel> bind(zmq::context_t& ctx, const Endpoint& local, ReliableOptions opts = {});
+  ReliableChannel();
+  ~ReliableChannel();
+  ReliableChannel(ReliableChannel&&) noexcept;
+  ReliableChannel& operator=(ReliableChannel&&) noexcept;
+
+  // The ROUTER, for zmq::poll (ZMQ_POLLIN).
+  [[nodiscard]] zmq::socket_t& socket();
+  // Queues `bytes` for `to`; returns false if dropped. `now` marks the peer as used.
+  bool send(TimePoint now, const Endpoint& to, std::span<const std::byte> bytes);
+  // One received message, or nullopt when none is waiting. Multi-part or empty frames are
+  // skipped.
+  std::optional<std::vector<std::byte>> recv();
+  // Closes DEALERs idle since before now - idle_close; returns the next time worth calling.
+  TimePoint close_idle(TimePoint now);
+  [[nodiscard]] std::size_t peers() const;
+  [[nodiscard]] const ReliableStats& stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::transport
