@@ -66,10 +66,11 @@ class Keyring {
  public:
   Keyring() = default;  // empty: plaintext mode
   ~Keyring();           // wipes key material
-  Keyring(const Keyring&) = default;
-  Keyring& operator=(const Keyring&) = default;
-  Keyring(Keyring&&) noexcept = default;
-  Keyring& operator=(Keyring&&) noexcept = default;
+  // Copies and moves wipe the key material they overwrite or leave behind.
+  Keyring(const Keyring& o);
+  Keyring& operator=(const Keyring& o);
+  Keyring(Keyring&& o) noexcept;
+  Keyring& operator=(Keyring&& o) noexcept;
 
   // Adds a key (no-op if present). The first key installed becomes primary.
   void install(const Key& key);
@@ -98,6 +99,8 @@ class Keyring {
     KeyId id;
     Key key;
   };
+  void wipe();  // zeroes every entry (the vector keeps its size)
+
   std::vector<Entry> keys_;  // keys_[primary_] seals
   std::size_t primary_ = 0;
 };

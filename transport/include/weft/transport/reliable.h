@@ -37,14 +37,18 @@ struct ReliableOptions {
 
 struct ReliableStats {
   std::uint64_t sent = 0;
-  std::uint64_t send_dropped = 0;
+  std::uint64_t send_dropped = 0;    // peer queue full (or an empty message): not sent
   std::uint64_t received = 0;
+  std::uint64_t recv_skipped = 0;    // messages without a payload frame, multi-part or empty
   std::uint64_t connects = 0;        // DEALERs created
   std::uint64_t idle_closed = 0;
+  std::uint64_t errors = 0;          // ZeroMQ calls that failed (zmq::error_t, caught here)
 };
 
 class ReliableChannel {
  public:
+  // Binds the ROUTER at tcp://ip:port; port 0 lets the system pick one (see local()). `ctx` must
+  // outlive the channel.
   static Result<ReliableChannel> bind(zmq::context_t& ctx, const Endpoint& local, ReliableOptions opts = {});
   ReliableChannel();
   ~ReliableChannel();
@@ -53,12 +57,16 @@ class ReliableChannel {
 
   // The ROUTER, for zmq::poll (ZMQ_POLLIN).
   [[nodiscard]] zmq::socket_t& socket();
-  // Queues `bytes` for `to`; returns false if dropped. `now` marks the peer as used.
+  // The bound address, with the port the system picked when bind() was given port 0.
+  [[nodiscard]] const Endpoint& local() const;
+  // Queues `bytes` for `to`; returns false if dropped. `now` marks the peer as used. Empty
+  // messages are not sent (the receiver skips them).
   bool send(TimePoint now, const Endpoint& to, std::span<const std::byte> bytes);
   // One received message, or nullopt when none is waiting. Multi-part or empty frames are
   // skipped.
   std::optional<std::vector<std::byte>> recv();
-  // Closes DEALERs idle since before now - idle_close; returns the next time worth calling.
+  // Closes DEALERs unused for idle_close or longer; returns the next time worth calling (always
+  // after `now`).
   TimePoint close_idle(TimePoint now);
   [[nodiscard]] std::size_t peers() const;
   [[nodiscard]] const ReliableStats& stats() const;

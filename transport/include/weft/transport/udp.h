@@ -18,6 +18,7 @@ struct UdpStats {
   std::uint64_t sent = 0;
   std::uint64_t send_dropped = 0;     // EAGAIN / ENOBUFS: the datagram was dropped
   std::uint64_t send_errors = 0;      // any other errno
+  std::uint64_t send_retried = 0;     // an earlier datagram's ICMP error failed a send: sent again
   std::uint64_t received = 0;
   std::uint64_t truncated = 0;        // larger than the receive buffer: dropped
   std::uint64_t unreachable = 0;      // ICMP port/host/net unreachable reports
