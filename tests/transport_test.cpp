@@ -103,9 +103,7 @@ TEST(KeyTest, ParseRejectsBadInput) {
   EXPECT_NE(e.error().message.find("44"), std::string::npos) << e.error().message;
 }
 
-TEST(KeyTest, GeneratedKeysDiffer) {
-  EXPECT_NE(generate_key(), generate_key());
-}
+TEST(KeyTest, GeneratedKeysDiffer) { EXPECT_NE(generate_key(), generate_key()); }
 
 // ---- seal ----
 
@@ -170,10 +168,11 @@ TEST(SealTest, EverySingleBitFlipFails) {
       }
     }
   }
-  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kPlaintext)], 1);     // 0x01 -> 0x00
+  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kPlaintext)], 1);  // 0x01 -> 0x00
   EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kBadVersion)], 7);
-  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kUnknownKey)], 32);   // key id bits
-  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kAuthFailed)], static_cast<int>((sealed.size() - 5) * 8));
+  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kUnknownKey)], 32);  // key id bits
+  EXPECT_EQ(seen[static_cast<std::size_t>(OpenError::kAuthFailed)],
+            static_cast<int>((sealed.size() - 5) * 8));
 }
 
 TEST(SealTest, TruncationsFailWithoutCrash) {
@@ -577,7 +576,9 @@ TEST(ReliableTest, SendsBytesIntact) {
 
   const Bytes payload = pattern(100000, 3);
   ASSERT_TRUE(a.send(at(milliseconds(0)), b.local(), payload));
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.send(at(milliseconds(1)), b.local(), pattern(10, static_cast<std::uint8_t>(i))));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(a.send(at(milliseconds(1)), b.local(), pattern(10, static_cast<std::uint8_t>(i))));
+  }
   auto m = recv_within(b);
   ASSERT_TRUE(m);
   EXPECT_EQ(*m, payload);

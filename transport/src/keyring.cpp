@@ -42,7 +42,8 @@ KeyId key_id(const Key& key) {
   static_assert(crypto_generichash_BYTES == 32);  // BLAKE2b-256
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, digest.size());
-  crypto_generichash_update(&state, reinterpret_cast<const unsigned char*>(kKeyIdLabel), sizeof kKeyIdLabel - 1);
+  crypto_generichash_update(&state, reinterpret_cast<const unsigned char*>(kKeyIdLabel),
+                            sizeof kKeyIdLabel - 1);
   crypto_generichash_update(&state, key.data(), key.size());
   crypto_generichash_final(&state, digest.data(), digest.size());
   sodium_memzero(&state, sizeof state);
@@ -69,7 +70,8 @@ Result<Key> parse_key(std::string_view base64) {
   ensure_sodium();
   if (base64.empty()) return fail("empty key: expected 44 base64 characters (32 bytes)");
   if (base64.size() != kKeyBase64Chars) {
-    return fail("bad key length: expected 44 base64 characters (32 bytes), got " + std::to_string(base64.size()));
+    return fail("bad key length: expected 44 base64 characters (32 bytes), got " +
+                std::to_string(base64.size()));
   }
   // Decoded into a roomier buffer so that 44 characters holding 33 bytes read as a length error.
   std::array<unsigned char, kKeyBytes + 4> buf{};
@@ -176,7 +178,9 @@ Result<void> Keyring::use(KeyId id) {
 Result<void> Keyring::remove(KeyId id) {
   for (std::size_t i = 0; i < keys_.size(); ++i) {
     if (keys_[i].id != id) continue;
-    if (i == primary_) return fail("key " + format_key_id(id) + " is the primary key: make another key primary first");
+    if (i == primary_) {
+      return fail("key " + format_key_id(id) + " is the primary key: make another key primary first");
+    }
     // Shift the tail down in place and wipe the slot that falls off the end.
     for (std::size_t j = i; j + 1 < keys_.size(); ++j) keys_[j] = keys_[j + 1];
     sodium_memzero(&keys_.back(), sizeof(Entry));
@@ -241,8 +245,9 @@ void Keyring::seal(Purpose purpose, std::span<const std::byte> plain, std::vecto
   randombytes_buf(p + kNonceOffset, kNonceBytes);
   const auto ad = additional_data(p, purpose);
   unsigned long long written = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(p + kSealHeaderBytes, &written, as_uchar(plain.data()), plain.size(),
-                                             ad.data(), ad.size(), nullptr, p + kNonceOffset, k.key.data());
+  crypto_aead_xchacha20poly1305_ietf_encrypt(p + kSealHeaderBytes, &written, as_uchar(plain.data()),
+                                             plain.size(), ad.data(), ad.size(), nullptr, p + kNonceOffset,
+                                             k.key.data());
   WEFT_ASSERT(written == plain.size() + kSealTagBytes);
 }
 
@@ -267,8 +272,8 @@ Result<void, OpenError> Keyring::open(Purpose purpose, std::span<const std::byte
   out.resize(sealed.size() - kSealOverhead);
   unsigned long long written = 0;
   const int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
-      as_uchar(out.data()), &written, nullptr, p + kSealHeaderBytes, sealed.size() - kSealHeaderBytes, ad.data(),
-      ad.size(), p + kNonceOffset, key->data());
+      as_uchar(out.data()), &written, nullptr, p + kSealHeaderBytes, sealed.size() - kSealHeaderBytes,
+      ad.data(), ad.size(), p + kNonceOffset, key->data());
   if (rc != 0) {
     out.clear();
     return Unexpected(OpenError::kAuthFailed);

@@ -41,7 +41,8 @@ struct ReliableChannel::Impl {
   ReliableStats stats{};
 };
 
-Result<ReliableChannel> ReliableChannel::bind(zmq::context_t& ctx, const Endpoint& local, ReliableOptions opts) {
+Result<ReliableChannel> ReliableChannel::bind(zmq::context_t& ctx, const Endpoint& local,
+                                              ReliableOptions opts) {
   ReliableChannel ch;
   const std::string address = zmq_address(local, local.port == 0);
   try {
@@ -49,8 +50,8 @@ Result<ReliableChannel> ReliableChannel::bind(zmq::context_t& ctx, const Endpoin
     Impl& im = *ch.impl_;
     im.router = zmq::socket_t(ctx, zmq::socket_type::router);
     im.router.set(zmq::sockopt::linger, 0);
-    const auto max_bytes = std::min<std::size_t>(opts.max_message_bytes,
-                                                  static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()));
+    const auto max_bytes = std::min<std::size_t>(
+        opts.max_message_bytes, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()));
     im.router.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(max_bytes));
     if (local.family == Endpoint::Family::kV6) im.router.set(zmq::sockopt::ipv6, true);
     im.router.bind(address);
