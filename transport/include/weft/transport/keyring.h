@@ -87,7 +87,7 @@ class Keyring {
   // Bytes a seal adds to a payload: kSealOverhead, or 1 in plaintext mode.
   [[nodiscard]] std::size_t overhead() const { return plaintext() ? 1 : kSealOverhead; }
 
-  // Appends the sealed form of `plain` to `out`.
+  // Appends the sealed form of `plain` to `out` (`plain` must not point into `out`).
   void seal(Purpose purpose, std::span<const std::byte> plain, std::vector<std::byte>& out) const;
   // Opens `sealed` into `out` (replacing its contents). Never throws; nothing is allocated before
   // the header is checked.
