@@ -5,11 +5,19 @@
 //
 // Crash safety: every write is one transaction; journal_mode=WAL, synchronous=NORMAL (a process
 // killed at any moment loses at most the transaction in flight and the file stays consistent),
-// except set_incarnation and the keyring, which are synchronous=FULL-durable before they return.
+// except set_incarnation, the keyring and the identity, which are synchronous=FULL-durable
+// (fsynced, so they also survive a power loss) before they return.
 // Schema changes are migrations keyed by PRAGMA user_version, applied in one transaction.
 //
-// Rows read back are untrusted (the file may be damaged or edited): lengths and values are
-// checked and a bad row is an error, never a crash. Not thread-safe: one thread owns a Store.
+// Rows read back are untrusted (the file may be damaged or edited): types, lengths and values are
+// checked against the limits below, the same limits every setter enforces. A bad identity, key or
+// setting row is an error; a bad member row is skipped and counted in StoreStats (the member list
+// is only a rejoin hint, and one damaged row should not cost the other members). Never a crash.
+//
+// Incarnations are uint64 and stored as the int64 with the same bit pattern (values above
+// INT64_MAX read back as negative numbers in the sqlite3 shell, but round-trip exactly here).
+//
+// Not thread-safe: one thread owns a Store.
 
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +32,18 @@
 namespace weft::store {
 
 inline constexpr int kSchemaVersion = 1;
+
+// Limits checked on every write and on every row read back.
+inline constexpr std::size_t kSignPkBytes = 32;
+inline constexpr std::size_t kSignSkBytes = 64;
+inline constexpr std::size_t kKxPkBytes = 32;
+inline constexpr std::size_t kKxSkBytes = 32;
+inline constexpr std::size_t kKeyBytes = 32;
+inline constexpr std::size_t kMaxKeys = 256;             // keys in the ring
+inline constexpr std::size_t kMaxNameBytes = 256;        // node and member names, non-empty
+inline constexpr std::size_t kMaxAddrBytes = 256;        // member addr
+inline constexpr std::size_t kMaxMetaBytes = 64 * 1024;  // member meta
+inline constexpr std::uint8_t kMaxMemberState = 3;       // gossip::MemberState::kLeft
 
 // Raw key bytes; weft::store does not know what they mean (weft::transport does).
 struct Identity {
@@ -44,11 +64,18 @@ struct StoredMember {
   friend bool operator==(const StoredMember&, const StoredMember&) = default;
 };
 
+// Counters since open (plain uint64_t, as every module's stats).
+struct StoreStats {
+  std::uint64_t bad_member_rows = 0;  // member rows skipped by members() because they failed a check
+};
+
 class Store {
  public:
   // Opens or creates the database at `path` (":memory:" for tests), sets WAL and applies
-  // migrations. A new file is created 0600. Fails with a clear message if the file is not a
-  // database, is from a newer schema, or fails integrity_check's quick form.
+  // migrations. A new file is created 0600 whatever the umask (-wal and -shm follow it); the mode
+  // of an existing file is left alone. Fails with a clear message if the file is not a
+  // database (or is another application's SQLite database), is from a newer schema, or fails
+  // integrity_check's quick form; a refused file is not modified.
   static Result<Store> open(const std::string& path);
   Store();
   ~Store();
@@ -75,13 +102,21 @@ class Store {
   [[nodiscard]] Result<void> set_keys(std::span<const std::vector<std::byte>> keys_primary_first);
 
   // --- members ---
+  // All valid member rows, ordered by name; bad rows are skipped and counted (see above).
   [[nodiscard]] Result<std::vector<StoredMember>> members();
-  // Upserts `changed` and deletes `removed` (by name) in one transaction.
+  // Upserts `changed` and deletes `removed` (by name) in one transaction. Every member of
+  // `changed` is checked first; one bad member fails the call and nothing is written. Deletes run
+  // after the upserts, so a name in both lists ends up deleted.
   [[nodiscard]] Result<void> save_members(std::span<const StoredMember> changed,
                                           std::span<const std::string> removed);
 
- private:
+  [[nodiscard]] const StoreStats& stats() const;
+
+  // Opaque: defined in store/src/impl.h. Public only so that the implementation's free functions
+  // can name it; nothing outside store/src can use an incomplete type.
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 
