@@ -221,6 +221,10 @@ const std::vector<GoldenPacket>& golden_packets() {
        // [1, [2, uint8 255, "t", bin18(::1, port 80), true], [4, uint16 65535]]
        "93 01  95 02 cc ff a1 74 c4 12 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 00 50 c3"
        "  92 04 cd ff ff"},
+      {"refused_nack_and_ack",
+       {Nack{.seq = 7, .refused = true}, Ack{9}},
+       // [1, [4, 7, true], [3, 9]]: the refused flag is appended to the nack
+       "93 01  93 04 07 c3  92 03 09"},
   };
   return kGolden;
 }
@@ -253,6 +257,7 @@ TEST(CodecRoundTrip, EveryMessageTypeV4AndV6) {
       Ack{0},
       Ack{0xffffffff},
       Nack{128},
+      Nack{.seq = 129, .refused = true},
       Alive{"node-1", a4, 0, {}},
       Alive{"node-1", a6, 0xffffffffffffffffULL, blob(kMaxMetaBytes)},
       Suspect{"node-2", 17, "node-3"},
@@ -650,6 +655,39 @@ TEST(CodecValidation, ExtraTrailingFieldsAreAccepted) {
   EXPECT_EQ(pp->seq, 5U);
   ASSERT_EQ(pp->members.size(), 1U);
   EXPECT_EQ(pp->members[0], golden_push_pull().members[0]);
+}
+
+// Nack's `refused` flag came after version 1 shipped: an optional trailing field.
+TEST(CodecValidation, NackRefusedIsAnOptionalTrailingField) {
+  // A plain nack keeps the original form, byte for byte: older peers see what they always saw.
+  EXPECT_EQ(to_hex(encoded(Nack{7})), "92 04 07");
+  EXPECT_EQ(to_hex(encoded(Nack{.seq = 7, .refused = false})), "92 04 07");
+  EXPECT_EQ(to_hex(encoded(Nack{.seq = 7, .refused = true})), "93 04 07 c3");
+
+  // The old form still decodes, as not refused.
+  auto plain = decode_packet(hex("92 01  92 04 07"));
+  ASSERT_TRUE(plain) << to_string(plain.error());
+  EXPECT_EQ(plain->messages, (std::vector<Message>{Nack{.seq = 7, .refused = false}}));
+  // Explicitly false decodes the same; true is refused.
+  auto no = decode_packet(hex("92 01  93 04 07 c2"));
+  ASSERT_TRUE(no) << to_string(no.error());
+  EXPECT_EQ(no->messages, (std::vector<Message>{Nack{7}}));
+  auto yes = decode_packet(hex("92 01  93 04 07 c3"));
+  ASSERT_TRUE(yes) << to_string(yes.error());
+  EXPECT_EQ(yes->messages, (std::vector<Message>{Nack{.seq = 7, .refused = true}}));
+
+  // What an older decoder does with the new form: extra trailing fields are ignored. A field
+  // appended after `refused` is ignored by this decoder in turn.
+  auto later = decode_packet(hex("92 01  94 04 07 c3 a3 6e 65 77"));
+  ASSERT_TRUE(later) << to_string(later.error());
+  EXPECT_EQ(later->messages, (std::vector<Message>{Nack{.seq = 7, .refused = true}}));
+
+  // Present, the field must be a bool.
+  EXPECT_EQ(packet_error(hex("92 01  93 04 07 01")), DecodeError::kBadMessage);
+  EXPECT_EQ(packet_error(hex("92 01  93 04 07 c0")), DecodeError::kBadMessage);
+  EXPECT_EQ(packet_error(hex("92 01  93 04 07 a1 74")), DecodeError::kBadMessage);
+  // The seq is still required.
+  EXPECT_EQ(packet_error(hex("92 01  91 04")), DecodeError::kBadMessage);
 }
 
 TEST(CodecValidation, MissingFields) {

@@ -242,13 +242,7 @@ void Harness::send(int from, const Endpoint& from_addr, Datagram d) {
 
   // Injected datagrams (from < 0) bypass the network controls.
   if (from >= 0) {
-    const auto f = static_cast<std::size_t>(from);
-    const bool to_known = p.to >= 0;
-    const auto t = static_cast<std::size_t>(p.to);
-    if (!slots_[f].up || slots_[f].isolated || (to_known && slots_[t].isolated)) p.dropped = true;
-    for (const Cut& c : cuts_) {
-      if (c.from == f && to_known && c.to == t) p.dropped = true;
-    }
+    if (!slots_[static_cast<std::size_t>(from)].up || blocked(from, p.to)) p.dropped = true;
     for (auto& [id, filter] : filters_) {
       if (p.dropped) break;
       if (filter(p)) p.dropped = true;
@@ -271,15 +265,49 @@ void Harness::send(int from, const Endpoint& from_addr, Datagram d) {
   if (!logged.dropped) inflight_.push(InFlight{logged.arrives, order_++, wire_.size() - 1});
 }
 
+bool Harness::blocked(int from, int to) const {
+  const bool from_known = from >= 0;
+  const bool to_known = to >= 0;
+  const auto f = static_cast<std::size_t>(from);
+  const auto t = static_cast<std::size_t>(to);
+  if ((from_known && slots_[f].isolated) || (to_known && slots_[t].isolated)) return true;
+  return std::any_of(cuts_.begin(), cuts_.end(), [&](const Cut& c) {
+    return from_known && to_known && c.from == f && c.to == t;
+  });
+}
+
+void Harness::refuse(std::size_t log, std::size_t down) {
+  const Packet& d = wire_[log];
+  if (!icmp_ || d.icmp || d.from < 0 || d.channel != Channel::kUnreliable) return;
+  Packet p;
+  p.sent = now_;
+  p.arrives = now_ + delay_;
+  p.from = static_cast<int>(down);
+  p.to = d.from;
+  p.from_addr = d.to_addr;
+  p.to_addr = d.from_addr;
+  p.icmp = true;
+  p.dropped = blocked(p.from, p.to);
+  for (auto& [id, filter] : filters_) {
+    if (p.dropped) break;
+    if (filter(p)) p.dropped = true;
+  }
+  wire_.push_back(std::move(p));  // a deque: `d` stays valid, but is not used past here
+  if (!wire_.back().dropped) inflight_.push(InFlight{wire_.back().arrives, order_++, wire_.size() - 1});
+}
+
 void Harness::deliver(std::size_t log) {
   Packet& p = wire_[log];
   const int to = lookup(p.to_addr);  // a restarted process may listen there now
   if (to < 0 || !slots_[static_cast<std::size_t>(to)].up) {
     p.dropped = true;
+    if (to >= 0) refuse(log, static_cast<std::size_t>(to));  // a host, but no process on the port
     return;
   }
   const auto i = static_cast<std::size_t>(to);
-  if (p.channel == Channel::kUnreliable) {
+  if (p.icmp) {
+    slots_[i].node->handle_unreachable(now_, p.from_addr);
+  } else if (p.channel == Channel::kUnreliable) {
     slots_[i].node->handle_packet(now_, p.from_addr, p.bytes);
   } else {
     slots_[i].node->handle_stream(now_, p.from_addr, p.bytes);
@@ -298,6 +326,11 @@ void Harness::inject(std::size_t i, const Endpoint& from, const std::vector<Mess
 
 void Harness::inject_bytes(std::size_t i, const Endpoint& from, std::span<const std::byte> bytes) {
   node(i).handle_packet(now_, from, bytes);
+  collect(i);
+}
+
+void Harness::unreachable(std::size_t i, const Endpoint& to) {
+  node(i).handle_unreachable(now_, to);
   collect(i);
 }
 

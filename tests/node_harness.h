@@ -8,6 +8,10 @@
 // on every datagram: it decodes, and an unreliable one fits the sender's max_packet_bytes.
 //
 // Node i is named "n<i>" at 127.0.0.<i+1>:7946 unless added with another name or address.
+//
+// ICMP (set_icmp): a datagram that reaches a stopped node's address draws a "port unreachable"
+// back to its sender one delay later (a Packet with icmp set), which the sender's Node gets as
+// handle_unreachable(now, address). Isolation, cuts and filters apply to it as to a datagram.
 
 #include <cstddef>
 #include <cstdint>
@@ -49,6 +53,9 @@ struct Packet {
   std::optional<PushPull> stream;  // decoded stream (reliable channel)
   bool dropped = false;
   bool edited = false;  // a filter removed messages; `bytes` were re-encoded
+  // An ICMP "port unreachable" from the host of `from` / `from_addr` (a stopped node) to the node
+  // that sent it a datagram: no bytes, no messages.
+  bool icmp = false;
 
   [[nodiscard]] bool has(MsgType t) const;
   [[nodiscard]] std::size_t count(MsgType t) const;
@@ -114,6 +121,8 @@ class Harness {
   void isolate(std::size_t i, bool on = true);  // the node runs, all its traffic is lost
   void cut(std::size_t from, std::size_t to, bool both_ways = true);  // datagrams from -> to lost
   void heal();  // removes isolation and cuts (not filters)
+  // Stopped nodes draw ICMP "port unreachable" reports (off by default: a crash is silent).
+  void set_icmp(bool on) { icmp_ = on; }
   int add_filter(Filter f);
   void remove_filter(int id);
   void clear_filters() { filters_.clear(); }
@@ -125,6 +134,8 @@ class Harness {
   void inject(std::size_t i, const Endpoint& from, const std::vector<Message>& msgs);
   void inject_bytes(std::size_t i, const Endpoint& from, std::span<const std::byte> bytes);
   void inject_stream(std::size_t i, const Endpoint& from, const PushPull& pp);
+  // As if node i's transport saw "port unreachable" for a datagram it sent to `to`, now.
+  void unreachable(std::size_t i, const Endpoint& to);
 
   // --- observation ---
   [[nodiscard]] const std::deque<Packet>& wire() const { return wire_; }
@@ -177,6 +188,10 @@ class Harness {
   [[nodiscard]] int lookup(const Endpoint& e) const;
   void collect(std::size_t i);  // moves node i's outgoing datagrams onto the wire and its events out
   void send(int from, const Endpoint& from_addr, Datagram d);
+  // Node `down` got a datagram (wire_[log]) while stopped: its host answers the sender.
+  void refuse(std::size_t log, std::size_t down);
+  // Isolation and cuts from node `from` to node `to` (either may be -1: unknown).
+  [[nodiscard]] bool blocked(int from, int to) const;
   void deliver(std::size_t log);
   void step();  // processes everything due at now_
   [[nodiscard]] TimePoint next_time() const;
@@ -187,6 +202,7 @@ class Harness {
   std::uint64_t restarts_ = 0;
   TimePoint now_ = kEpoch;
   Duration delay_ = 1ms;
+  bool icmp_ = false;
   std::vector<Slot> slots_;
   std::deque<Packet> wire_;
   std::priority_queue<InFlight, std::vector<InFlight>, std::greater<>> inflight_;

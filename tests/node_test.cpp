@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -206,6 +207,13 @@ TEST(ConfigTest, RejectsBadValuesAndRelations) {
       {"max_name_bytes 0", [](Config& c) { c.max_name_bytes = 0; }},
       {"max_name_bytes over the wire limit", [](Config& c) { c.max_name_bytes = kMaxNameBytes + 1; }},
       {"reap_after 0", [](Config& c) { c.reap_after = 0s; }},
+      {"refused_confirmations 0", [](Config& c) { c.refused_confirmations = 0; }},
+      {"refused_confirmations above indirect_checks", [](Config& c) { c.refused_confirmations = 4; }},
+      {"refused_confirmations 0 with the fast path off",
+       [](Config& c) {
+         c.refused_fast_path = false;
+         c.refused_confirmations = 0;
+       }},
       // An alive message with the largest name and metadata must fit one datagram, or it is
       // never piggybacked: the broadcast stays queued forever (and leave never completes).
       {"max_meta_bytes does not fit max_packet_bytes",
@@ -235,6 +243,16 @@ TEST(ConfigTest, RejectsBadValuesAndRelations) {
   EXPECT_TRUE(c.validate());
   c = Config{};
   c.probe_timeout = c.probe_interval - 1ms;
+  EXPECT_TRUE(c.validate());
+  c = Config{};
+  c.refused_confirmations = c.indirect_checks;
+  EXPECT_TRUE(c.validate());
+  c = Config{};
+  c.indirect_checks = 0;  // no relays: the fast path cannot fire, as before a valid config
+  EXPECT_TRUE(c.validate());
+  c = Config{};
+  c.refused_fast_path = false;
+  c.refused_confirmations = 10;
   EXPECT_TRUE(c.validate());
 }
 
@@ -481,6 +499,254 @@ TEST(NodeSuspicion, IndependentConfirmationsMoveTheDeadlineEarlier) {
   EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4"}), 6.0, kTol);
   // A confirmation that comes after the shrunk deadline has passed fails the member at once.
   EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4", "n5"}), 6.0, kTol);
+}
+
+// =============================================================================================
+// Refused-probe fast path (ICMP "port unreachable")
+
+// Runs until node `from` has just started its regular probe of a member other than `avoid`, so
+// that a report about `avoid` finds no probe of it running (a probe runs for one interval).
+bool while_probing_another(Harness& h, std::size_t from, std::size_t avoid) {
+  for (int tries = 0; tries < 20; ++tries) {
+    const TimePoint since = just_after(h.now());
+    std::optional<std::size_t> target;
+    h.run_until(
+        [&] {
+          for (std::size_t j = 0; j < h.size(); ++j) {
+            if (j != from && !h.probes(from, j, since).empty()) target = j;
+          }
+          return target.has_value();
+        },
+        10s);
+    if (!target) return false;
+    h.run_for(10ms);
+    if (*target != avoid) return true;
+  }
+  return false;
+}
+
+// Harness delay 1 ms: a ping to the stopped n1 arrives after 1 ms and its ICMP is back after 2.
+TEST(NodeRefused, RefusalConfirmedByARelayFailsTheMemberAtOnce) {
+  Harness h(4);
+  h.set_icmp(true);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  ASSERT_TRUE(while_probing_another(h, 0, 1)) << h.dump();
+  h.crash(1);
+  const TimePoint t = h.now();
+  h.unreachable(0, h.addr(1));  // say, a gossip datagram to n1 drew an ICMP
+
+  // A verify probe goes out at once, out of turn.
+  const auto pings = h.probes(0, 1, t);
+  ASSERT_EQ(pings.size(), 1u);
+  EXPECT_EQ(pings[0]->sent, t);
+  const std::uint32_t seq = pings[0]->find<Ping>()->seq;
+  EXPECT_EQ(h.node(0).stats().refused_verifies, 1u);
+
+  // Its own refusal is back at t + 2 ms: both relays are asked then, not after probe_timeout.
+  h.run_to(t + 3ms);
+  const auto reqs = carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == seq; });
+  ASSERT_EQ(reqs.size(), 2u) << h.dump();
+  for (const Packet* r : reqs) EXPECT_EQ(r->sent, t + 2ms);
+  // A refused nack from someone n0 did not ask is no confirmation.
+  h.inject(0, Endpoint::v4(10, 6, 6, 6, 7946), {Nack{.seq = seq, .refused = true}});
+  EXPECT_FALSE(h.first_event(0, "n1", EventType::kFailed, t).has_value());
+
+  h.run_to(t + 6ms);
+  // The relays' pings (t + 3 ms) are refused at t + 5 ms: they nack at once, flagged.
+  const auto nacks = carrying<Nack>(h, std::nullopt, 0, [&](const Nack& n) { return n.seq == seq; });
+  ASSERT_EQ(nacks.size(), 2u) << h.dump();
+  for (const Packet* n : nacks) {
+    const Nack* nack = n->find<Nack>();
+    ASSERT_NE(nack, nullptr);
+    EXPECT_TRUE(nack->refused);
+    EXPECT_EQ(n->sent, t + 5ms);
+  }
+  // Own refusal + refused_confirmations (1) refused nack: failed as the first one arrives, with
+  // no suspicion on the way, and everyone is told directly.
+  const auto failed = h.first_event(0, "n1", EventType::kFailed, t);
+  ASSERT_TRUE(failed.has_value()) << h.dump();
+  EXPECT_EQ(*failed, t + 6ms);
+  EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t).empty());
+  EXPECT_FALSE(carrying<Dead>(h, 0, 2, [](const Dead& d) { return d.name == "n1" && d.from == "n0"; }, t).empty());
+  const GossipStats& s = h.node(0).stats();
+  EXPECT_EQ(s.unreachable_reports, 2u);  // the injected report and the verify's own ICMP
+  EXPECT_EQ(s.refused_probes, 1u);
+  EXPECT_EQ(s.refused_nacks_received, 2u);
+  EXPECT_EQ(s.refused_failures, 1u);
+  EXPECT_EQ(s.failed_declared, 0u);  // no suspicion timer expired
+  EXPECT_EQ(h.node(0).health_score(), 0u);
+  h.run_to(t + 7ms);
+  for (std::size_t i : {2u, 3u}) {
+    const auto f = h.first_event(i, "n1", EventType::kFailed, t);
+    ASSERT_TRUE(f.has_value()) << "viewer n" << i;
+    EXPECT_LE(*f, t + 7ms) << "viewer n" << i;
+    EXPECT_EQ(h.node(i).stats().refused_nacks_sent, 1u) << "relay n" << i;
+    EXPECT_EQ(h.node(i).stats().refused_verifies, 0u) << "a refused relayed ping is the asker's evidence";
+  }
+}
+
+// Without a second member's confirmation nothing is shortcut: the relays here never see an ICMP
+// (say, their firewall drops it), so their nacks are plain and n1 takes the ordinary path.
+TEST(NodeRefused, RefusalWithoutConfirmationKeepsTheOrdinarySuspicionTiming) {
+  ASSERT_TRUE(defaults_as_assumed());
+  Harness h(4);
+  h.set_icmp(true);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.add_filter([](Packet& p) { return p.icmp && p.to != 0; });
+  h.crash(1);
+  const TimePoint crash = h.now();
+  h.run_for(30s);
+
+  TimePoint first_suspect = TimePoint::max();
+  TimePoint first_failed = TimePoint::max();
+  for (std::size_t i : {0u, 2u, 3u}) {
+    const auto s = h.first_event(i, "n1", EventType::kSuspect, crash);
+    const auto f = h.first_event(i, "n1", EventType::kFailed, crash);
+    ASSERT_TRUE(s && f) << "viewer n" << i << "\n" << h.dump();
+    first_suspect = std::min(first_suspect, *s);
+    first_failed = std::min(first_failed, *f);
+    EXPECT_EQ(h.node(i).stats().refused_failures, 0u) << "viewer n" << i;
+  }
+  // 4 live members (< k + 2): the timeout is min = max(2 * 1 * 1 s, 6 s floor) = 6 s.
+  EXPECT_NEAR(secs(first_failed - first_suspect), 6.0, kTol);
+  EXPECT_GE(secs(first_failed - crash), 6.0);
+
+  // n0 did try: its first ping to n1 was refused and asked the relays at once.
+  const auto pings = h.probes(0, 1, crash);
+  ASSERT_FALSE(pings.empty());
+  const std::uint32_t seq = pings.front()->find<Ping>()->seq;
+  const auto reqs = carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == seq; });
+  ASSERT_FALSE(reqs.empty());
+  EXPECT_EQ(reqs.front()->sent, pings.front()->sent + 2ms);
+  EXPECT_GE(h.node(0).stats().refused_probes, 1u);
+  EXPECT_EQ(h.node(0).stats().refused_nacks_received, 0u);
+  EXPECT_TRUE(carrying<Nack>(h, std::nullopt, 0, [](const Nack& n) { return n.refused; }).empty());
+}
+
+TEST(NodeRefused, RelayNacksAtOnceWhenItsPingIsRefused) {
+  Harness h(3);
+  h.set_icmp(true);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.crash(1);
+  const TimePoint t = h.now();
+  const auto nacks_before = h.node(2).stats().nacks_sent;
+  h.inject(2, h.addr(0), {IndirectPing{77, "n1", h.addr(1), /*want_nack=*/true}});
+  h.inject(2, h.addr(0), {IndirectPing{78, "n1", h.addr(1), /*want_nack=*/false}});
+  h.run_for(600ms);  // past the 400 ms at which a plain nack would go
+  const auto nacks = carrying<Nack>(h, 2, 0, [](const Nack& n) { return n.seq == 77 || n.seq == 78; }, t);
+  ASSERT_EQ(nacks.size(), 1u) << "one nack, only where one was asked for";
+  const Nack* n = nacks.front()->find<Nack>();
+  EXPECT_EQ(n->seq, 77u);
+  EXPECT_TRUE(n->refused);
+  EXPECT_EQ(nacks.front()->sent, t + 2ms);  // ping at t, its ICMP back at t + 2 ms
+  // (n0's own probes of n1 may ask n2 too: at least ours.)
+  EXPECT_GE(h.node(2).stats().nacks_sent - nacks_before, 1u);
+  EXPECT_GE(h.node(2).stats().refused_nacks_sent, 1u);
+  EXPECT_EQ(h.node(2).stats().refused_verifies, 0u);
+}
+
+// A refusal can be stale or forged: the relay nacks at once but keeps the request, so the ack
+// of a target that is alive after all still reaches the asker.
+TEST(NodeRefused, RelayStillForwardsAnAckAfterARefusedNack) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const TimePoint t = h.now();
+  h.inject(2, h.addr(0), {IndirectPing{91, "n1", h.addr(1), /*want_nack=*/true}});
+  h.unreachable(2, h.addr(1));
+  h.run_for(10ms);
+  const auto nacks = carrying<Nack>(h, 2, 0, [](const Nack& n) { return n.seq == 91; }, t);
+  ASSERT_EQ(nacks.size(), 1u);
+  const Nack* nack = nacks.front()->find<Nack>();
+  ASSERT_NE(nack, nullptr);
+  EXPECT_TRUE(nack->refused);
+  EXPECT_EQ(nacks.front()->sent, t);
+  const auto acks = carrying<Ack>(h, 2, 0, [](const Ack& a) { return a.seq == 91; }, t);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks.front()->sent, t + 2ms);
+}
+
+TEST(NodeRefused, AnAckWinsOverRefusals) {
+  Harness h(4);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.cut(0, 1);  // n0's own pings to n1 are lost; the relays still reach it
+  ASSERT_TRUE(while_probing_another(h, 0, 1)) << h.dump();
+  const TimePoint t = h.now();
+  h.unreachable(0, h.addr(1));  // forged or stale: n1 is alive
+  const auto pings = h.probes(0, 1, t);
+  ASSERT_EQ(pings.size(), 1u);
+  const std::uint32_t seq = pings[0]->find<Ping>()->seq;
+  h.run_for(1ms);
+  h.unreachable(0, h.addr(1));  // taken as the verify's own refusal: the relays are asked now
+  const auto reqs = carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == seq; });
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs.front()->sent, t + 1ms);
+  h.run_for(10ms);
+  EXPECT_FALSE(carrying<Ack>(h, std::nullopt, 0, [&](const Ack& a) { return a.seq == seq; }).empty());
+  // Refused nacks after the ack change nothing, even from the relays that were asked.
+  h.inject(0, h.addr(2), {Nack{.seq = seq, .refused = true}});
+  h.inject(0, h.addr(3), {Nack{.seq = seq, .refused = true}});
+  h.run_for(2s);
+  EXPECT_EQ(h.state(0, 1), MemberState::kAlive);
+  EXPECT_TRUE(h.events_about(0, "n1", EventType::kFailed, t).empty());
+  EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t).empty());
+  EXPECT_EQ(h.node(0).stats().refused_probes, 1u);
+  EXPECT_EQ(h.node(0).stats().refused_failures, 0u);
+}
+
+TEST(NodeRefused, VerifyProbesAreRateLimitedToOnePerMemberPerProbeInterval) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  ASSERT_TRUE(while_probing_another(h, 0, 1)) << h.dump();
+  const TimePoint t = h.now();
+  for (int k = 0; k < 5; ++k) {  // n1 is alive: five stale reports within 750 ms
+    h.unreachable(0, h.addr(1));
+    h.run_for(150ms);
+  }
+  EXPECT_EQ(h.probes(0, 1, t).size(), 1u) << "one verify ping, no regular probe of n1 yet";
+  EXPECT_EQ(h.node(0).stats().refused_verifies, 1u);
+  EXPECT_EQ(h.node(0).stats().verifies_limited, 4u);
+  // A probe interval after the first, another report may verify again.
+  ASSERT_GE(h.now(), t + 750ms);
+  ASSERT_TRUE(while_probing_another(h, 0, 1)) << h.dump();
+  ASSERT_GE(h.now(), t + 1s);
+  const TimePoint t2 = h.now();
+  h.unreachable(0, h.addr(1));
+  EXPECT_EQ(h.probes(0, 1, t2).size(), 1u);
+  EXPECT_EQ(h.node(0).stats().refused_verifies, 2u);
+  h.run_for(3s);
+  EXPECT_EQ(h.node(0).health_score(), 0u) << "verify probes do not move the health score";
+  EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t).empty());
+}
+
+TEST(NodeRefused, ReportsAboutNoLiveMemberAreIgnored) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.crash(2);
+  ASSERT_TRUE(h.run_until([&] { return h.state(0, 2) == MemberState::kFailed; }, 60s)) << h.dump();
+  const GossipStats before = h.node(0).stats();
+  const std::size_t wire_before = h.wire().size();
+  const std::size_t events_before = h.events(0).size();
+  h.unreachable(0, Endpoint::v4(10, 9, 9, 9, 7946));  // nobody we know
+  h.unreachable(0, h.addr(0));                        // ourselves
+  h.unreachable(0, h.addr(2));                        // failed already
+  EXPECT_EQ(h.wire().size(), wire_before) << "nothing sent";
+  const GossipStats& s = h.node(0).stats();
+  EXPECT_EQ(s.unreachable_reports - before.unreachable_reports, 3u);
+  EXPECT_EQ(s.unreachable_ignored - before.unreachable_ignored, 3u);
+  EXPECT_EQ(s.refused_verifies, before.refused_verifies);
+  h.run_for(10ms);
+  EXPECT_EQ(h.events(0).size(), events_before);
+
+  // With the fast path off, even a report about a live member is only counted.
+  Config off;
+  off.refused_fast_path = false;
+  Harness g(3, off);
+  ASSERT_TRUE(g.form_cluster()) << g.dump();
+  const std::size_t g_wire = g.wire().size();
+  g.unreachable(0, g.addr(1));
+  EXPECT_EQ(g.wire().size(), g_wire);
+  EXPECT_EQ(g.node(0).stats().unreachable_ignored, 1u);
+  EXPECT_EQ(g.node(0).stats().refused_verifies, 0u);
 }
 
 // =============================================================================================

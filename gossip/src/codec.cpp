@@ -138,8 +138,10 @@ struct MessagePacker {
     pk.pack_uint32(m.seq);
   }
   void operator()(const Nack& m) const {
-    pack_header(pk, MsgType::kNack, 2);
+    // A plain nack keeps the original two-field form (and its golden bytes).
+    pack_header(pk, MsgType::kNack, m.refused ? 3 : 2);
     pk.pack_uint32(m.seq);
+    if (m.refused) pack_bool(pk, true);
   }
   void operator()(const Alive& m) const {
     pack_header(pk, MsgType::kAlive, 5);
@@ -278,6 +280,10 @@ class FieldReader {
     return o ? o->via.boolean : false;
   }
 
+  // An optional trailing bool (appended in a later revision): `absent` when the message ends
+  // here, as it does from older peers; present, it must be a bool.
+  bool optional_boolean(bool absent) { return pos_ < fields_.size() ? boolean() : absent; }
+
   // A member name: non-empty, at most kMaxNameBytes.
   std::string name() {
     const Object* o = next(msgpack::type::STR);
@@ -367,7 +373,7 @@ std::optional<DecodeError> decode_message(const Object& obj, DecodedPacket& out)
     case wire(MsgType::kAck):
       return emit(Ack{.seq = r.u32()});
     case wire(MsgType::kNack):
-      return emit(Nack{.seq = r.u32()});
+      return emit(Nack{.seq = r.u32(), .refused = r.optional_boolean(false)});
     case wire(MsgType::kAlive):
       return emit(Alive{.name = r.name(), .addr = r.addr(), .incarnation = r.u64(), .meta = r.meta()});
     case wire(MsgType::kSuspect):

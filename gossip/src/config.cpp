@@ -18,6 +18,11 @@ Result<void> Config::validate() const {
   if (sync_timeout <= Duration::zero()) return fail("sync_timeout must be positive");
   if (reconnect_interval <= Duration::zero()) return fail("reconnect_interval must be positive");
   if (join_catchup_delay <= Duration::zero()) return fail("join_catchup_delay must be positive");
+  // A lone refusal may be stale or spoofed: always ask for a second opinion.
+  if (refused_confirmations == 0) return fail("refused_confirmations must be at least 1");
+  if (refused_fast_path && indirect_checks > 0 && refused_confirmations > indirect_checks) {
+    return fail("refused_confirmations must not exceed indirect_checks (it could never be reached)");
+  }
   if (suspicion_mult == 0) return fail("suspicion_mult must be at least 1");
   if (suspicion_max_mult < 1) return fail("suspicion_max_mult must be at least 1");
   if (awareness_max == 0) return fail("awareness_max must be at least 1");

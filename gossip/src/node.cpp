@@ -1,4 +1,4 @@
-// Node API, packet dispatch, timers, probing (SWIM with Lifeguard's nacks) and gossip rounds.
+// Node API, packet dispatch, timers, sending and gossip rounds. Probing: node_probe.cpp.
 
 #include "weft/gossip/node.h"
 
@@ -78,6 +78,9 @@ TimePoint NodeImpl::tick(TimePoint now) {
       case TimerKind::kReap:
         on_reap(now, t.slot, t.key);
         break;
+      case TimerKind::kVerifyEnd:
+        on_verify_end(static_cast<std::uint32_t>(t.key));
+        break;
     }
   }
   return next_deadline();
@@ -107,7 +110,7 @@ void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<cons
           } else if constexpr (std::is_same_v<T, Ack>) {
             on_ack(now, m);
           } else if constexpr (std::is_same_v<T, Nack>) {
-            on_nack(m);
+            on_nack(now, from, m);
           } else if constexpr (std::is_same_v<T, Alive>) {
             on_alive(now, m, /*rebroadcast=*/true);
           } else if constexpr (std::is_same_v<T, Suspect>) {
@@ -123,164 +126,6 @@ void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<cons
 void NodeImpl::reject(DecodeError e, const Endpoint& from, const char* what) {
   ++stats_.rejected[static_cast<std::size_t>(e)];
   if (log_) log_->debug("rejected kind={} from={} reason={}", what, from.to_string(), to_string(e));
-}
-
-void NodeImpl::on_ping(TimePoint, const Endpoint& from, const Ping& p) {
-  // A ping meant for another name (say, a node that used to live at this address) gets no ack,
-  // or it would vouch for a dead member.
-  if (p.target != members_.at(self_slot_).name) {
-    ++stats_.pings_wrong_target;
-    return;
-  }
-  const Message ack[] = {Ack{p.seq}};
-  send_packet(from, ack);
-}
-
-void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p) {
-  // Each request holds state for one probe timeout; a flood must not grow it without bound.
-  if (relays_.size() >= kMaxRelays) {
-    ++stats_.relays_refused;
-    return;
-  }
-  ++stats_.relayed_pings;
-  const std::uint32_t seq = next_seq_++;
-  const TimePoint deadline = now + awareness_.scale(cfg_.probe_timeout);
-  relays_[seq] = Relay{p.seq, from, deadline, p.want_nack};
-  // Lifeguard (footnote 5): the nack goes out at 80% of the probe timeout, so that it reaches
-  // the asker within its probe period; a later ack is still forwarded until `deadline`. The
-  // asker sends us the request (score + 1) * probe_timeout into its period and waits until
-  // (score + 1) * probe_interval, so it has at least probe_interval - probe_timeout left.
-  const Duration nack_after = std::min(cfg_.probe_timeout, cfg_.probe_interval - cfg_.probe_timeout) * 4 / 5;
-  schedule(p.want_nack ? std::min(deadline, now + nack_after) : deadline, TimerKind::kRelay, 0, seq);
-  send_ping(p.target_addr, seq, p.target);
-}
-
-const std::string& NodeImpl::accuser_of(std::uint32_t slot) const {
-  auto it = suspicions_.find(slot);
-  return it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
-}
-
-void NodeImpl::send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target) {
-  // Buddy system (Lifeguard §IV-C): whoever pings a member it holds suspect, as prober or as
-  // relay, tells it first, so it can refute before the timeout.
-  const std::uint32_t slot = members_.find(target);
-  if (slot != MemberTable::kNone && slot != self_slot_ && members_.at(slot).state == MemberState::kSuspect &&
-      members_.at(slot).addr == to) {
-    const Member& m = members_.at(slot);
-    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser_of(slot)}, Ping{seq, target}};
-    send_packet(to, msgs);
-    return;
-  }
-  const Message ping[] = {Ping{seq, target}};
-  send_packet(to, ping);
-}
-
-void NodeImpl::on_ack(TimePoint, const Ack& a) {
-  if (probe_.active && a.seq == probe_.seq) {
-    if (!probe_.acked) {
-      probe_.acked = true;
-      ++stats_.probe_acks;
-      awareness_.apply(-1);
-    }
-    return;
-  }
-  auto it = relays_.find(a.seq);
-  if (it != relays_.end()) {
-    const Message ack[] = {Ack{it->second.orig_seq}};
-    const Endpoint source = it->second.source;
-    relays_.erase(it);
-    send_packet(source, ack);
-  }
-}
-
-void NodeImpl::on_nack(const Nack& n) {
-  ++stats_.nacks_received;
-  if (probe_.active && n.seq == probe_.seq) ++probe_.nacks;
-}
-
-void NodeImpl::on_relay_timeout(TimePoint now, std::uint32_t seq) {
-  auto it = relays_.find(seq);
-  if (it == relays_.end()) return;  // answered in time
-  Relay& r = it->second;
-  if (r.want_nack && !r.nacked) {
-    r.nacked = true;
-    ++stats_.nacks_sent;
-    const Message nack[] = {Nack{r.orig_seq}};
-    send_packet(r.source, nack);
-    if (r.deadline > now) {
-      schedule(r.deadline, TimerKind::kRelay, 0, seq);  // keep forwarding a late ack until then
-      return;
-    }
-  }
-  relays_.erase(it);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Probing
-
-std::uint32_t NodeImpl::next_probe_target() {
-  // Shuffled round robin: every member is probed once per pass, in a fresh order each pass.
-  for (int pass = 0; pass < 2; ++pass) {
-    while (probe_pos_ < probe_order_.size()) {
-      const std::uint32_t slot = probe_order_[probe_pos_++];
-      if (slot == self_slot_ || !members_.in_use(slot)) continue;
-      const MemberState s = members_.at(slot).state;
-      if (s == MemberState::kAlive || s == MemberState::kSuspect) return slot;
-    }
-    probe_order_.clear();
-    for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
-      if (s != self_slot_ && members_.in_use(s)) probe_order_.push_back(s);
-    }
-    for (std::size_t i = probe_order_.size(); i > 1; --i) {
-      std::swap(probe_order_[i - 1], probe_order_[rng_.below(i)]);
-    }
-    probe_pos_ = 0;
-  }
-  return MemberTable::kNone;
-}
-
-void NodeImpl::start_probe(TimePoint now) {
-  if (probe_.active) finish_probe(now);
-  next_probe_at_ = now + awareness_.scale(cfg_.probe_interval);
-  schedule(next_probe_at_, TimerKind::kProbe);
-  if (leaving_) return;
-  const std::uint32_t slot = next_probe_target();
-  if (slot == MemberTable::kNone) return;
-  const Member& m = members_.at(slot);
-  probe_ = Probe{next_seq_++, slot, m.uid, m.incarnation, true, false, 0, 0};
-  ++stats_.probes;
-  schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
-  send_ping(m.addr, probe_.seq, m.name);
-}
-
-void NodeImpl::on_ack_timeout(TimePoint now, std::uint32_t seq) {
-  if (!probe_.active || probe_.seq != seq || probe_.acked) return;
-  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
-  const Member& target = members_.at(probe_.slot);
-  auto relays = random_members(now, cfg_.indirect_checks, probe_.slot, Pick::kAlive);
-  const Message req[] = {IndirectPing{seq, target.name, target.addr, /*want_nack=*/true}};
-  for (std::uint32_t r : relays) {
-    ++stats_.indirect_probes;
-    ++probe_.expected_nacks;
-    send_packet(members_.at(r).addr, req);
-  }
-}
-
-void NodeImpl::finish_probe(TimePoint now) {
-  probe_.active = false;
-  if (probe_.acked) return;
-  // Lifeguard: missing nacks mean the trouble may be ours; with no relays, any miss counts.
-  int delta = 1;
-  if (probe_.expected_nacks > 0) {
-    delta = static_cast<int>(probe_.expected_nacks) - static_cast<int>(std::min(probe_.nacks, probe_.expected_nacks));
-  }
-  awareness_.apply(delta);
-  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
-  const Member& m = members_.at(probe_.slot);
-  if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) return;
-  ++stats_.probe_failures;
-  // At the incarnation we probed: if the member refuted or restarted since, this is stale.
-  on_suspect(now, Suspect{m.name, probe_.incarnation, members_.at(self_slot_).name});
 }
 
 std::vector<std::uint32_t> NodeImpl::random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick) {
@@ -409,6 +254,7 @@ void Node::handle_packet(TimePoint now, const Endpoint& from, std::span<const st
 void Node::handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
   impl_->handle_stream(now, from, bytes);
 }
+void Node::handle_unreachable(TimePoint now, const Endpoint& to) { impl_->handle_unreachable(now, to); }
 TimePoint Node::tick(TimePoint now) { return impl_->tick(now); }
 TimePoint Node::next_deadline() const { return impl_->next_deadline(); }
 

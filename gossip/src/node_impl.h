@@ -1,6 +1,8 @@
 #pragma once
 // NodeImpl: the state behind weft::gossip::Node. Split by concern:
-//   node.cpp        API, packet dispatch, timers, probing (SWIM), relaying, gossip rounds
+//   node.cpp        API, packet dispatch, timers, sending, gossip rounds
+//   node_probe.cpp  probing (SWIM + Lifeguard nacks), relaying pings for others
+//   node_refused.cpp the refused-probe fast path (ICMP "port unreachable" reports)
 //   node_state.cpp  alive / suspect / dead rules: merge, refute, conflicts, events
 //   node_sync.cpp   join, push-pull anti-entropy, leave, reaping
 
@@ -33,6 +35,7 @@ enum class TimerKind : std::uint8_t {
   kReconnect,
   kSuspicion,
   kReap,
+  kVerifyEnd,    // a verify probe's period ended (key = seq)
 };
 
 struct Timer {
@@ -43,6 +46,9 @@ struct Timer {
   friend bool operator>(const Timer& a, const Timer& b) { return a.at > b.at; }
 };
 
+// One probe of one member: the regular round-robin probe (NodeImpl::probe_) or an out-of-turn
+// verify probe after a refusal (NodeImpl::verifies_). Acks and nacks find it by seq; each has
+// its own seq, so neither is ever credited with the other's answers.
 struct Probe {
   std::uint32_t seq = 0;
   std::uint32_t slot = MemberTable::kNone;
@@ -50,14 +56,20 @@ struct Probe {
   std::uint64_t incarnation = 0;  // the target's when probed: a failed probe accuses only that
   bool active = false;
   bool acked = false;
+  bool escalated = false;         // the relays were asked
+  bool refused = false;           // our own ping to the target drew a refusal (fast path)
   unsigned expected_nacks = 0;
   unsigned nacks = 0;
+  TimePoint ends{};               // verify probes: dropped then (until then, no other of it)
+  std::vector<Endpoint> relays{};      // asked; only their refused nacks count
+  std::vector<Endpoint> refused_by{};  // distinct relays whose nack said "refused"
 };
 
 struct Relay {
   std::uint32_t orig_seq;
   Endpoint source;
-  TimePoint deadline;  // the target's ack is forwarded until then
+  Endpoint target_addr;  // where our ping went: a refusal from there is nacked at once
+  TimePoint deadline;    // the target's ack is forwarded until then
   bool want_nack;
   bool nacked = false;
 };
@@ -70,6 +82,7 @@ struct PendingSync {
 class NodeImpl {
  public:
   static constexpr std::size_t kMaxRelays = 4096;  // ping-req we serve at once
+  static constexpr std::size_t kMaxVerifies = 16;  // verify probes at once (fast path)
 
   NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log);
 
@@ -81,16 +94,7 @@ class NodeImpl {
   TimePoint next_deadline() const;
   void start(TimePoint now);
   void schedule(TimePoint at, TimerKind kind, std::uint32_t slot = 0, std::uint64_t key = 0);
-  void on_ping(TimePoint now, const Endpoint& from, const Ping& p);
-  void on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p);
-  void on_ack(TimePoint now, const Ack& a);
-  void on_nack(const Nack& n);
-  void start_probe(TimePoint now);
-  void finish_probe(TimePoint now);
-  void on_ack_timeout(TimePoint now, std::uint32_t seq);
-  void on_relay_timeout(TimePoint now, std::uint32_t seq);
   void gossip_round(TimePoint now);
-  std::uint32_t next_probe_target();
   enum class Pick : std::uint8_t {
     kAlive,   // alive members
     kLive,    // alive or suspect
@@ -98,14 +102,40 @@ class NodeImpl {
   };
   // Up to k distinct random members of the kind, other than us and `exclude`.
   std::vector<std::uint32_t> random_members(TimePoint now, unsigned k, std::uint32_t exclude, Pick pick);
-  void send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target);
-  // Who accused a suspect member last (the `from` we repeat), or ourselves.
-  const std::string& accuser_of(std::uint32_t slot) const;
   // Sends `first` (may be empty) plus piggybacked broadcasts in one datagram.
   void send_packet(const Endpoint& to, std::span<const Message> first);
   void fill_broadcasts(PacketBuilder& pb);
   bool encode_broadcast(BroadcastRef ref, std::vector<std::byte>& out);
   unsigned retransmit_limit_now() const;
+
+  // --- node_probe.cpp ---
+  void on_ping(TimePoint now, const Endpoint& from, const Ping& p);
+  void on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p);
+  void on_ack(TimePoint now, const Ack& a);
+  void on_nack(TimePoint now, const Endpoint& from, const Nack& n);
+  void on_relay_timeout(TimePoint now, std::uint32_t seq);
+  void start_probe(TimePoint now);
+  void finish_probe(TimePoint now);
+  void on_ack_timeout(TimePoint now, std::uint32_t seq);
+  // Sends the probe's ping-req to indirect_checks random alive members (once per probe).
+  void ask_relays(TimePoint now, Probe& p);
+  std::uint32_t next_probe_target();
+  // The regular probe or a verify probe with this seq, if one is running.
+  Probe* find_probe(std::uint32_t seq);
+  void send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target);
+  // Who accused a suspect member last (the `from` we repeat), or ourselves.
+  const std::string& accuser_of(std::uint32_t slot) const;
+
+  // --- node_refused.cpp ---
+  void handle_unreachable(TimePoint now, const Endpoint& to);
+  // The alive or suspect member (not us) at `to`, or MemberTable::kNone.
+  std::uint32_t live_member_at(const Endpoint& to) const;
+  void start_verify(TimePoint now, std::uint32_t slot);
+  void on_verify_end(std::uint32_t seq);
+  void on_refused_nack(TimePoint now, Probe& p, const Endpoint& from);
+  // Declares the probed member failed once the probe has its own refusal and enough refused
+  // nacks, and nothing answered.
+  void check_refused(TimePoint now, Probe& p);
 
   // --- node_state.cpp ---
   void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
@@ -155,6 +185,7 @@ class NodeImpl {
   std::vector<std::uint32_t> probe_order_;
   std::size_t probe_pos_ = 0;
   Probe probe_;
+  std::vector<Probe> verifies_;  // at most kMaxVerifies, at most one per member
   std::unordered_map<std::uint32_t, Relay> relays_;
   std::unordered_map<std::uint32_t, Suspicion> suspicions_;  // by slot
   std::unordered_map<std::uint32_t, PendingSync> syncs_;     // by seq

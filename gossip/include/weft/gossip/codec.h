@@ -12,13 +12,20 @@
 //   type 1 ping           [1, seq:u32, target:str]
 //   type 2 indirect ping  [2, seq:u32, target:str, target_addr:bin, want_nack:bool]
 //   type 3 ack            [3, seq:u32]
-//   type 4 nack           [4, seq:u32]
+//   type 4 nack           [4, seq:u32, refused:bool]          refused is optional (below)
 //   type 5 alive          [5, name:str, addr:bin, incarnation:u64, meta:bin]
 //   type 6 suspect        [6, name:str, incarnation:u64, from:str]
 //   type 7 dead           [7, name:str, incarnation:u64, from:str]   from == name: graceful leave
 //
 // A message of unknown type inside a packet is skipped and counted (forward compatibility);
 // a malformed message rejects the whole packet.
+//
+// Optional trailing fields (appended after version 1 shipped; the version number stays 1):
+//   nack.refused  true: the relay's ping to the target drew an ICMP "port unreachable" (the
+//                 refused-probe fast path, see Config::refused_fast_path). Sent only when true,
+//                 so a plain nack is byte-for-byte the original [4, seq]; absent means false.
+//                 Peers that predate it ignore the extra field and count a plain nack.
+// A decoder reads an optional field only when it is present; present, it must have its type.
 //
 // A stream message (reliable channel) is:
 //
@@ -86,6 +93,7 @@ struct Ack {
 };
 struct Nack {
   std::uint32_t seq = 0;
+  bool refused = false;  // optional on the wire: see above
   friend bool operator==(const Nack&, const Nack&) = default;
 };
 struct Alive {

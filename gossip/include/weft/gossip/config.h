@@ -18,6 +18,21 @@ struct Config {
   Duration probe_timeout = 500ms;        // wait for a direct ack before asking relays (scaled)
   unsigned indirect_checks = 3;          // k relays for ping-req
 
+  // --- refused-probe fast path ---
+  // A datagram to a crashed process's port draws an ICMP "port unreachable", which the transport
+  // reports through Node::handle_unreachable. Such a refusal is strong evidence but may be stale
+  // (from before a restart) or spoofed, so on its own it only makes us probe the member at once
+  // (a "verify" probe, at most one per member per probe_interval). When that probe (or the
+  // regular one) is refused too, the relays are asked at once; a relay whose ping is refused
+  // answers at once with a nack flagged `refused`. Our own refusal plus refused nacks from
+  // refused_confirmations distinct relays declare the member failed at once, without the
+  // suspicion timeout; any ack (direct or relayed) keeps it alive. Anything less falls back to
+  // the ordinary suspicion path. A stalled process (its socket still open) or packet loss never
+  // draws an ICMP, so neither can take this path. Needs indirect_checks >= refused_confirmations
+  // (indirect_checks = 0 turns indirect probing off, and with it this path).
+  bool refused_fast_path = true;
+  unsigned refused_confirmations = 1;    // refused nacks from distinct relays, at least 1
+
   // --- suspicion (Lifeguard) ---
   // min = suspicion_mult * max(1, log10(n)) * probe_interval, never below suspicion_min_floor;
   // max = suspicion_max_mult * min. The timeout shrinks from max to min as
@@ -62,7 +77,9 @@ struct Config {
   Duration reap_after = 24h;             // failed and left members are forgotten after this
   std::size_t max_meta_bytes = 512;
   std::size_t max_name_bytes = 128;
-  unsigned leave_fanout = 64;            // members told directly of a graceful leave
+  // Members told directly of a graceful leave, and of a failure the refused fast path declared
+  // (certain departures: told at once rather than left to gossip alone).
+  unsigned leave_fanout = 64;
 
   // Checks relations between fields (for config files and flags).
   [[nodiscard]] Result<void> validate() const;

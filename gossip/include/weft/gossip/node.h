@@ -59,6 +59,11 @@ class Node {
   void handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
   // A message from the reliable channel (push-pull).
   void handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  // The transport saw "port unreachable" for a datagram we sent to `to` (ICMP, error queue).
+  // Evidence for the refused-probe fast path (Config::refused_fast_path): it never fails a
+  // member by itself. Untrusted like a packet: a report about an address where no live member
+  // is (unknown, ourselves, failed, left) is counted and ignored. O(members) per report.
+  void handle_unreachable(TimePoint now, const Endpoint& to);
 
   // Runs every timer due at `now`; returns the next deadline.
   [[nodiscard]] TimePoint tick(TimePoint now);

@@ -33,6 +33,16 @@ struct GossipStats {
   std::uint64_t probe_failures = 0;       // probes that ended with a suspicion
   std::uint64_t pings_wrong_target = 0;   // ping for a name that is not ours
 
+  // refused-probe fast path (Config::refused_fast_path)
+  std::uint64_t unreachable_reports = 0;    // Node::handle_unreachable calls
+  std::uint64_t unreachable_ignored = 0;    // ... about no live member we probe or relay for
+  std::uint64_t refused_verifies = 0;       // out-of-turn probes started on a refusal
+  std::uint64_t verifies_limited = 0;       // ... not started: one per member per probe_interval, or kMaxVerifies
+  std::uint64_t refused_probes = 0;         // our own probes (regular or verify) refused
+  std::uint64_t refused_nacks_sent = 0;     // as a relay: our ping was refused (also in nacks_sent)
+  std::uint64_t refused_nacks_received = 0; // from a relay we asked, counted once per relay
+  std::uint64_t refused_failures = 0;       // members declared failed by the fast path (not in failed_declared)
+
   // state
   std::uint64_t suspicions_started = 0;
   std::uint64_t suspicion_confirmations = 0;

@@ -1,0 +1,197 @@
+// Probing (SWIM with Lifeguard's nacks): the round-robin probe, its relays, and the pings we
+// relay for others. The refused-probe fast path that shortcuts a probe lives in node_refused.cpp.
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "node_impl.h"
+
+namespace weft::gossip {
+
+// ---------------------------------------------------------------------------------------------
+// Answering and relaying
+
+void NodeImpl::on_ping(TimePoint, const Endpoint& from, const Ping& p) {
+  // A ping meant for another name (say, a node that used to live at this address) gets no ack,
+  // or it would vouch for a dead member.
+  if (p.target != members_.at(self_slot_).name) {
+    ++stats_.pings_wrong_target;
+    return;
+  }
+  const Message ack[] = {Ack{p.seq}};
+  send_packet(from, ack);
+}
+
+void NodeImpl::on_indirect_ping(TimePoint now, const Endpoint& from, const IndirectPing& p) {
+  // Each request holds state for one probe timeout; a flood must not grow it without bound.
+  if (relays_.size() >= kMaxRelays) {
+    ++stats_.relays_refused;
+    return;
+  }
+  ++stats_.relayed_pings;
+  const std::uint32_t seq = next_seq_++;
+  const TimePoint deadline = now + awareness_.scale(cfg_.probe_timeout);
+  relays_[seq] = Relay{p.seq, from, p.target_addr, deadline, p.want_nack};
+  // Lifeguard (footnote 5): the nack goes out at 80% of the probe timeout, so that it reaches
+  // the asker within its probe period; a later ack is still forwarded until `deadline`. The
+  // asker sends us the request (score + 1) * probe_timeout into its period and waits until
+  // (score + 1) * probe_interval, so it has at least probe_interval - probe_timeout left.
+  const Duration nack_after = std::min(cfg_.probe_timeout, cfg_.probe_interval - cfg_.probe_timeout) * 4 / 5;
+  schedule(p.want_nack ? std::min(deadline, now + nack_after) : deadline, TimerKind::kRelay, 0, seq);
+  send_ping(p.target_addr, seq, p.target);
+}
+
+const std::string& NodeImpl::accuser_of(std::uint32_t slot) const {
+  auto it = suspicions_.find(slot);
+  return it != suspicions_.end() ? it->second.last_from() : members_.at(self_slot_).name;
+}
+
+void NodeImpl::send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target) {
+  // Buddy system (Lifeguard §IV-C): whoever pings a member it holds suspect, as prober or as
+  // relay, tells it first, so it can refute before the timeout.
+  const std::uint32_t slot = members_.find(target);
+  if (slot != MemberTable::kNone && slot != self_slot_ && members_.at(slot).state == MemberState::kSuspect &&
+      members_.at(slot).addr == to) {
+    const Member& m = members_.at(slot);
+    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser_of(slot)}, Ping{seq, target}};
+    send_packet(to, msgs);
+    return;
+  }
+  const Message ping[] = {Ping{seq, target}};
+  send_packet(to, ping);
+}
+
+Probe* NodeImpl::find_probe(std::uint32_t seq) {
+  if (probe_.active && probe_.seq == seq) return &probe_;
+  for (Probe& v : verifies_) {
+    if (v.seq == seq) return &v;
+  }
+  return nullptr;
+}
+
+void NodeImpl::on_ack(TimePoint, const Ack& a) {
+  if (Probe* p = find_probe(a.seq)) {
+    if (!p->acked) {
+      p->acked = true;
+      // Only the regular probe feeds the health score: verify probes are extra, out of turn.
+      if (p == &probe_) {
+        ++stats_.probe_acks;
+        awareness_.apply(-1);
+      }
+    }
+    return;
+  }
+  auto it = relays_.find(a.seq);
+  if (it != relays_.end()) {
+    const Message ack[] = {Ack{it->second.orig_seq}};
+    const Endpoint source = it->second.source;
+    relays_.erase(it);
+    send_packet(source, ack);
+  }
+}
+
+void NodeImpl::on_nack(TimePoint now, const Endpoint& from, const Nack& n) {
+  ++stats_.nacks_received;
+  Probe* p = find_probe(n.seq);
+  if (p == nullptr) return;
+  ++p->nacks;
+  if (n.refused) on_refused_nack(now, *p, from);
+}
+
+void NodeImpl::on_relay_timeout(TimePoint now, std::uint32_t seq) {
+  auto it = relays_.find(seq);
+  if (it == relays_.end()) return;  // answered in time
+  Relay& r = it->second;
+  if (r.want_nack && !r.nacked) {
+    r.nacked = true;
+    ++stats_.nacks_sent;
+    const Message nack[] = {Nack{r.orig_seq}};
+    send_packet(r.source, nack);
+  }
+  // A nack (at 80%, or earlier when refused) does not end the relay: a late ack is still
+  // forwarded until the deadline.
+  if (r.deadline > now) {
+    schedule(r.deadline, TimerKind::kRelay, 0, seq);
+    return;
+  }
+  relays_.erase(it);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The round-robin probe
+
+std::uint32_t NodeImpl::next_probe_target() {
+  // Shuffled round robin: every member is probed once per pass, in a fresh order each pass.
+  for (int pass = 0; pass < 2; ++pass) {
+    while (probe_pos_ < probe_order_.size()) {
+      const std::uint32_t slot = probe_order_[probe_pos_++];
+      if (slot == self_slot_ || !members_.in_use(slot)) continue;
+      const MemberState s = members_.at(slot).state;
+      if (s == MemberState::kAlive || s == MemberState::kSuspect) return slot;
+    }
+    probe_order_.clear();
+    for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+      if (s != self_slot_ && members_.in_use(s)) probe_order_.push_back(s);
+    }
+    for (std::size_t i = probe_order_.size(); i > 1; --i) {
+      std::swap(probe_order_[i - 1], probe_order_[rng_.below(i)]);
+    }
+    probe_pos_ = 0;
+  }
+  return MemberTable::kNone;
+}
+
+void NodeImpl::start_probe(TimePoint now) {
+  if (probe_.active) finish_probe(now);
+  next_probe_at_ = now + awareness_.scale(cfg_.probe_interval);
+  schedule(next_probe_at_, TimerKind::kProbe);
+  if (leaving_) return;
+  const std::uint32_t slot = next_probe_target();
+  if (slot == MemberTable::kNone) return;
+  const Member& m = members_.at(slot);
+  probe_ = Probe{.seq = next_seq_++, .slot = slot, .uid = m.uid, .incarnation = m.incarnation, .active = true};
+  ++stats_.probes;
+  schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
+  send_ping(m.addr, probe_.seq, m.name);
+}
+
+void NodeImpl::on_ack_timeout(TimePoint now, std::uint32_t seq) {
+  // Already escalated: a refusal asked the relays early (node_refused.cpp).
+  if (!probe_.active || probe_.seq != seq || probe_.acked || probe_.escalated) return;
+  ask_relays(now, probe_);
+}
+
+void NodeImpl::ask_relays(TimePoint now, Probe& p) {
+  p.escalated = true;
+  if (!members_.in_use(p.slot) || members_.at(p.slot).uid != p.uid) return;
+  const Member& target = members_.at(p.slot);
+  auto relays = random_members(now, cfg_.indirect_checks, p.slot, Pick::kAlive);
+  const Message req[] = {IndirectPing{p.seq, target.name, target.addr, /*want_nack=*/true}};
+  for (std::uint32_t r : relays) {
+    ++stats_.indirect_probes;
+    ++p.expected_nacks;
+    const Endpoint& to = members_.at(r).addr;
+    p.relays.push_back(to);
+    send_packet(to, req);
+  }
+}
+
+void NodeImpl::finish_probe(TimePoint now) {
+  probe_.active = false;
+  if (probe_.acked) return;
+  // Lifeguard: missing nacks mean the trouble may be ours; with no relays, any miss counts.
+  int delta = 1;
+  if (probe_.expected_nacks > 0) {
+    delta = static_cast<int>(probe_.expected_nacks) - static_cast<int>(std::min(probe_.nacks, probe_.expected_nacks));
+  }
+  awareness_.apply(delta);
+  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
+  const Member& m = members_.at(probe_.slot);
+  if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) return;
+  ++stats_.probe_failures;
+  // At the incarnation we probed: if the member refuted or restarted since, this is stale.
+  on_suspect(now, Suspect{m.name, probe_.incarnation, members_.at(self_slot_).name});
+}
+
+}  // namespace weft::gossip
