@@ -3,6 +3,7 @@
 // it once parsed; main.cpp stays a thin dispatcher as `weft agent`, `weft members`... arrive.
 
 #include <functional>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -21,5 +22,7 @@ struct Command {
 };
 
 Command add_sim_command(CLI::App& parent);
+Command add_agent_command(CLI::App& parent);
+std::vector<Command> add_client_commands(CLI::App& parent);
 
 }  // namespace weft::cli

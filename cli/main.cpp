@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   std::vector<Command> commands;
+  commands.push_back(add_agent_command(app));
+  for (Command& c : add_client_commands(app)) commands.push_back(std::move(c));
   commands.push_back(add_sim_command(app));
 
   try {

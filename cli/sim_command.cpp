@@ -46,6 +46,7 @@ struct SimOptions {
   std::string profile = "weft";
   bool json = false;
   bool no_dissemination = false;
+  bool icmp = false;
 
   // Gossip overrides: applied only when given.
   std::int64_t probe_interval_ms = 0;
@@ -168,6 +169,8 @@ json config_json(const gossip::Config& g) {
       {"push_pull_interval_ms", ms(g.push_pull_interval)},
       {"join_catchups", g.join_catchups},
       {"join_catchup_delay_ms", ms(g.join_catchup_delay)},
+      {"refused_fast_path", g.refused_fast_path},
+      {"refused_confirmations", g.refused_confirmations},
   };
 }
 
@@ -211,6 +214,7 @@ int run_sim(const SimOptions& o) {
       std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(o.jitter_ms));
   sc.cluster.net.duplicate = o.duplicate;
   sc.cluster.net.reorder = o.reorder;
+  sc.cluster.net.icmp = o.icmp;
   if (given(o, "--join-window")) sc.cluster.join_window = from_seconds(o.join_window_s);
   sc.fail = static_cast<std::size_t>(o.fail);
   sc.stall = static_cast<std::size_t>(o.stall);
@@ -231,6 +235,7 @@ int run_sim(const SimOptions& o) {
         {"loss", r.loss},
         {"seed", r.seed},
         {"profile", o.profile},
+        {"icmp", o.icmp},
         {"fail", sc.fail},
         {"stall", sc.stall},
         {"stall_for_s", o.stall_for_s},
@@ -261,7 +266,8 @@ int run_sim(const SimOptions& o) {
                      {"partitioned", r.net.partitioned},
                      {"to_down", r.net.to_down},
                      {"duplicated", r.net.duplicated},
-                     {"unroutable", r.net.unroutable}}},
+                     {"unroutable", r.net.unroutable},
+                     {"unreachable", r.net.unreachable}}},
         {"config", config_json(sc.cluster.gossip)},
         {"wall_s", wall_s},
         {"peak_rss_mib", peak_rss_mib()},
@@ -269,8 +275,8 @@ int run_sim(const SimOptions& o) {
     std::printf("%s\n", out.dump().c_str());
     return kExitOk;
   }
-  std::printf("weft sim: %zu nodes, loss %.2f %%, seed %llu, profile %s\n", r.nodes, 100.0 * r.loss,
-              static_cast<unsigned long long>(r.seed), o.profile.c_str());
+  std::printf("weft sim: %zu nodes, loss %.2f %%, seed %llu, profile %s%s\n", r.nodes, 100.0 * r.loss,
+              static_cast<unsigned long long>(r.seed), o.profile.c_str(), o.icmp ? ", icmp" : "");
   std::printf("  join converged    %s\n", seconds_text(r.join_converged_s).c_str());
   if (r.crash_at_s) {
     std::printf("  at %.2f s         %zu crashed [%s], %zu stalled %.1f s [%s]\n", *r.crash_at_s,
@@ -325,6 +331,9 @@ Command add_sim_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_flag("--json", o->json, "Print one JSON object");
   app->add_flag("--no-dissemination", o->no_dissemination, "Skip the metadata dissemination measurement");
+  app->add_flag("--icmp", o->icmp,
+                "A datagram to a crashed node draws an ICMP port unreachable back to its sender "
+                "(default: crashes are silent)");
   auto* g = "Gossip config";
   app->add_option("--probe-interval-ms", o->probe_interval_ms)->group(g);
   app->add_option("--probe-timeout-ms", o->probe_timeout_ms)->group(g);

@@ -32,7 +32,11 @@ struct ReliableOptions {
   std::size_t max_message_bytes = 8u << 20;  // ZMQ_MAXMSGSIZE on the ROUTER: larger peers are cut off
   int send_hwm = 16;                         // messages queued per peer before drops
   Duration idle_close = std::chrono::seconds(15);
-  Duration reconnect_interval = std::chrono::seconds(1);
+  // A DEALER whose peer is not listening (yet) retries after reconnect_interval, doubling up to
+  // reconnect_interval_max: a join sent while the seed is still starting is delivered ~100 ms
+  // after the seed listens, and a dead peer costs a connect attempt every few seconds at most.
+  Duration reconnect_interval = std::chrono::milliseconds(100);
+  Duration reconnect_interval_max = std::chrono::seconds(2);
 };
 
 struct ReliableStats {

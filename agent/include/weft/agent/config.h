@@ -1,0 +1,70 @@
+#pragma once
+// The agent's settings: from a TOML file (--config) and from flags; flags win.
+//
+// TOML keys (all optional; the same names as the flags, with '_' for '-'):
+//   node = "web-1"              bind = "10.0.0.5:7946"       advertise = "203.0.113.5:7946"
+//   join = ["10.0.0.1:7946"]    data_dir = "/var/lib/weft"   rpc = "/var/lib/weft/rpc.sock"
+//   key_file = "/etc/weft/key"  insecure_plaintext = false   log_level = "info"
+//   log_json = false            tags = { role = "web" }
+//   [gossip]                    # durations as "500ms", "1s", "2m", "24h"
+//   probe_interval = "1s"  probe_timeout = "500ms"  indirect_checks = 3  suspicion_mult = 2
+//   suspicion_max_mult = 6  suspicion_confirmations = 3  suspicion_min_floor = "6s"
+//   gossip_interval = "200ms"  gossip_nodes = 3  retransmit_mult = 4  push_pull_interval = "30s"
+//   reconnect_interval = "30s"  reap_after = "24h"  leave_fanout = 64
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "weft/base/endpoint.h"
+#include "weft/base/result.h"
+#include "weft/base/time.h"
+#include "weft/gossip/config.h"
+
+namespace weft::agent {
+
+inline constexpr std::uint16_t kDefaultPort = 7946;
+
+struct AgentConfig {
+  std::string node;
+  Endpoint bind;
+  std::optional<Endpoint> advertise;
+  std::vector<Endpoint> join;
+  std::string data_dir;
+  std::string rpc;          // ipc socket path; default <data_dir>/rpc.sock
+  std::string key_file;
+  bool insecure_plaintext = false;
+  std::string log_level = "info";
+  bool log_json = false;
+  std::map<std::string, std::string> tags;
+  std::string config_file;  // where the file settings came from (for SIGHUP)
+  gossip::Config gossip;
+  Duration rejoin_interval = std::chrono::seconds(30);  // retry seeds that are not live members
+
+  [[nodiscard]] Endpoint advertised() const { return advertise ? *advertise : bind; }
+};
+
+// What the command line gave; unset fields fall back to the file, then to defaults.
+struct AgentFlags {
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level;
+  std::vector<std::string> join;
+  std::vector<std::string> tags;  // KEY=VALUE
+  bool insecure_plaintext = false;
+  bool log_json = false;
+};
+
+// Reads the config file (if any) and merges the flags over it. Errors are one line naming the
+// problem (the caller prints "weft: <error>" and exits 2).
+[[nodiscard]] Result<AgentConfig> resolve_config(const AgentFlags& flags);
+
+// The settings a running agent can change on SIGHUP: log level and tags. Re-reads
+// `cfg.config_file` and applies `flags` over it again.
+[[nodiscard]] Result<AgentConfig> reload_config(const AgentFlags& flags);
+
+// "1500ms", "2s", "1m", "24h" (also "1.5s").
+[[nodiscard]] Result<Duration> parse_duration(std::string_view text);
+// Node names: 1..128 bytes of [A-Za-z0-9._-] (they appear in logs and tables unquoted).
+[[nodiscard]] Result<void> check_node_name(std::string_view name);
+
+}  // namespace weft::agent

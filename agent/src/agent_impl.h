@@ -1,0 +1,150 @@
+#pragma once
+// Agent: the composition root. One thread, one event loop (the only reader of the clock) drives
+// the gossip Node, the UDP socket, the reliable ZeroMQ channel, the RPC socket, signals and
+// persistence. Split by concern:
+//   agent.cpp     start-up, event loop, datagrams and streams, persistence, shutdown
+//   agent_rpc.cpp RPC server: decoding requests, methods, deferred replies
+//   keyops.cpp    cluster-wide key rotation (as `serf keys`)
+//   frame.cpp     the reliable-message frame inside the seal
+
+#include <array>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "frame.h"
+#include "weft/agent/agent.h"
+#include "weft/agent/rpc.h"
+#include "weft/gossip/node.h"
+#include "weft/store/store.h"
+#include "weft/transport/identity.h"
+#include "weft/transport/keyring.h"
+#include "weft/transport/reliable.h"
+#include "weft/transport/udp.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace weft::agent {
+
+using nlohmann::json;
+
+struct AgentStats {
+  std::array<std::uint64_t, transport::kOpenErrorCount> rejected_datagrams{};  // by OpenError
+  std::array<std::uint64_t, transport::kOpenErrorCount> rejected_streams{};
+  std::uint64_t bad_frames = 0;        // opened, but not a frame we understand
+  std::uint64_t rpc_requests = 0;
+  std::uint64_t rpc_bad_requests = 0;  // not a msgpack request map
+  std::uint64_t rpc_oversized = 0;     // over kMaxRequestBytes
+  std::uint64_t key_ops_served = 0;    // key operations asked of us by other members
+  std::uint64_t persist_errors = 0;
+};
+
+// A reply the RPC server owes once something happens (a join answered, a leave done...).
+struct Waiter {
+  std::string peer;  // ROUTER identity of the client
+  TimePoint deadline;
+};
+
+struct KeyOp {
+  std::uint32_t id = 0;
+  std::string op;
+  Waiter waiter;
+  std::set<std::string> waiting;  // members that have not answered
+  std::size_t asked = 0;          // members asked, ourselves included
+  std::size_t responses = 0;
+  json failed = json::object();
+  std::map<std::string, std::size_t> key_counts;
+};
+
+class Agent {
+ public:
+  Agent(AgentConfig cfg, AgentFlags flags);
+  ~Agent();
+  // Start-up: data dir, store, identity, keyring, sockets. Returns an exit code on failure.
+  std::optional<int> start();
+  int run();
+
+  // --- agent.cpp ---
+  void flush_outgoing(TimePoint now);
+  void send_frame(TimePoint now, const Endpoint& to, FrameKind kind, std::span<const std::byte> body);
+  void on_datagram(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  void on_stream(TimePoint now, std::span<const std::byte> bytes);
+  void on_events();
+  void persist_members();
+  void persist_keys();
+  void begin_leave(TimePoint now);
+  void rejoin_round(TimePoint now);
+  void on_signal(TimePoint now);
+  void reload();
+  TimePoint next_wakeup(TimePoint node_deadline) const;
+
+  // --- agent_rpc.cpp ---
+  void on_rpc();
+  void reply(const std::string& peer, const json& result);
+  void reply_error(const std::string& peer, const std::string& message);
+  void dispatch(TimePoint now, const std::string& peer, const std::string& method, const json& params);
+  json members_json() const;
+  json info_json() const;
+  void check_waiters(TimePoint now);
+
+  // --- keyops.cpp ---
+  void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key);
+  void on_key_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
+  void on_key_response(std::span<const std::byte> body);
+  Result<void> apply_key_op(const std::string& op, const std::string& key);
+  Result<transport::KeyId> resolve_key(const std::string& key) const;
+  json key_ids_json() const;
+  void finish_key_op();
+
+  AgentConfig cfg_;
+  AgentFlags flags_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<spdlog::logger> gossip_log_;
+
+  zmq::context_t ctx_{1};
+  transport::UdpSocket udp_;
+  transport::ReliableChannel reliable_;
+  transport::Keyring ring_;
+  transport::NodeIdentity identity_;
+  store::Store store_;
+  std::optional<gossip::Node> node_;
+  zmq::socket_t rpc_;
+  int signal_fd_ = -1;
+  int lock_fd_ = -1;
+  std::string db_path_;
+  bool rpc_bound_ = false;
+
+  AgentStats stats_;
+  std::vector<gossip::Datagram> out_;
+  std::vector<gossip::MemberEvent> events_;
+  std::vector<std::byte> buf_;
+  std::vector<std::byte> plain_;
+  std::vector<std::byte> sealed_;
+
+  std::set<std::string> dirty_members_;
+  std::uint64_t persisted_incarnation_ = 0;
+  bool persisted_members_once_ = false;
+  TimePoint next_persist_{};
+  std::vector<Endpoint> rejoin_seeds_;
+  TimePoint next_rejoin_{};
+  TimePoint next_idle_close_{};
+
+  std::vector<Waiter> join_waiters_;
+  std::vector<Waiter> leave_waiters_;
+  std::optional<KeyOp> key_op_;
+  std::uint32_t next_key_op_id_ = 1;
+
+  bool leaving_ = false;
+  TimePoint leave_deadline_{};
+  bool stop_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace weft::agent

@@ -1,0 +1,258 @@
+// Agent settings: TOML file + flags (flags win), checked into one AgentConfig.
+
+#include "weft/agent/config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <toml++/toml.h>
+
+namespace weft::agent {
+
+namespace {
+
+// Settings read from the file, before the flags are laid over them.
+struct FileSettings {
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level;
+  std::vector<std::string> join;
+  std::optional<bool> insecure_plaintext, log_json;
+  std::map<std::string, std::string> tags;
+  gossip::Config gossip;
+};
+
+std::string where(const toml::node& n) {
+  const auto& s = n.source();
+  return "line " + std::to_string(s.begin.line);
+}
+
+Result<std::optional<std::string>> get_string(const toml::table& t, std::string_view key, const std::string& file) {
+  const toml::node* n = t.get(key);
+  if (!n) return std::optional<std::string>{};
+  if (!n->is_string()) return fail(file + ": '" + std::string(key) + "' must be a string (" + where(*n) + ")");
+  return std::optional<std::string>{n->as_string()->get()};
+}
+
+Result<std::optional<bool>> get_bool(const toml::table& t, std::string_view key, const std::string& file) {
+  const toml::node* n = t.get(key);
+  if (!n) return std::optional<bool>{};
+  if (!n->is_boolean()) return fail(file + ": '" + std::string(key) + "' must be true or false (" + where(*n) + ")");
+  return std::optional<bool>{n->as_boolean()->get()};
+}
+
+Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::Config& c) {
+  for (const auto& [k, v] : g) {
+    const std::string key(k.str());
+    auto dur = [&](Duration& out) -> Result<void> {
+      if (!v.is_string()) return fail(file + ": gossip." + key + " must be a duration string like \"500ms\" (" + where(v) + ")");
+      auto d = parse_duration(v.as_string()->get());
+      if (!d) return fail(file + ": gossip." + key + ": " + d.error().message);
+      out = *d;
+      return {};
+    };
+    auto count = [&](unsigned& out) -> Result<void> {
+      if (!v.is_integer() || v.as_integer()->get() < 0 || v.as_integer()->get() > 1'000'000) {
+        return fail(file + ": gossip." + key + " must be an integer from 0 to 1000000 (" + where(v) + ")");
+      }
+      out = static_cast<unsigned>(v.as_integer()->get());
+      return {};
+    };
+    Result<void> r;
+    if (key == "probe_interval") r = dur(c.probe_interval);
+    else if (key == "probe_timeout") r = dur(c.probe_timeout);
+    else if (key == "indirect_checks") r = count(c.indirect_checks);
+    else if (key == "suspicion_mult") r = count(c.suspicion_mult);
+    else if (key == "suspicion_max_mult") r = count(c.suspicion_max_mult);
+    else if (key == "suspicion_confirmations") r = count(c.suspicion_confirmations);
+    else if (key == "suspicion_min_floor") r = dur(c.suspicion_min_floor);
+    else if (key == "gossip_interval") r = dur(c.gossip_interval);
+    else if (key == "gossip_nodes") r = count(c.gossip_nodes);
+    else if (key == "gossip_to_the_dead") r = dur(c.gossip_to_the_dead);
+    else if (key == "retransmit_mult") r = count(c.retransmit_mult);
+    else if (key == "push_pull_interval") r = dur(c.push_pull_interval);
+    else if (key == "sync_timeout") r = dur(c.sync_timeout);
+    else if (key == "reconnect_interval") r = dur(c.reconnect_interval);
+    else if (key == "reap_after") r = dur(c.reap_after);
+    else if (key == "leave_fanout") r = count(c.leave_fanout);
+    else if (key == "join_catchups") r = count(c.join_catchups);
+    else if (key == "awareness_max") r = count(c.awareness_max);
+    else return fail(file + ": unknown setting gossip." + key + " (" + where(v) + ")");
+    if (!r) return r;
+  }
+  return {};
+}
+
+Result<FileSettings> read_file(const std::string& path) {
+  FileSettings s;
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& src = e.source();
+    return fail(path + ":" + std::to_string(src.begin.line) + ": " + std::string(e.description()));
+  } catch (const std::exception& e) {
+    return fail(path + ": " + e.what());
+  }
+  static const char* const kKnown[] = {"node", "bind", "advertise", "join", "data_dir", "rpc", "key_file",
+                                       "insecure_plaintext", "log_level", "log_json", "tags", "gossip"};
+  for (const auto& [k, v] : t) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), k.str()) == std::end(kKnown)) {
+      return fail(path + ": unknown setting '" + std::string(k.str()) + "' (" + where(v) + ")");
+    }
+  }
+  struct {
+    const char* key;
+    std::optional<std::string>* out;
+  } strings[] = {{"node", &s.node}, {"bind", &s.bind}, {"advertise", &s.advertise}, {"data_dir", &s.data_dir},
+                 {"rpc", &s.rpc}, {"key_file", &s.key_file}, {"log_level", &s.log_level}};
+  for (auto& e : strings) {
+    auto r = get_string(t, e.key, path);
+    if (!r) return Unexpected<Error>(r.error());
+    *e.out = *r;
+  }
+  for (auto [key, out] : {std::pair{"insecure_plaintext", &s.insecure_plaintext}, std::pair{"log_json", &s.log_json}}) {
+    auto r = get_bool(t, key, path);
+    if (!r) return Unexpected<Error>(r.error());
+    *out = *r;
+  }
+  if (const toml::node* j = t.get("join")) {
+    const toml::array* a = j->as_array();
+    if (!a) return fail(path + ": 'join' must be an array of \"ip:port\" strings (" + where(*j) + ")");
+    for (const toml::node& e : *a) {
+      if (!e.is_string()) return fail(path + ": 'join' must hold strings (" + where(e) + ")");
+      s.join.push_back(e.as_string()->get());
+    }
+  }
+  if (const toml::node* tg = t.get("tags")) {
+    const toml::table* tt = tg->as_table();
+    if (!tt) return fail(path + ": 'tags' must be a table of strings (" + where(*tg) + ")");
+    for (const auto& [k, v] : *tt) {
+      if (!v.is_string()) return fail(path + ": tags." + std::string(k.str()) + " must be a string (" + where(v) + ")");
+      s.tags[std::string(k.str())] = v.as_string()->get();
+    }
+  }
+  if (const toml::node* g = t.get("gossip")) {
+    const toml::table* gt = g->as_table();
+    if (!gt) return fail(path + ": 'gossip' must be a table (" + where(*g) + ")");
+    auto r = read_gossip(*gt, path, s.gossip);
+    if (!r) return Unexpected<Error>(r.error());
+  }
+  return s;
+}
+
+Result<Endpoint> parse_addr(const std::string& what, const std::string& text, bool allow_no_port) {
+  std::string t = text;
+  if (allow_no_port && t.find(':') == std::string::npos) t += ":" + std::to_string(kDefaultPort);
+  auto e = Endpoint::parse(t);
+  if (!e) return fail(what + ": '" + text + "' is not an address like 10.0.0.1:7946 (" + e.error().message + ")");
+  return e;
+}
+
+}  // namespace
+
+Result<Duration> parse_duration(std::string_view text) {
+  const std::string s(text);
+  double value = 0;
+  const char* b = s.data();
+  const char* e = s.data() + s.size();
+  auto [p, ec] = std::from_chars(b, e, value);
+  if (ec != std::errc{} || p == b || !std::isfinite(value) || value < 0) {
+    return fail("'" + s + "' is not a duration (like 500ms, 2s, 1m, 24h)");
+  }
+  const std::string_view unit(p, static_cast<std::size_t>(e - p));
+  double ms = 0;
+  if (unit == "ms") ms = value;
+  else if (unit == "s") ms = value * 1e3;
+  else if (unit == "m") ms = value * 60e3;
+  else if (unit == "h") ms = value * 3600e3;
+  else return fail("'" + s + "' has no unit (ms, s, m or h)");
+  if (ms > 1e12) return fail("'" + s + "' is too long");
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(ms));
+}
+
+Result<void> check_node_name(std::string_view name) {
+  if (name.empty()) return fail("node name is empty");
+  if (name.size() > 128) return fail("node name is longer than 128 bytes");
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return fail("node name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
+  }
+  return {};
+}
+
+Result<AgentConfig> resolve_config(const AgentFlags& flags) {
+  FileSettings f;
+  AgentConfig c;
+  if (flags.config) {
+    auto r = read_file(*flags.config);
+    if (!r) return Unexpected<Error>(r.error());
+    f = std::move(*r);
+    c.config_file = *flags.config;
+  }
+  auto pick = [](const std::optional<std::string>& flag, const std::optional<std::string>& file) {
+    return flag ? flag : file;
+  };
+  c.gossip = f.gossip;
+
+  auto node = pick(flags.node, f.node);
+  if (!node) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return fail("--node is required (gethostname failed)");
+    node = std::string(host);
+  }
+  if (auto r = check_node_name(*node); !r) return fail("--node: " + r.error().message);
+  c.node = *node;
+
+  auto bind = pick(flags.bind, f.bind);
+  if (!bind) return fail("--bind IP:PORT is required");
+  auto b = parse_addr("--bind", *bind, true);
+  if (!b) return Unexpected<Error>(b.error());
+  c.bind = *b;
+  if (auto adv = pick(flags.advertise, f.advertise)) {
+    auto a = parse_addr("--advertise", *adv, true);
+    if (!a) return Unexpected<Error>(a.error());
+    if (a->port == 0) return fail("--advertise: port 0 cannot be advertised");
+    c.advertise = *a;
+  } else {
+    bool any = true;
+    for (std::size_t i = 0; i < c.bind.ip_size(); ++i) any = any && c.bind.ip[i] == 0;
+    if (any) return fail("--bind " + c.bind.to_string() + " is a wildcard address: give --advertise IP:PORT");
+    if (c.bind.port == 0) return fail("--bind: give a port (other agents must know it)");
+  }
+  for (const std::string& j : flags.join.empty() ? f.join : flags.join) {
+    auto e = parse_addr("--join", j, true);
+    if (!e) return Unexpected<Error>(e.error());
+    c.join.push_back(*e);
+  }
+
+  auto dir = pick(flags.data_dir, f.data_dir);
+  if (!dir || dir->empty()) return fail("--data-dir DIR is required");
+  c.data_dir = *dir;
+  auto rpc = pick(flags.rpc, f.rpc);
+  c.rpc = rpc ? *rpc : c.data_dir + "/rpc.sock";
+  if (c.rpc.empty()) return fail("--rpc: empty path");
+  if (c.rpc.size() > 100) return fail("--rpc: path longer than 100 bytes (unix sockets allow 107): " + c.rpc);
+  if (auto k = pick(flags.key_file, f.key_file)) c.key_file = *k;
+  c.insecure_plaintext = flags.insecure_plaintext || f.insecure_plaintext.value_or(false);
+  c.log_json = flags.log_json || f.log_json.value_or(false);
+  c.log_level = pick(flags.log_level, f.log_level).value_or("info");
+  static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {
+    return fail("--log-level: '" + c.log_level + "' is not one of trace, debug, info, warn, error, critical, off");
+  }
+  c.tags = f.tags;
+  for (const std::string& t : flags.tags) {
+    const auto eq = t.find('=');
+    if (eq == std::string::npos || eq == 0) return fail("--tag: '" + t + "' is not KEY=VALUE");
+    c.tags[t.substr(0, eq)] = t.substr(eq + 1);
+  }
+  if (auto r = c.gossip.validate(); !r) return fail("gossip settings: " + r.error().message);
+  return c;
+}
+
+Result<AgentConfig> reload_config(const AgentFlags& flags) { return resolve_config(flags); }
+
+}  // namespace weft::agent

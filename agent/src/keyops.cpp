@@ -1,0 +1,172 @@
+// Cluster-wide key rotation, as `serf keys`: the agent asked by the CLI checks the operation
+// locally, sends it to every live member over the reliable channel (sealed with the current
+// primary key), applies it itself, and gathers the answers for a few seconds.
+//
+// Request body (msgpack map):  {"id": u32, "op": "install"|"use"|"remove"|"list", "key": "..."}
+// Response body (msgpack map): {"id": u32, "name": "node", "ok": bool, "error": "...", "keys": ["id"...]}
+
+#include <spdlog/spdlog.h>
+
+#include "agent_impl.h"
+
+namespace weft::agent {
+
+namespace {
+
+constexpr auto kKeyOpWait = std::chrono::seconds(3);
+constexpr std::size_t kMaxKeyBody = 16 * 1024;
+
+std::vector<std::byte> pack(const json& j) {
+  const std::vector<std::uint8_t> m = json::to_msgpack(j);
+  std::vector<std::byte> out(m.size());
+  std::memcpy(out.data(), m.data(), m.size());
+  return out;
+}
+
+std::optional<json> unpack(std::span<const std::byte> body) {
+  if (body.size() > kMaxKeyBody) return std::nullopt;
+  try {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(body.data());
+    json j = json::from_msgpack(p, p + body.size());
+    if (j.is_object()) return j;
+  } catch (const json::exception&) {
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string generate_cluster_key() { return transport::format_key(transport::generate_key()); }
+
+json Agent::key_ids_json() const {
+  json ids = json::array();
+  for (transport::KeyId id : ring_.ids()) ids.push_back(transport::format_key_id(id));
+  json j = {{"installed", ids}, {"plaintext", ring_.plaintext()}};
+  if (auto p = ring_.primary()) j["primary"] = transport::format_key_id(*p);
+  return j;
+}
+
+// A key is named by its base64 form or by its 8-hex-digit id.
+Result<transport::KeyId> Agent::resolve_key(const std::string& key) const {
+  if (key.size() == 8 && key.find_first_not_of("0123456789abcdef") == std::string::npos) {
+    const auto id = static_cast<transport::KeyId>(std::stoul(key, nullptr, 16));
+    if (!ring_.find(id)) return fail("key " + key + " is not installed");
+    return id;
+  }
+  auto k = transport::parse_key(key);
+  if (!k) return fail(k.error().message);
+  const transport::KeyId id = transport::key_id(*k);
+  if (!ring_.find(id)) return fail("key " + transport::format_key_id(id) + " is not installed");
+  return id;
+}
+
+Result<void> Agent::apply_key_op(const std::string& op, const std::string& key) {
+  if (op == "list") return {};
+  if (ring_.plaintext()) return fail("this agent runs without encryption (--insecure-plaintext): keys cannot change");
+  if (op == "install") {
+    auto k = transport::parse_key(key);
+    if (!k) return fail(k.error().message);
+    ring_.install(*k);
+  } else if (op == "use" || op == "remove") {
+    auto id = resolve_key(key);
+    if (!id) return Unexpected<Error>(id.error());
+    auto r = op == "use" ? ring_.use(*id) : ring_.remove(*id);
+    if (!r) return r;
+  } else {
+    return fail("unknown key operation '" + op + "'");
+  }
+  persist_keys();
+  log_->info("keyring {} now primary={} keys={}", op, ring_.primary() ? transport::format_key_id(*ring_.primary()) : "",
+             ring_.ids().size());
+  return {};
+}
+
+void Agent::start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key) {
+  if (key_op_) return reply_error(peer, "keys: another key operation is in progress");
+  if (op != "list") {
+    // Check locally first: nothing is sent if this agent itself would refuse.
+    if (ring_.plaintext()) {
+      return reply_error(peer, "keys: this agent runs without encryption (--insecure-plaintext): keys cannot change");
+    }
+    if (op == "install") {
+      if (auto k = transport::parse_key(key); !k) return reply_error(peer, "keys install: " + k.error().message);
+    } else {
+      auto id = resolve_key(key);
+      if (!id) return reply_error(peer, "keys " + op + ": " + id.error().message);
+      if (op == "remove" && ring_.primary() == *id) {
+        return reply_error(peer, "keys remove: " + transport::format_key_id(*id) +
+                                     " is the primary key; make another primary first (weft keys use)");
+      }
+    }
+  }
+  KeyOp k;
+  k.id = next_key_op_id_++;
+  k.op = op;
+  k.waiter = Waiter{peer, now + kKeyOpWait};
+  // Sent before the local change: sealed with the key everyone holds now.
+  const std::vector<std::byte> body = pack(json{{"id", k.id}, {"op", op}, {"key", key}});
+  for (const gossip::MemberInfo& m : node_->members()) {
+    if (m.name == cfg_.node) continue;
+    if (m.state != gossip::MemberState::kAlive && m.state != gossip::MemberState::kSuspect) continue;
+    k.waiting.insert(m.name);
+    send_frame(now, m.addr, FrameKind::kKeyRequest, body);
+  }
+  k.asked = k.waiting.size() + 1;
+  key_op_ = std::move(k);
+  auto r = apply_key_op(op, key);
+  ++key_op_->responses;
+  if (!r) key_op_->failed[cfg_.node] = r.error().message;
+  for (transport::KeyId id : ring_.ids()) ++key_op_->key_counts[transport::format_key_id(id)];
+  check_waiters(now);
+}
+
+void Agent::on_key_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body) {
+  auto req = unpack(body);
+  if (!req || !(*req)["id"].is_number_unsigned() || !(*req)["op"].is_string() || !(*req)["key"].is_string()) {
+    ++stats_.bad_frames;
+    return;
+  }
+  ++stats_.key_ops_served;
+  auto r = apply_key_op((*req)["op"].get<std::string>(), (*req)["key"].get<std::string>());
+  json keys = json::array();
+  for (transport::KeyId id : ring_.ids()) keys.push_back(transport::format_key_id(id));
+  json resp = {{"id", (*req)["id"]}, {"name", cfg_.node}, {"ok", r.has_value()}, {"keys", keys}};
+  if (!r) resp["error"] = r.error().message;
+  send_frame(now, from, FrameKind::kKeyResponse, pack(resp));
+}
+
+void Agent::on_key_response(std::span<const std::byte> body) {
+  auto resp = unpack(body);
+  if (!resp || !(*resp)["id"].is_number_unsigned() || !(*resp)["name"].is_string() || !(*resp)["ok"].is_boolean()) {
+    ++stats_.bad_frames;
+    return;
+  }
+  if (!key_op_ || (*resp)["id"].get<std::uint64_t>() != key_op_->id) return;  // late: the op is over
+  const std::string name = (*resp)["name"].get<std::string>();
+  if (key_op_->waiting.erase(name) == 0) return;
+  ++key_op_->responses;
+  if (!(*resp)["ok"].get<bool>()) {
+    const json& e = (*resp)["error"];
+    key_op_->failed[name] = e.is_string() ? e.get<std::string>() : "failed";
+  }
+  if ((*resp)["keys"].is_array()) {
+    for (const json& id : (*resp)["keys"]) {
+      if (id.is_string() && id.get_ref<const std::string&>().size() == 8) ++key_op_->key_counts[id.get<std::string>()];
+    }
+  }
+}
+
+void Agent::finish_key_op() {
+  KeyOp k = std::move(*key_op_);
+  key_op_.reset();
+  json result = {{"op", k.op},
+                 {"members", k.asked},
+                 {"responses", k.responses},
+                 {"failed", k.failed},
+                 {"no_response", json(std::vector<std::string>(k.waiting.begin(), k.waiting.end()))},
+                 {"keys", json(k.key_counts)},
+                 {"primary", ring_.primary() ? transport::format_key_id(*ring_.primary()) : ""}};
+  reply(k.waiter.peer, result);
+}
+
+}  // namespace weft::agent

@@ -1,0 +1,252 @@
+// Client subcommands: members, join, leave, info, keys, keygen. Each asks the local agent over
+// the RPC socket (weft/agent/rpc.h) and renders the answer as a table or JSON.
+
+// GCC 12 reports a false "potential null pointer dereference" inside CLI11's inline string code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <CLI/CLI.hpp>
+#pragma GCC diagnostic pop
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "weft/agent/rpc.h"
+#include "weft/agent/agent.h"
+
+namespace weft::cli {
+
+namespace {
+
+using nlohmann::json;
+
+struct ClientOptions {
+  std::string rpc;
+  std::string data_dir;
+  bool json = false;
+};
+
+void add_client_options(CLI::App* app, ClientOptions& o, bool with_json) {
+  app->add_option("--rpc", o.rpc, "Agent socket (default: $WEFT_RPC, else DATA_DIR/rpc.sock)");
+  app->add_option("--data-dir", o.data_dir, "The agent's data dir, to find its socket");
+  if (with_json) app->add_flag("--json", o.json, "Print JSON");
+}
+
+// Calls the agent; prints "weft: <error>" and returns nullopt on failure.
+std::optional<json> call(const ClientOptions& o, const std::string& method, const json& params,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto path = agent::rpc_path(o.rpc, o.data_dir);
+  if (!path) {
+    std::fprintf(stderr, "weft: %s\n", path.error().message.c_str());
+    return std::nullopt;
+  }
+  agent::RpcClient client(*path);
+  auto r = client.call(method, params, timeout);
+  if (!r) {
+    std::fprintf(stderr, "weft: %s\n", r.error().message.c_str());
+    return std::nullopt;
+  }
+  return *r;
+}
+
+void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+std::string tags_text(const json& tags) {
+  std::string s;
+  if (!tags.is_object()) return s;
+  for (const auto& [k, v] : tags.items()) {
+    if (!s.empty()) s += ",";
+    s += k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return s;
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> w;
+  for (const auto& r : rows) {
+    if (w.size() < r.size()) w.resize(r.size());
+    for (std::size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(w[i] - r[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+Command members_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  auto status = std::make_shared<std::string>();
+  CLI::App* app = parent.add_subcommand("members", "List the members this agent knows");
+  add_client_options(app, *o, true);
+  app->add_option("--status", *status, "Only members in this state: alive, suspect, failed or left")
+      ->check(CLI::IsMember({"alive", "suspect", "failed", "left"}));
+  return Command{app, [o, status] {
+                   auto r = call(*o, "members", json::object());
+                   if (!r) return kExitFailure;
+                   json list = json::array();
+                   for (const json& m : (*r)["members"]) {
+                     if (status->empty() || m.value("status", "") == *status) list.push_back(m);
+                   }
+                   if (o->json) {
+                     print_json(list);
+                     return kExitOk;
+                   }
+                   std::vector<std::vector<std::string>> rows = {{"NAME", "ADDRESS", "STATUS", "INCARNATION", "TAGS"}};
+                   for (const json& m : list) {
+                     rows.push_back({m.value("name", ""), m.value("addr", ""), m.value("status", ""),
+                                     std::to_string(m.value("incarnation", std::uint64_t{0})), tags_text(m["tags"])});
+                   }
+                   print_table(rows);
+                   return kExitOk;
+                 }};
+}
+
+Command join_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  auto addrs = std::make_shared<std::vector<std::string>>();
+  CLI::App* app = parent.add_subcommand("join", "Ask the agent to join the cluster through these agents");
+  add_client_options(app, *o, false);
+  app->add_option("addrs", *addrs, "IP:PORT of agents to join")->required();
+  return Command{app, [o, addrs] {
+                   auto r = call(*o, "join", json{{"addrs", *addrs}}, std::chrono::seconds(15));
+                   if (!r) return kExitFailure;
+                   std::printf("joined: %zu alive members\n", r->value("members", std::size_t{0}));
+                   return kExitOk;
+                 }};
+}
+
+Command leave_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  CLI::App* app = parent.add_subcommand("leave", "Gracefully leave the cluster and stop the agent");
+  add_client_options(app, *o, false);
+  return Command{app, [o] {
+                   auto r = call(*o, "leave", json::object(), std::chrono::seconds(15));
+                   if (!r) return kExitFailure;
+                   std::printf("left the cluster\n");
+                   return kExitOk;
+                 }};
+}
+
+Command info_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  CLI::App* app = parent.add_subcommand("info", "Show this agent: node, members, keys, counters");
+  add_client_options(app, *o, true);
+  return Command{app, [o] {
+                   auto r = call(*o, "info", json::object());
+                   if (!r) return kExitFailure;
+                   if (o->json) {
+                     print_json(*r);
+                     return kExitOk;
+                   }
+                   // Text: one "section.key = value" line per scalar, like `serf info`.
+                   std::vector<std::pair<std::string, const json*>> stack = {{"", &*r}};
+                   std::vector<std::vector<std::string>> rows;
+                   std::function<void(const std::string&, const json&)> walk = [&](const std::string& prefix,
+                                                                                    const json& j) {
+                     if (j.is_object()) {
+                       for (const auto& [k, v] : j.items()) walk(prefix.empty() ? k : prefix + "." + k, v);
+                     } else {
+                       rows.push_back({prefix, "=", j.is_string() ? j.get<std::string>() : j.dump()});
+                     }
+                   };
+                   walk("", *r);
+                   print_table(rows);
+                   return kExitOk;
+                 }};
+}
+
+// Prints the outcome of a cluster-wide key operation; fails if any member failed or was silent.
+int key_op_outcome(const json& r, bool list) {
+  const auto members = r.value("members", std::size_t{0});
+  const auto responses = r.value("responses", std::size_t{0});
+  std::printf("%zu of %zu members answered\n", responses, members);
+  int code = kExitOk;
+  if (r.contains("failed") && r["failed"].is_object()) {
+    for (const auto& [node, why] : r["failed"].items()) {
+      std::printf("  %s: %s\n", node.c_str(), why.is_string() ? why.get<std::string>().c_str() : "failed");
+      code = kExitFailure;
+    }
+  }
+  if (r.contains("no_response") && r["no_response"].is_array()) {
+    for (const json& n : r["no_response"]) {
+      std::printf("  %s: no response\n", n.is_string() ? n.get<std::string>().c_str() : "?");
+      code = kExitFailure;
+    }
+  }
+  if (list && r.contains("keys") && r["keys"].is_object()) {
+    const std::string primary = r.value("primary", "");
+    std::vector<std::vector<std::string>> rows = {{"KEY", "MEMBERS", ""}};
+    for (const auto& [id, n] : r["keys"].items()) {
+      rows.push_back({id, std::to_string(n.get<std::size_t>()) + "/" + std::to_string(members),
+                      id == primary ? "primary (this agent)" : ""});
+    }
+    print_table(rows);
+  }
+  return code;
+}
+
+Command keys_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  auto key = std::make_shared<std::string>();
+  CLI::App* app = parent.add_subcommand("keys", "List or rotate the cluster keys on every member");
+  app->require_subcommand(1);
+  CLI::App* list = app->add_subcommand("list", "Which members hold which key");
+  add_client_options(list, *o, true);
+  struct Op {
+    const char* name;
+    const char* help;
+    CLI::App* app = nullptr;
+  };
+  auto ops = std::make_shared<std::vector<Op>>(std::vector<Op>{
+      {"install", "Install a key on every member (it decrypts; the primary still encrypts)"},
+      {"use", "Make an installed key the primary (encrypting) key on every member"},
+      {"remove", "Remove a key from every member (not the primary)"}});
+  for (Op& op : *ops) {
+    op.app = app->add_subcommand(op.name, op.help);
+    add_client_options(op.app, *o, true);
+    op.app->add_option("key", *key, "The key (base64), or for use/remove its 8-digit id")->required();
+  }
+  return Command{app, [o, key, list, ops] {
+                   std::string method = "keys.list";
+                   for (const Op& op : *ops) {
+                     if (op.app->parsed()) method = std::string("keys.") + op.name;
+                   }
+                   json params = json::object();
+                   if (method != "keys.list") params["key"] = *key;
+                   auto r = call(*o, method, params, std::chrono::seconds(15));
+                   if (!r) return kExitFailure;
+                   if (o->json) {
+                     print_json(*r);
+                     const bool bad = (r->contains("failed") && !(*r)["failed"].empty()) ||
+                                      (r->contains("no_response") && !(*r)["no_response"].empty());
+                     return bad ? kExitFailure : kExitOk;
+                   }
+                   (void)list;
+                   return key_op_outcome(*r, method == "keys.list");
+                 }};
+}
+
+Command keygen_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("keygen", "Print a new random cluster key (base64)");
+  return Command{app, [] {
+                   std::printf("%s\n", agent::generate_cluster_key().c_str());
+                   return kExitOk;
+                 }};
+}
+
+}  // namespace
+
+std::vector<Command> add_client_commands(CLI::App& parent) {
+  return {members_command(parent), join_command(parent),  leave_command(parent),
+          info_command(parent),    keys_command(parent),  keygen_command(parent)};
+}
+
+}  // namespace weft::cli

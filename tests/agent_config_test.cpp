@@ -1,0 +1,184 @@
+// weft::agent settings and the reliable-message frame: TOML + flags, errors that name the problem.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "frame.h"
+#include "weft/agent/config.h"
+
+namespace weft::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct TomlFile {
+  explicit TomlFile(const std::string& text) {
+    path = (std::filesystem::temp_directory_path() / ("weft-cfg-" + std::to_string(::getpid()) + "-" +
+                                                       std::to_string(counter++) + ".toml"))
+               .string();
+    std::ofstream(path) << text;
+  }
+  ~TomlFile() { std::filesystem::remove(path); }
+  std::string path;
+  static inline int counter = 0;
+};
+
+AgentFlags minimal() {
+  AgentFlags f;
+  f.node = "a";
+  f.bind = "127.0.0.1:7946";
+  f.data_dir = "/tmp/x";
+  return f;
+}
+
+TEST(AgentConfig, Durations) {
+  EXPECT_EQ(*parse_duration("500ms"), Duration(500ms));
+  EXPECT_EQ(*parse_duration("2s"), Duration(2s));
+  EXPECT_EQ(*parse_duration("1.5s"), Duration(1500ms));
+  EXPECT_EQ(*parse_duration("2m"), Duration(120s));
+  EXPECT_EQ(*parse_duration("24h"), Duration(24h));
+  for (const char* bad : {"", "5", "ms", "-1s", "1 s", "1d", "nan s", "1e300h"}) {
+    EXPECT_FALSE(parse_duration(bad)) << bad;
+  }
+}
+
+TEST(AgentConfig, NodeNames) {
+  EXPECT_TRUE(check_node_name("web-1.example_a"));
+  EXPECT_FALSE(check_node_name(""));
+  EXPECT_FALSE(check_node_name("has space"));
+  EXPECT_FALSE(check_node_name("quote\""));
+  EXPECT_FALSE(check_node_name(std::string(129, 'a')));
+}
+
+TEST(AgentConfig, FlagsAloneAndDefaults) {
+  auto c = resolve_config(minimal());
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->node, "a");
+  EXPECT_EQ(c->bind.to_string(), "127.0.0.1:7946");
+  EXPECT_EQ(c->advertised(), c->bind);
+  EXPECT_EQ(c->rpc, "/tmp/x/rpc.sock");
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_EQ(c->gossip.probe_interval, Duration(1s));
+  AgentFlags f = minimal();
+  f.bind = "127.0.0.1";  // the port defaults to 7946
+  EXPECT_EQ(resolve_config(f)->bind.port, 7946);
+}
+
+TEST(AgentConfig, FileThenFlagsWin) {
+  TomlFile t(R"(
+node = "from-file"
+bind = "127.0.0.2:8000"
+join = ["127.0.0.3:8000", "127.0.0.4"]
+data_dir = "/tmp/file-dir"
+log_level = "debug"
+tags = { role = "web", zone = "a" }
+[gossip]
+probe_interval = "2s"
+probe_timeout = "800ms"
+suspicion_mult = 3
+reconnect_interval = "5s"
+)");
+  AgentFlags f;
+  f.config = t.path;
+  auto c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->node, "from-file");
+  EXPECT_EQ(c->bind.to_string(), "127.0.0.2:8000");
+  ASSERT_EQ(c->join.size(), 2u);
+  EXPECT_EQ(c->join[1].to_string(), "127.0.0.4:7946");
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->tags.at("role"), "web");
+  EXPECT_EQ(c->gossip.probe_interval, Duration(2s));
+  EXPECT_EQ(c->gossip.probe_timeout, Duration(800ms));
+  EXPECT_EQ(c->gossip.suspicion_mult, 3u);
+  EXPECT_EQ(c->gossip.reconnect_interval, Duration(5s));
+
+  f.node = "from-flag";
+  f.join = {"127.0.0.9:1"};
+  f.tags = {"zone=b"};
+  c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->node, "from-flag");
+  ASSERT_EQ(c->join.size(), 1u);
+  EXPECT_EQ(c->tags.at("zone"), "b");
+  EXPECT_EQ(c->tags.at("role"), "web");
+}
+
+// Every bad input is one error naming the setting.
+TEST(AgentConfig, BadInputNamesTheProblem) {
+  struct Case {
+    const char* toml;
+    const char* mentions;
+  } cases[] = {
+      {"bind = 7", "bind"},
+      {"node = \"a\"\nnode = \"b\"", ".toml:2: "},
+      {"colour = \"red\"", "colour"},
+      {"join = \"127.0.0.1:1\"", "join"},
+      {"join = [1]", "join"},
+      {"tags = { a = 1 }", "tags.a"},
+      {"[gossip]\nprobe_interval = 5", "probe_interval"},
+      {"[gossip]\nprobe_interval = \"soon\"", "probe_interval"},
+      {"[gossip]\nmystery = 1", "mystery"},
+      {"[gossip]\nindirect_checks = -1", "indirect_checks"},
+      {"[gossip]\nprobe_timeout = \"5s\"", "probe_timeout"},
+      {"log_level = \"loud\"", "log-level"},
+      {"insecure_plaintext = \"yes\"", "insecure_plaintext"},
+      {"\x01\x02 not toml", ".toml:1: "},
+  };
+  for (const Case& k : cases) {
+    TomlFile t(k.toml);
+    AgentFlags f = minimal();
+    f.config = t.path;
+    auto c = resolve_config(f);
+    ASSERT_FALSE(c) << k.toml;
+    EXPECT_NE(c.error().message.find(k.mentions), std::string::npos) << k.toml << " -> " << c.error().message;
+    EXPECT_EQ(c.error().message.find('\n'), std::string::npos) << c.error().message;
+  }
+  AgentFlags f = minimal();
+  f.config = "/nonexistent/weft.toml";
+  EXPECT_FALSE(resolve_config(f));
+  f = minimal();
+  f.bind = "0.0.0.0:7946";
+  EXPECT_NE(resolve_config(f).error().message.find("--advertise"), std::string::npos);
+  f = minimal();
+  f.data_dir.reset();
+  EXPECT_NE(resolve_config(f).error().message.find("--data-dir"), std::string::npos);
+  f = minimal();
+  f.tags = {"novalue"};
+  EXPECT_NE(resolve_config(f).error().message.find("--tag"), std::string::npos);
+  f = minimal();
+  f.join = {"not an address"};
+  EXPECT_NE(resolve_config(f).error().message.find("--join"), std::string::npos);
+}
+
+TEST(AgentFrame, RoundTripAndRejects) {
+  const Endpoint from = *Endpoint::parse("127.0.0.7:7946");
+  const std::vector<std::byte> body = {std::byte{1}, std::byte{2}, std::byte{3}};
+  std::vector<std::byte> wire;
+  encode_frame(FrameKind::kKeyRequest, from, body, wire);
+  auto f = decode_frame(wire);
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_EQ(f->kind, FrameKind::kKeyRequest);
+  EXPECT_EQ(f->from, from);
+  EXPECT_TRUE(std::equal(f->body.begin(), f->body.end(), body.begin(), body.end()));
+  // Every truncation that cuts into the header fails; a cut body is the body's problem.
+  const std::size_t header = 3 + from.to_string().size();
+  for (std::size_t n = 0; n < header; ++n) {
+    EXPECT_FALSE(decode_frame(std::span(wire).first(n))) << n;
+  }
+  auto bad = wire;
+  bad[0] = std::byte{2};
+  EXPECT_FALSE(decode_frame(bad));
+  bad = wire;
+  bad[1] = std::byte{9};
+  EXPECT_FALSE(decode_frame(bad));
+  bad = wire;
+  bad[4] = std::byte{'x'};
+  EXPECT_FALSE(decode_frame(bad));
+}
+
+}  // namespace
+}  // namespace weft::agent

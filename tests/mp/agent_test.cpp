@@ -1,0 +1,430 @@
+// Multi-process tests: real `weft agent` processes on 127.0.0.x, bounded in time. The tests
+// that need root (a network namespace, nftables) skip without it; CI runs as root.
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <thread>
+#include <map>
+#include <memory>
+#include <set>
+#include <zmq.hpp>
+
+#include "harness.h"
+#include "weft/store/store.h"
+
+namespace weft::mptest {
+namespace {
+
+// Each test gets its own 127.A.B.0/24 so that tests (and concurrent ctest runs) never collide.
+std::string addr_for(int test, int i) {
+  return "127." + std::to_string(40 + test) + "." + std::to_string(::getpid() % 250 + 1) + "." + std::to_string(i + 1) +
+         ":7946";
+}
+
+std::string write_key(const TempDir& t, const std::string& file) {
+  RunResult k = run({weft_bin(), "keygen"});
+  EXPECT_EQ(k.code, 0) << k.out;
+  std::string key = k.out.substr(0, k.out.find('\n'));
+  std::ofstream(t.path + "/" + file) << key << "\n";
+  return key;
+}
+
+struct Cluster {
+  explicit Cluster(int test_no, int n, const std::string& key_file, std::vector<std::string> extra = {},
+                   std::string netns = "")
+      : test(test_no), netns_(std::move(netns)) {
+    for (int i = 0; i < n; ++i) {
+      agents.push_back(std::make_unique<AgentProc>("n" + std::to_string(i), addr_for(test, i),
+                                                   dir.path + "/n" + std::to_string(i)));
+    }
+    base = {"--key-file", key_file};
+    base.insert(base.end(), extra.begin(), extra.end());
+  }
+  void start(int i, bool join = true) {
+    std::vector<std::string> args = base;
+    if (join && i != 0) {
+      args.push_back("--join");
+      args.push_back(agents[0]->addr);
+    }
+    agents[static_cast<std::size_t>(i)]->start(args, netns_);
+  }
+  void start_all() {
+    start(0);
+    ASSERT_TRUE(agents[0]->wait_ready()) << agents[0]->log();
+    for (std::size_t i = 1; i < agents.size(); ++i) start(static_cast<int>(i));
+    for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
+  }
+  // Every running agent sees `name` in `status`, or, with name empty, sees `alive` members alive.
+  bool all_see(const std::string& name, const std::string& status, std::set<std::size_t> skip = {}) {
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      if (skip.contains(i) || !agents[i]->running()) continue;
+      if (agents[i]->status_of(name) != status) return false;
+    }
+    return true;
+  }
+  bool all_count_alive(std::size_t n, std::set<std::size_t> skip = {}) {
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      if (skip.contains(i) || !agents[i]->running()) continue;
+      if (agents[i]->count("alive") != n) return false;
+    }
+    return true;
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
+    return s;
+  }
+
+  int test;
+  std::string netns_;
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProc>> agents;
+  std::vector<std::string> base;
+};
+
+TEST(AgentProcess, TenAgentsJoinCrashRestartLeave) {
+  TempDir keys;
+  write_key(keys, "key");
+  Cluster c(1, 10, keys.path + "/key");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(10); }, 15s)) << c.logs();
+
+  // kill -9: everyone else sees it failed.
+  auto& victim = *c.agents[5];
+  const auto before = c.agents[0]->members();
+  std::uint64_t inc_before = 0;
+  for (const json& m : before) {
+    if (m["name"] == victim.name) inc_before = m["incarnation"].get<std::uint64_t>();
+  }
+  victim.kill9();
+  ASSERT_TRUE(wait_until([&] { return c.all_see(victim.name, "failed", {5}); }, 20s)) << c.logs();
+
+  // Its database survived the kill.
+  {
+    auto st = store::Store::open(victim.dir + "/weft.db");
+    ASSERT_TRUE(st) << st.error().message;
+    EXPECT_TRUE(st->integrity_check());
+  }
+
+  // Restart with the same data dir and no --join: it rejoins the members it knew.
+  c.start(5, /*join=*/false);
+  ASSERT_TRUE(victim.wait_ready());
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(10); }, 20s)) << c.logs();
+  for (const json& m : c.agents[0]->members()) {
+    if (m["name"] == victim.name) {
+      EXPECT_GT(m["incarnation"].get<std::uint64_t>(), inc_before);
+    }
+  }
+
+  // `weft leave` through the CLI: seen as left, never as failed, and the agent exits 0.
+  auto& leaver = *c.agents[7];
+  std::atomic<bool> saw_failed{false};
+  RunResult r = run({weft_bin(), "leave", "--rpc", leaver.rpc()});
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(leaver.wait_exit(10s), 0) << leaver.log();
+  const bool left = wait_until(
+      [&] {
+        for (std::size_t i = 0; i < c.agents.size(); ++i) {
+          if (i == 7) continue;
+          if (c.agents[i]->status_of(leaver.name) == "failed") saw_failed = true;
+        }
+        return c.all_see(leaver.name, "left", {7});
+      },
+      10s);
+  EXPECT_TRUE(left) << c.logs();
+  EXPECT_FALSE(saw_failed);
+
+  // `weft members --json` has the documented fields.
+  RunResult m = run({weft_bin(), "members", "--json", "--rpc", c.agents[0]->rpc()});
+  ASSERT_EQ(m.code, 0) << m.out;
+  const json arr = json::parse(m.out);
+  ASSERT_EQ(arr.size(), 10u);
+  for (const json& e : arr) {
+    for (const char* f : {"name", "addr", "status", "incarnation"}) EXPECT_TRUE(e.contains(f)) << e.dump();
+  }
+  RunResult f = run({weft_bin(), "members", "--status", "left", "--rpc", c.agents[0]->rpc()});
+  EXPECT_NE(f.out.find(leaver.name), std::string::npos) << f.out;
+
+  // SIGTERM is a graceful leave too.
+  c.agents[3]->signal(SIGTERM);
+  EXPECT_EQ(c.agents[3]->wait_exit(10s), 0);
+  EXPECT_TRUE(wait_until([&] { return c.all_see("n3", "left", {3}); }, 10s)) << c.logs();
+}
+
+TEST(AgentProcess, WrongKeyCannotJoinAndIsCounted) {
+  TempDir keys;
+  write_key(keys, "good");
+  write_key(keys, "bad");
+  Cluster c(2, 4, keys.path + "/good");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(3, {3}) || c.all_count_alive(4); }, 15s)) << c.logs();
+  c.agents[3]->kill9();
+  // Agent 3 restarts with a fresh data dir and the wrong key.
+  AgentProc intruder("intruder", addr_for(2, 9), c.dir.path + "/intruder");
+  intruder.start({"--key-file", keys.path + "/bad", "--join", c.agents[0]->addr});
+  ASSERT_TRUE(intruder.wait_ready());
+  auto rejected = [&] {
+    auto info = c.agents[0]->call("info");
+    if (!info) return std::uint64_t{0};
+    const json& a = (*info)["stats"]["agent"];
+    return a["rejected_datagrams"]["unknown_key"].get<std::uint64_t>() +
+           a["rejected_streams"]["unknown_key"].get<std::uint64_t>();
+  };
+  EXPECT_TRUE(wait_until([&] { return rejected() > 0; }, 10s)) << c.logs();
+  // Three seconds on, nobody lists the intruder and it lists nobody alive but itself.
+  std::this_thread::sleep_for(3s);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.agents[static_cast<std::size_t>(i)]->status_of("intruder"), std::nullopt);
+  EXPECT_EQ(intruder.count("alive"), 1u);
+  auto j = intruder.call("join", json{{"addrs", {c.agents[0]->addr}}}, 10s);
+  EXPECT_FALSE(j.has_value());  // "no seed answered"
+}
+
+TEST(AgentProcess, KeyRotationKeepsEveryoneAlive) {
+  TempDir keys;
+  write_key(keys, "old");
+  const std::string fresh = run({weft_bin(), "keygen"}).out.substr(0, 44);
+  Cluster c(3, 4, keys.path + "/old");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(4); }, 15s)) << c.logs();
+  const std::string rpc = c.agents[1]->rpc();
+
+  RunResult inst = run({weft_bin(), "keys", "install", fresh, "--rpc", rpc});
+  ASSERT_EQ(inst.code, 0) << inst.out << c.logs();
+  EXPECT_NE(inst.out.find("4 of 4 members answered"), std::string::npos) << inst.out;
+  RunResult list = run({weft_bin(), "keys", "list", "--json", "--rpc", rpc});
+  ASSERT_EQ(list.code, 0) << list.out;
+  json l = json::parse(list.out);
+  ASSERT_EQ(l["keys"].size(), 2u) << l.dump();
+  for (const auto& [id, n] : l["keys"].items()) EXPECT_EQ(n.get<int>(), 4) << id;
+
+  RunResult use = run({weft_bin(), "keys", "use", fresh, "--rpc", rpc});
+  ASSERT_EQ(use.code, 0) << use.out;
+  const std::string old_id = [&] {
+    for (const auto& [id, n] : l["keys"].items()) {
+      if (id != json::parse(run({weft_bin(), "keys", "list", "--json", "--rpc", rpc}).out)["primary"]) return id;
+    }
+    return std::string();
+  }();
+  ASSERT_EQ(old_id.size(), 8u);
+  RunResult rm = run({weft_bin(), "keys", "remove", old_id, "--rpc", rpc});
+  ASSERT_EQ(rm.code, 0) << rm.out;
+  // Removing the primary is refused.
+  RunResult bad = run({weft_bin(), "keys", "remove", fresh, "--rpc", rpc});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("primary"), std::string::npos) << bad.out;
+
+  l = json::parse(run({weft_bin(), "keys", "list", "--json", "--rpc", rpc}).out);
+  EXPECT_EQ(l["keys"].size(), 1u) << l.dump();
+  // Gossip on the new key keeps everyone alive for a few probe rounds.
+  std::this_thread::sleep_for(3s);
+  EXPECT_TRUE(c.all_count_alive(4)) << c.logs();
+  // A restarted member keeps the rotated ring (from its data dir, not --key-file).
+  c.agents[2]->kill9();
+  c.start(2, false);
+  ASSERT_TRUE(c.agents[2]->wait_ready());
+  EXPECT_TRUE(wait_until([&] { return c.all_count_alive(4); }, 20s)) << c.logs();
+}
+
+TEST(AgentProcess, MalformedInputIsCountedAndDropped) {
+  TempDir keys;
+  write_key(keys, "key");
+  Cluster c(4, 2, keys.path + "/key");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(2); }, 15s)) << c.logs();
+  auto& a = *c.agents[0];
+
+  // Garbage UDP datagrams.
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(7946);
+  const std::string host = a.addr.substr(0, a.addr.find(':'));
+  ::inet_pton(AF_INET, host.c_str(), &to.sin_addr);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk(static_cast<std::size_t>(rng() % 1400), '\0');
+    for (char& ch : junk) ch = static_cast<char>(rng());
+    if (i % 3 == 0 && !junk.empty()) junk[0] = 1;  // looks sealed: unknown key or auth failure
+    ::sendto(fd, junk.data(), junk.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    if (i % 10 == 9) std::this_thread::sleep_for(2ms);  // stay under the receive buffer
+  }
+  ::close(fd);
+
+  // Garbage and oversized RPC requests.
+  zmq::context_t ctx;
+  for (std::size_t size : {std::size_t{5}, std::size_t{100 * 1024}}) {
+    zmq::socket_t s(ctx, zmq::socket_type::req);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 3000);
+    s.connect("ipc://" + a.rpc());
+    std::string junk(size, '\xc1');  // 0xc1 is never valid msgpack
+    s.send(zmq::buffer(junk));
+    zmq::message_t reply;
+    EXPECT_TRUE(s.recv(reply).has_value());
+  }
+
+  std::this_thread::sleep_for(200ms);
+  auto info = a.call("info");
+  ASSERT_TRUE(info);
+  const json& st = (*info)["stats"]["agent"];
+  std::uint64_t rejected = 0;
+  for (const auto& [k, v] : st["rejected_datagrams"].items()) rejected += v.get<std::uint64_t>();
+  EXPECT_GE(rejected, 150u) << st.dump();
+  EXPECT_GE(st["rpc_bad_requests"].get<std::uint64_t>(), 1u);
+  EXPECT_GE(st["rpc_oversized"].get<std::uint64_t>(), 1u);
+  // Still serving, still a cluster of two.
+  EXPECT_EQ(a.count("alive"), 2u);
+  EXPECT_TRUE(c.agents[1]->running());
+}
+
+TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
+  TempDir t;
+  const std::string dir = t.path + "/d";
+  auto one_line = [](const RunResult& r) { return std::count(r.out.begin(), r.out.end(), '\n') == 1; };
+  RunResult nokey = run({weft_bin(), "agent", "--node", "a", "--bind", "127.0.0.1:7999", "--data-dir", dir});
+  EXPECT_EQ(nokey.code, 2) << nokey.out;
+  EXPECT_NE(nokey.out.find("no cluster key"), std::string::npos) << nokey.out;
+  RunResult badbind = run({weft_bin(), "agent", "--node", "a", "--bind", "nonsense", "--data-dir", dir});
+  EXPECT_EQ(badbind.code, 2);
+  EXPECT_TRUE(one_line(badbind)) << badbind.out;
+  std::ofstream(t.path + "/bad.toml") << "node = \"a\"\nbind = 7\n";
+  RunResult badtoml = run({weft_bin(), "agent", "--config", t.path + "/bad.toml", "--data-dir", dir});
+  EXPECT_EQ(badtoml.code, 2);
+  EXPECT_NE(badtoml.out.find("bind"), std::string::npos) << badtoml.out;
+  std::ofstream(t.path + "/k") << "not-a-key\n";
+  RunResult badkey = run({weft_bin(), "agent", "--node", "a", "--bind", "127.0.0.1:7999", "--data-dir", dir,
+                          "--key-file", t.path + "/k"});
+  EXPECT_EQ(badkey.code, 2) << badkey.out;
+  RunResult noagent = run({weft_bin(), "members", "--rpc", t.path + "/nothing.sock"});
+  EXPECT_EQ(noagent.code, 1);
+  EXPECT_EQ(noagent.out.rfind("weft: cannot reach agent at " + t.path + "/nothing.sock: ", 0), 0u) << noagent.out;
+}
+
+// A network namespace of our own with lo up, removed (with its nftables tables) at the end.
+struct NetNs {
+  NetNs() : name("weft-mp-" + std::to_string(::getpid())) {
+    ok = run({"ip", "netns", "add", name}).code == 0 && run({"ip", "-n", name, "link", "set", "lo", "up"}).code == 0;
+  }
+  ~NetNs() { run({"ip", "netns", "delete", name}); }
+  NetNs(const NetNs&) = delete;
+  NetNs& operator=(const NetNs&) = delete;
+  // Runs `nft -f -` inside the namespace with `rules` as the script.
+  bool nft(const std::string& rules) {
+    TempDir t;
+    std::ofstream(t.path + "/rules.nft") << rules;
+    RunResult r = run({"ip", "netns", "exec", name, "nft", "-f", t.path + "/rules.nft"});
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r.code == 0;
+  }
+  std::string name;
+  bool ok = false;
+};
+
+bool have_root_tools() { return ::geteuid() == 0 && run({"nft", "--version"}).code == 0; }
+
+std::string ns_addr(int i) { return "127.0.0." + std::to_string(i + 1) + ":7946"; }
+
+// Ten agents in a namespace; the config file (TOML) shortens the reconnect interval.
+struct NsCluster {
+  explicit NsCluster(NetNs& ns) : ns_(ns) {
+    write_key(dir, "key");
+    std::ofstream(dir.path + "/weft.toml") << "key_file = \"" << dir.path << "/key\"\n"
+                                           << "join = [\"" << ns_addr(0) << "\"]\n"
+                                           << "log_level = \"info\"\n"
+                                           << "[gossip]\nreconnect_interval = \"5s\"\n";
+    for (int i = 0; i < 10; ++i) {
+      agents.push_back(std::make_unique<AgentProc>("n" + std::to_string(i), ns_addr(i), dir.path + "/n" + std::to_string(i)));
+    }
+  }
+  void start_all() {
+    for (auto& a : agents) a->start({"--config", dir.path + "/weft.toml"}, ns_.name);
+    for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
+  }
+  bool everyone_sees(std::size_t alive) {
+    return std::all_of(agents.begin(), agents.end(), [&](auto& a) { return a->count("alive") == alive; });
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
+    return s;
+  }
+  NetNs& ns_;
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProc>> agents;
+};
+
+TEST(AgentNetns, PartitionThreeOfTenThenHeal) {
+  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
+  NetNs ns;
+  ASSERT_TRUE(ns.ok);
+  NsCluster c(ns);
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.everyone_sees(10); }, 20s)) << c.logs();
+
+  // Cut 127.0.0.1-3 from 127.0.0.4-10 both ways (UDP and TCP).
+  ASSERT_TRUE(ns.nft(R"(table inet weft_partition {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ip saddr 127.0.0.1-127.0.0.3 ip daddr 127.0.0.4-127.0.0.10 drop
+    ip saddr 127.0.0.4-127.0.0.10 ip daddr 127.0.0.1-127.0.0.3 drop
+  }
+}
+)"));
+  // Longer than the suspicion timeout: each side sees the other failed.
+  auto split = [&] {
+    for (int i = 0; i < 10; ++i) {
+      const std::size_t expect = i < 3 ? 3 : 7;
+      if (c.agents[static_cast<std::size_t>(i)]->count("alive") != expect) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_until(split, 60s)) << c.logs();
+  ASSERT_TRUE(ns.nft("delete table inet weft_partition\n"));
+  // Healed: one cluster again, through reconnect syncs and rejoins.
+  EXPECT_TRUE(wait_until([&] { return c.everyone_sees(10); }, 60s)) << c.logs();
+}
+
+TEST(AgentNetns, TenPercentLossAndAStallMarkNobodyFailed) {
+  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
+  NetNs ns;
+  ASSERT_TRUE(ns.ok);
+  NsCluster c(ns);
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.everyone_sees(10); }, 20s)) << c.logs();
+  ASSERT_TRUE(ns.nft(R"(table inet weft_loss {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    numgen random mod 100 < 10 drop
+  }
+}
+)"));
+  std::set<std::string> failed;
+  auto watch = [&] {
+    for (auto& a : c.agents) {
+      for (const json& m : a->members()) {
+        if (m["status"] == "failed") failed.insert(a->name + " saw " + m["name"].get<std::string>());
+      }
+    }
+    return false;
+  };
+  wait_until(watch, 20s);
+  // A 2.5 s stall of one agent in the middle of the loss.
+  c.agents[4]->signal(SIGSTOP);
+  wait_until(watch, 2500ms);
+  c.agents[4]->signal(SIGCONT);
+  wait_until(watch, 25s);
+  std::string list;
+  for (const std::string& f : failed) list += f + "; ";
+  EXPECT_TRUE(failed.empty()) << list << c.logs();
+}
+
+}  // namespace
+}  // namespace weft::mptest
