@@ -126,7 +126,9 @@ void SimCluster::handle(NodeId i, Delivery& d) {
   ++counters_.deliveries;
   gossip::Node& n = *slots_[i].node;
   const Endpoint from = endpoint_of(d.from);
-  if (d.channel == Channel::kReliable) {
+  if (d.unreachable) {
+    n.handle_unreachable(now_, from);  // what the agent's transport reads from the error queue
+  } else if (d.channel == Channel::kReliable) {
     n.handle_stream(now_, from, d.bytes);
   } else {
     n.handle_packet(now_, from, d.bytes);

@@ -67,17 +67,17 @@ char state_char(const std::optional<gossip::MemberInfo>& m) {
 
 std::string SimCluster::dump(std::size_t max_nodes) const {
   std::string out;
-  char line[256];
+  char line[320];
   const NetStats& ns = net_.stats();
   std::snprintf(line, sizeof line,
                 "t=%.3fs nodes=%zu live=%zu false_positives=%zu events=%llu stuck=%llu | net: "
-                "inflight=%zu sent=%llu delivered=%llu lost=%llu partitioned=%llu to_down=%llu\n",
+                "inflight=%zu sent=%llu delivered=%llu lost=%llu partitioned=%llu to_down=%llu icmp=%llu\n",
                 to_seconds(elapsed()), slots_.size(), live_count_, false_positive_nodes_,
                 static_cast<unsigned long long>(counters_.events),
                 static_cast<unsigned long long>(counters_.stuck_deadlines), net_.in_flight(),
                 static_cast<unsigned long long>(ns.sent), static_cast<unsigned long long>(ns.delivered),
                 static_cast<unsigned long long>(ns.lost), static_cast<unsigned long long>(ns.partitioned),
-                static_cast<unsigned long long>(ns.to_down));
+                static_cast<unsigned long long>(ns.to_down), static_cast<unsigned long long>(ns.unreachable));
   out += line;
   const bool matrix = slots_.size() <= 32;
   if (matrix) out += "  (views: A alive, s suspect, F failed, L left, - unknown, * self)\n";

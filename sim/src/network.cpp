@@ -61,7 +61,9 @@ void SimNetwork::send(TimePoint now, NodeId from, NodeId to, gossip::Channel cha
   stats_.sent_bytes += bytes.size();
   const bool reliable = channel == gossip::Channel::kReliable;
   if (reliable) ++stats_.reliable_sent;
-  if (down_[from] != 0 || down_[to] != 0) {
+  // With ICMP on, a datagram to a down node still travels: it draws the report on arrival.
+  const bool refusable = cfg_.icmp && !reliable;
+  if (down_[from] != 0 || (down_[to] != 0 && !refusable)) {
     ++stats_.to_down;
     return;
   }
@@ -84,7 +86,7 @@ void SimNetwork::send(TimePoint now, NodeId from, NodeId to, gossip::Channel cha
 }
 
 void SimNetwork::enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel channel,
-                         std::vector<std::byte>&& bytes) {
+                         std::vector<std::byte>&& bytes, bool unreachable) {
   std::uint32_t slot = 0;
   if (!free_.empty()) {
     slot = free_.back();
@@ -97,6 +99,7 @@ void SimNetwork::enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel c
   m.from = from;
   m.to = to;
   m.channel = channel;
+  m.unreachable = unreachable;
   m.bytes = std::move(bytes);
   queue_.push_back(Entry{at, seq_++, slot});
   std::push_heap(queue_.begin(), queue_.end(), Later{});
@@ -117,6 +120,10 @@ bool SimNetwork::pop(Delivery& out) {
   // A message already sent by a node that crashed since still arrives; one to a down node not.
   if (down_[m.to] != 0) {
     ++stats_.to_down;
+    // Its host answers a datagram that got there (never an ICMP, nor a stream).
+    if (cfg_.icmp && !m.unreachable && m.channel == gossip::Channel::kUnreliable && group_[m.from] == group_[m.to]) {
+      refuse(e.at, m.from, m.to);
+    }
     m.bytes = {};
     return false;
   }
@@ -131,9 +138,22 @@ bool SimNetwork::pop(Delivery& out) {
   out.from = m.from;
   out.to = m.to;
   out.channel = m.channel;
+  out.unreachable = m.unreachable;
   out.bytes = std::move(m.bytes);
   m.bytes = {};
   return true;
+}
+
+void SimNetwork::refuse(TimePoint at, NodeId from, NodeId to) {
+  // The ICMP travels the link back like any datagram: it can be lost, and a partition (checked
+  // again on arrival) or the sender's own crash drops it.
+  if (cfg_.loss > 0.0 && rng_.uniform() < cfg_.loss) {
+    ++stats_.lost;
+    return;
+  }
+  ++stats_.unreachable;
+  enqueue(at + sample_delay(to, from, gossip::Channel::kUnreliable), to, from, gossip::Channel::kUnreliable, {},
+          /*unreachable=*/true);
 }
 
 void SimNetwork::partition(const std::vector<std::vector<NodeId>>& groups) {

@@ -25,6 +25,7 @@ gossip::Config memberlist_lan_config() {
   c.max_packet_bytes = 1400;
   c.push_pull_interval = 30s;
   c.join_catchups = 0;  // memberlist syncs once on join, then every push_pull_interval
+  c.refused_fast_path = false;  // memberlist ignores ICMP errors
   return c;
 }
 

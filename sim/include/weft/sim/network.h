@@ -10,6 +10,10 @@
 //   - random loss (unreliable channel only), duplication and reordering (an extra random delay);
 //   - partitions and down nodes: checked when sending and again when delivering, so a partition
 //     or a crash also cuts what is already in flight. Reliable messages are lost only this way.
+//   - optionally (NetConfig::icmp) an ICMP "port unreachable": a datagram that reaches a down
+//     node (crashed, left, not started: no process owns the port) draws a report back to its
+//     sender, one link delay later, itself subject to loss and partitions. A stalled node is
+//     not down (its socket is open): it never draws one. Off by default: a crash is silent.
 // Deliveries come out ordered by (time, insertion sequence): a run is a pure function of the
 // seed and of the calls made. One Rng, no clock.
 
@@ -43,6 +47,7 @@ struct NetConfig {
   double duplicate = 0.0;     // unreliable channel only: a second copy, independently delayed
   double reorder = 0.0;       // probability of an extra delay uniform in [0, reorder_delay]
   Duration reorder_delay = 10ms;
+  bool icmp = false;          // report "port unreachable" for datagrams that reach a down node
 };
 
 // Delay multiplier of the reliable channel (models a TCP handshake before the data).
@@ -60,6 +65,7 @@ struct NetStats {
   std::uint64_t reordered = 0;
   std::uint64_t reliable_sent = 0;
   std::uint64_t unroutable = 0;  // counted by the cluster: address of no node
+  std::uint64_t unreachable = 0;  // ICMP "port unreachable" reports sent back (NetConfig::icmp)
 
   friend bool operator==(const NetStats&, const NetStats&) = default;
 };
@@ -70,6 +76,8 @@ struct Delivery {
   NodeId to = 0;
   gossip::Channel channel = gossip::Channel::kUnreliable;
   std::vector<std::byte> bytes;
+  // An ICMP "port unreachable" from node `from`'s host about a datagram `to` sent it (no bytes).
+  bool unreachable = false;
 };
 
 class SimNetwork {
@@ -81,6 +89,7 @@ class SimNetwork {
   void set_loss(double p) { cfg_.loss = p; }
   void set_duplicate(double p) { cfg_.duplicate = p; }
   void set_reorder(double p) { cfg_.reorder = p; }
+  void set_icmp(bool on) { cfg_.icmp = on; }
 
   // Takes a message sent by `from` at `now`. It may be dropped, duplicated or delayed.
   void send(TimePoint now, NodeId from, NodeId to, gossip::Channel channel, std::vector<std::byte>&& bytes);
@@ -125,10 +134,14 @@ class SimNetwork {
     NodeId from = 0;
     NodeId to = 0;
     gossip::Channel channel = gossip::Channel::kUnreliable;
+    bool unreachable = false;
     std::vector<std::byte> bytes;
   };
 
-  void enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel channel, std::vector<std::byte>&& bytes);
+  void enqueue(TimePoint at, NodeId from, NodeId to, gossip::Channel channel, std::vector<std::byte>&& bytes,
+               bool unreachable = false);
+  // A datagram from `from` reached the down node `to` at `at`: its host answers with an ICMP.
+  void refuse(TimePoint at, NodeId from, NodeId to);
   Duration sample_delay(NodeId from, NodeId to, gossip::Channel channel);
 
   NetConfig cfg_;
