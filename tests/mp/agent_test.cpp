@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -306,6 +308,62 @@ TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
   RunResult noagent = run({weft_bin(), "members", "--rpc", t.path + "/nothing.sock"});
   EXPECT_EQ(noagent.code, 1);
   EXPECT_EQ(noagent.out.rfind("weft: cannot reach agent at " + t.path + "/nothing.sock: ", 0), 0u) << noagent.out;
+}
+
+TEST(AgentProcess, SighupReloadsTagsAndRpcPathIsGuarded) {
+  TempDir keys;
+  write_key(keys, "key");
+  TempDir t;
+  const std::string cfg = t.path + "/weft.toml";
+  std::ofstream(cfg) << "tags = { role = \"web\" }\n";
+  AgentProc a("solo", addr_for(5, 0), t.path + "/a");
+  a.start({"--key-file", keys.path + "/key", "--config", cfg});
+  ASSERT_TRUE(a.wait_ready()) << a.log();
+  auto role = [&] {
+    for (const json& m : a.members()) {
+      if (m["name"] == "solo" && m["tags"].contains("role")) return m["tags"]["role"].get<std::string>();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(role(), "web");
+  std::ofstream(cfg) << "tags = { role = \"db\" }\n";
+  a.signal(SIGHUP);
+  EXPECT_TRUE(wait_until([&] { return role() == "db"; }, 5s)) << a.log();
+  // A broken file on SIGHUP keeps the running settings and the agent.
+  std::ofstream(cfg) << "tags = nonsense\n";
+  a.signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(role(), "db");
+
+  // A second agent on the same data dir is refused.
+  RunResult same = run({weft_bin(), "agent", "--node", "other", "--bind", addr_for(5, 1), "--data-dir", a.dir,
+                        "--key-file", keys.path + "/key"});
+  EXPECT_EQ(same.code, 1);
+  EXPECT_NE(same.out.find("another agent"), std::string::npos) << same.out;
+  // An --rpc path that is a symlink, or in a directory others can enter, is refused.
+  std::filesystem::create_directories(t.path + "/open");
+  std::filesystem::permissions(t.path + "/open", std::filesystem::perms::all);
+  RunResult open_dir = run({weft_bin(), "agent", "--node", "b", "--bind", addr_for(5, 2), "--data-dir", t.path + "/b",
+                            "--key-file", keys.path + "/key", "--rpc", t.path + "/open/rpc.sock"});
+  EXPECT_EQ(open_dir.code, 1);
+  EXPECT_NE(open_dir.out.find("owner-only"), std::string::npos) << open_dir.out;
+  std::filesystem::create_directories(t.path + "/priv");
+  std::filesystem::permissions(t.path + "/priv", std::filesystem::perms::owner_all);
+  std::filesystem::create_symlink(t.path + "/elsewhere.sock", t.path + "/priv/rpc.sock");
+  RunResult link = run({weft_bin(), "agent", "--node", "c", "--bind", addr_for(5, 3), "--data-dir", t.path + "/c",
+                        "--key-file", keys.path + "/key", "--rpc", t.path + "/priv/rpc.sock"});
+  EXPECT_EQ(link.code, 1);
+  EXPECT_NE(link.out.find("symlink"), std::string::npos) << link.out;
+  // The agent's own socket and data dir are owner-only.
+  struct stat st {};
+  ASSERT_EQ(::stat(a.rpc().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat(a.dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((a.dir + "/weft.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0077, 0u);
+  a.signal(SIGTERM);
+  EXPECT_EQ(a.wait_exit(10s), 0);
 }
 
 // A network namespace of our own with lo up, removed (with its nftables tables) at the end.
