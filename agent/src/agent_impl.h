@@ -89,6 +89,7 @@ class Agent {
   void on_rpc();
   void reply(const std::string& peer, const json& result);
   void reply_error(const std::string& peer, const std::string& message);
+  void send_reply(const std::string& peer, const json& reply);
   void dispatch(TimePoint now, const std::string& peer, const std::string& method, const json& params);
   json members_json() const;
   json info_json() const;

@@ -31,20 +31,17 @@ json by_reason(const std::array<std::uint64_t, N>& counts) {
 }  // namespace
 
 void Agent::reply(const std::string& peer, const json& result) {
-  const json r = {{"v", kRpcVersion}, {"ok", true}, {"result", result}};
-  const std::vector<std::uint8_t> bytes = json::to_msgpack(r);
-  try {
-    rpc_.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    rpc_.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    rpc_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
-  } catch (const zmq::error_t& e) {
-    log_->warn("rpc reply failed: {}", e.what());
-  }
+  send_reply(peer, json{{"v", kRpcVersion}, {"ok", true}, {"result", result}});
 }
 
 void Agent::reply_error(const std::string& peer, const std::string& message) {
-  const json r = {{"v", kRpcVersion}, {"ok", false}, {"error", message}};
-  const std::vector<std::uint8_t> bytes = json::to_msgpack(r);
+  send_reply(peer, json{{"v", kRpcVersion}, {"ok", false}, {"error", message}});
+}
+
+// REQ framing back: [identity][empty delimiter][reply]. Never blocks: a client that went away
+// just loses its answer.
+void Agent::send_reply(const std::string& peer, const json& reply) {
+  const std::vector<std::uint8_t> bytes = json::to_msgpack(reply);
   try {
     rpc_.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     rpc_.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);

@@ -402,9 +402,11 @@ struct NsCluster {
       agents.push_back(std::make_unique<AgentProc>("n" + std::to_string(i), ns_addr(i), dir.path + "/n" + std::to_string(i)));
     }
   }
+  // Starts all ten and waits until every one sees ten alive.
   void start_all() {
     for (auto& a : agents) a->start({"--config", dir.path + "/weft.toml"}, ns_.name);
     for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
+    ASSERT_TRUE(wait_until([&] { return everyone_sees(10); }, 20s)) << logs();
   }
   bool everyone_sees(std::size_t alive) {
     return std::all_of(agents.begin(), agents.end(), [&](auto& a) { return a->count("alive") == alive; });
@@ -424,8 +426,7 @@ TEST(AgentNetns, PartitionThreeOfTenThenHeal) {
   NetNs ns;
   ASSERT_TRUE(ns.ok);
   NsCluster c(ns);
-  c.start_all();
-  ASSERT_TRUE(wait_until([&] { return c.everyone_sees(10); }, 20s)) << c.logs();
+  ASSERT_NO_FATAL_FAILURE(c.start_all());
 
   // Cut 127.0.0.1-3 from 127.0.0.4-10 both ways (UDP and TCP).
   ASSERT_TRUE(ns.nft(R"(table inet weft_partition {
@@ -455,8 +456,7 @@ TEST(AgentNetns, TenPercentLossAndAStallMarkNobodyFailed) {
   NetNs ns;
   ASSERT_TRUE(ns.ok);
   NsCluster c(ns);
-  c.start_all();
-  ASSERT_TRUE(wait_until([&] { return c.everyone_sees(10); }, 20s)) << c.logs();
+  ASSERT_NO_FATAL_FAILURE(c.start_all());
   ASSERT_TRUE(ns.nft(R"(table inet weft_loss {
   chain input {
     type filter hook input priority 0; policy accept;
