@@ -853,6 +853,73 @@ TEST(NodeRefute, AccusationRaisesIncarnationAndHealthScore) {
   EXPECT_TRUE(h.events_about(0, "n0").empty()) << "no events about ourselves";
 }
 
+// A refutation goes to refute_fanout members directly as well as by gossip, at most four bursts
+// per probe interval.
+TEST(NodeRefute, RefutationIsAlsoSentDirectlyToManyMembers) {
+  Harness h(6);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.run_until([&] { return h.quiet(); }, 30s);
+  const TimePoint t0 = h.now();
+  h.inject(0, h.addr(1), {Suspect{"n0", h.node(0).incarnation(), "n1"}});
+  const std::uint64_t inc = h.node(0).incarnation();
+  // Every other member gets the new Alive straight away (not only the next gossip targets).
+  for (std::size_t to = 1; to < 6; ++to) {
+    auto direct = carrying<Alive>(
+        h, 0, to, [&](const Alive& a) { return a.name == "n0" && a.incarnation == inc; }, t0);
+    ASSERT_FALSE(direct.empty()) << "to n" << to << "\n" << h.dump();
+    EXPECT_EQ(direct.front()->sent, t0) << "to n" << to;
+  }
+  EXPECT_EQ(h.node(0).stats().refute_bursts, 1u);
+  // A second accusation within a quarter probe interval refutes by gossip only.
+  h.inject(0, h.addr(2), {Suspect{"n0", inc, "n2"}});
+  EXPECT_EQ(h.node(0).incarnation(), inc + 1);
+  EXPECT_EQ(h.node(0).stats().refutes, 2u);
+  EXPECT_EQ(h.node(0).stats().refute_bursts, 1u);
+  h.run_for(300ms);
+  h.inject(0, h.addr(3), {Suspect{"n0", inc + 1, "n3"}});
+  EXPECT_EQ(h.node(0).stats().refute_bursts, 2u);
+  // refute_fanout = 0 is memberlist's behaviour: gossip only.
+  Config quiet;
+  quiet.refute_fanout = 0;
+  Harness g(3, quiet);
+  ASSERT_TRUE(g.form_cluster()) << g.dump();
+  g.inject(0, g.addr(1), {Suspect{"n0", g.node(0).incarnation(), "n1"}});
+  EXPECT_EQ(g.node(0).stats().refute_bursts, 0u);
+}
+
+// The member whose probe failed tells the accused directly, at the moment it suspects it, so a
+// suspect that misses every gossip copy of its suspicion can still refute.
+TEST(NodeRefute, AccuserTellsTheAccusedDirectly) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  // n2's acks are lost, to the prober and through the relay: probes of n2 fail.
+  const int no_acks = h.strip(MsgType::kAck, 2);
+  const TimePoint t0 = h.now();
+  auto accusers = [&] {
+    std::vector<std::size_t> v;
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (h.node(i).stats().probe_failures > 0) v.push_back(i);
+    }
+    return v;
+  };
+  ASSERT_TRUE(h.run_until([&] { return !accusers().empty(); }, 30s)) << h.dump();
+  for (std::size_t i : accusers()) {
+    // Its own accusation (from = itself) went to n2 in a datagram of its own making...
+    auto told = carrying<Suspect>(
+        h, i, 2, [&](const Suspect& s) { return s.name == "n2" && s.from == h.name(i); }, t0);
+    ASSERT_FALSE(told.empty()) << "accuser n" << i << "\n" << h.dump();
+    // ...at the moment it suspected n2 (before the next probe could carry it).
+    const auto when = h.first_event(i, "n2", EventType::kSuspect, t0);
+    ASSERT_TRUE(when.has_value());
+    EXPECT_LE(told.front()->sent, *when + 1ms) << "accuser n" << i;
+  }
+  h.remove_filter(no_acks);
+  // n2 refutes and nobody declares it failed.
+  h.run_for(30s);
+  EXPECT_GE(h.node(2).stats().refutes, 1u);
+  for (std::size_t i = 0; i < 2; ++i) EXPECT_TRUE(h.events_about(i, "n2", EventType::kFailed).empty()) << i;
+}
+
 TEST(NodeHealth, MissedAcksSlowProbingAndSuccessRestoresIt) {
   Harness h(2);
   ASSERT_TRUE(h.form_cluster()) << h.dump();

@@ -78,6 +78,12 @@ Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::
     else if (key == "leave_fanout") r = count(c.leave_fanout);
     else if (key == "join_catchups") r = count(c.join_catchups);
     else if (key == "awareness_max") r = count(c.awareness_max);
+    else if (key == "refute_fanout") r = count(c.refute_fanout);
+    else if (key == "refused_confirmations") r = count(c.refused_confirmations);
+    else if (key == "refused_fast_path") {
+      if (!v.is_boolean()) return fail(file + ": gossip.refused_fast_path must be true or false (" + where(v) + ")");
+      c.refused_fast_path = v.as_boolean()->get();
+    }
     else return fail(file + ": unknown setting gossip." + key + " (" + where(v) + ")");
     if (!r) return r;
   }

@@ -141,7 +141,7 @@ class NodeImpl {
   void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
   void on_suspect(TimePoint now, const Suspect& s);
   void on_dead(TimePoint now, const Dead& d);
-  void refute(std::uint64_t accused_incarnation);
+  void refute(TimePoint now, std::uint64_t accused_incarnation);
   void queue_broadcast(std::uint32_t slot);
   void emit(EventType type, std::uint32_t slot);
   void on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint64_t id);
@@ -178,6 +178,7 @@ class NodeImpl {
   TimePoint next_probe_at_{};
   TimePoint next_gossip_at_{};
   TimePoint next_push_pull_at_{};
+  TimePoint next_refute_burst_{};
   bool started_ = false;
   bool leaving_ = false;
   bool joined_ = false;

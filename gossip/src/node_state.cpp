@@ -34,13 +34,25 @@ Duration NodeImpl::suspicion_min() const {
   return Suspicion::min_timeout(cfg_.suspicion_mult, members_.live(), cfg_.probe_interval, cfg_.suspicion_min_floor);
 }
 
-void NodeImpl::refute(std::uint64_t accused_incarnation) {
+void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
   Member& self = members_.at(self_slot_);
   self.incarnation = std::max(self.incarnation, accused_incarnation) + 1;
   ++stats_.refutes;
   awareness_.apply(1);  // being accused hints that we are the slow one
   queue_broadcast(self_slot_);
   if (log_) log_->info("refute incarnation={}", self.incarnation);
+  // Every member that heard the accusation runs a suspicion timer, and a member that misses every
+  // gossip copy of the refutation declares us failed: at N = 64 and 10 % loss the simulator saw
+  // 2-6 such false failures in 10 minutes. Telling refute_fanout members directly as well makes a
+  // miss need the direct copy and every gossip copy lost. At most four bursts per probe interval,
+  // so a flood of accusations cannot turn us into an amplifier.
+  if (cfg_.refute_fanout == 0 || now < next_refute_burst_) return;
+  next_refute_burst_ = now + cfg_.probe_interval / 4;
+  ++stats_.refute_bursts;
+  const Message msgs[] = {Alive{self.name, self.addr, self.incarnation, self.meta}};
+  for (std::uint32_t p : random_members(now, cfg_.refute_fanout, MemberTable::kNone, Pick::kLive)) {
+    send_packet(members_.at(p).addr, msgs);
+  }
 }
 
 void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
@@ -66,7 +78,7 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     if (a.incarnation < m.incarnation) return;
     if (a.incarnation == m.incarnation && a.addr == m.addr && a.meta == m.meta) return;
     if (a.addr != m.addr) ++stats_.name_conflicts;
-    refute(a.incarnation);
+    refute(now, a.incarnation);
     return;
   }
   if (a.addr != m.addr) {
@@ -123,7 +135,7 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
   }
   if (m.state != MemberState::kAlive) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(s.incarnation);
+    if (!leaving_) refute(now, s.incarnation);
     return;
   }
   const std::size_t n = members_.live();
@@ -163,7 +175,7 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
   if (m.state == MemberState::kLeft) return;
   if (m.state == MemberState::kFailed && !left) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(d.incarnation);
+    if (!leaving_) refute(now, d.incarnation);
     return;
   }
   suspicions_.erase(slot);

@@ -10,7 +10,8 @@
 //   probe_interval = "1s"  probe_timeout = "500ms"  indirect_checks = 3  suspicion_mult = 2
 //   suspicion_max_mult = 6  suspicion_confirmations = 3  suspicion_min_floor = "6s"
 //   gossip_interval = "200ms"  gossip_nodes = 3  retransmit_mult = 4  push_pull_interval = "30s"
-//   reconnect_interval = "30s"  reap_after = "24h"  leave_fanout = 64
+//   reconnect_interval = "30s"  reap_after = "24h"  leave_fanout = 64  refute_fanout = 64
+//   refused_fast_path = true  refused_confirmations = 1  join_catchups = 5  awareness_max = 8
 
 #include <map>
 #include <optional>

@@ -80,6 +80,9 @@ struct Config {
   // Members told directly of a graceful leave, and of a failure the refused fast path declared
   // (certain departures: told at once rather than left to gossip alone).
   unsigned leave_fanout = 64;
+  // Members told directly when we refute an accusation (at most once per probe interval), on top
+  // of the gossip broadcast; 0 = gossip only, as memberlist.
+  unsigned refute_fanout = 64;
 
   // Checks relations between fields (for config files and flags).
   [[nodiscard]] Result<void> validate() const;
