@@ -88,16 +88,16 @@ Agent::~Agent() {
 
 std::optional<int> Agent::start() {
   ::umask(077);  // every file and directory the agent makes is owner-only
-  if (auto r = prepare_data_dir(cfg_.data_dir); !r) {
-    log_->error("start failed: {}", r.error().message);
-    std::fprintf(stderr, "weft: %s\n", r.error().message.c_str());
-    return 1;
-  }
+  // One line, as the rest of the CLI prints errors; a JSON log gets it as a JSON line instead.
   auto fail_start = [&](const std::string& msg, int code) -> std::optional<int> {
-    log_->error("start failed: {}", msg);
-    std::fprintf(stderr, "weft: %s\n", msg.c_str());
+    if (cfg_.log_json) {
+      log_->error("start failed: {}", msg);
+    } else {
+      std::fprintf(stderr, "weft: %s\n", msg.c_str());
+    }
     return code;
   };
+  if (auto r = prepare_data_dir(cfg_.data_dir); !r) return fail_start(r.error().message, 1);
   auto lock = lock_data_dir(cfg_.data_dir);
   if (!lock) return fail_start(lock.error().message, 1);
   lock_fd_ = *lock;
@@ -106,27 +106,6 @@ std::optional<int> Agent::start() {
   auto st = store::Store::open(db_path_);
   if (!st) return fail_start(st.error().message, 1);
   store_ = std::move(*st);
-
-  // Identity: created at first start.
-  auto id = store_.identity();
-  if (!id) return fail_start(id.error().message, 1);
-  if (*id) {
-    const store::Identity& s = **id;
-    if (!from_bytes(s.sign_pk, identity_.sign_pk) || !from_bytes(s.sign_sk, identity_.sign_sk) ||
-        !from_bytes(s.kx_pk, identity_.kx_pk) || !from_bytes(s.kx_sk, identity_.kx_sk) || !identity_.check()) {
-      return fail_start(db_path_ + ": the stored node identity is damaged", 1);
-    }
-  } else {
-    identity_ = transport::NodeIdentity::generate();
-    store::Identity s{to_bytes(identity_.sign_pk), to_bytes(identity_.sign_sk), to_bytes(identity_.kx_pk),
-                      to_bytes(identity_.kx_sk)};
-    if (auto r = store_.set_identity(s); !r) return fail_start(r.error().message, 1);
-    log_->info("identity created fingerprint={}", transport::fingerprint(identity_));
-  }
-  if (auto old = store_.node_name(); old && *old && **old != cfg_.node) {
-    log_->warn("node renamed old={} new={}", **old, cfg_.node);
-  }
-  if (auto r = store_.set_node_name(cfg_.node); !r) return fail_start(r.error().message, 1);
 
   // Keyring: the data dir's ring wins; --key-file seeds a new one.
   auto stored_keys = store_.keys();
@@ -153,8 +132,31 @@ std::optional<int> Agent::start() {
     }
     log_->warn("INSECURE: gossip runs in plaintext (--insecure-plaintext): anyone on the network can read and "
                "forge membership");
-    std::fprintf(stderr, "weft: WARNING: --insecure-plaintext: gossip is neither encrypted nor authenticated\n");
+    if (!cfg_.log_json) {
+      std::fprintf(stderr, "weft: WARNING: --insecure-plaintext: gossip is neither encrypted nor authenticated\n");
+    }
   }
+
+  // Identity: created at first start.
+  auto id = store_.identity();
+  if (!id) return fail_start(id.error().message, 1);
+  if (*id) {
+    const store::Identity& s = **id;
+    if (!from_bytes(s.sign_pk, identity_.sign_pk) || !from_bytes(s.sign_sk, identity_.sign_sk) ||
+        !from_bytes(s.kx_pk, identity_.kx_pk) || !from_bytes(s.kx_sk, identity_.kx_sk) || !identity_.check()) {
+      return fail_start(db_path_ + ": the stored node identity is damaged", 1);
+    }
+  } else {
+    identity_ = transport::NodeIdentity::generate();
+    store::Identity s{to_bytes(identity_.sign_pk), to_bytes(identity_.sign_sk), to_bytes(identity_.kx_pk),
+                      to_bytes(identity_.kx_sk)};
+    if (auto r = store_.set_identity(s); !r) return fail_start(r.error().message, 1);
+    log_->info("identity created fingerprint={}", transport::fingerprint(identity_));
+  }
+  if (auto old = store_.node_name(); old && *old && **old != cfg_.node) {
+    log_->warn("node renamed old={} new={}", **old, cfg_.node);
+  }
+  if (auto r = store_.set_node_name(cfg_.node); !r) return fail_start(r.error().message, 1);
 
   // Incarnation: continue above the last one, durably, before saying anything.
   auto inc = store_.incarnation();

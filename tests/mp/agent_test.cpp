@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <map>
 #include <memory>
@@ -294,6 +295,7 @@ TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
   RunResult nokey = run({weft_bin(), "agent", "--node", "a", "--bind", "127.0.0.1:7999", "--data-dir", dir});
   EXPECT_EQ(nokey.code, 2) << nokey.out;
   EXPECT_NE(nokey.out.find("no cluster key"), std::string::npos) << nokey.out;
+  EXPECT_TRUE(one_line(nokey)) << nokey.out;
   RunResult badbind = run({weft_bin(), "agent", "--node", "a", "--bind", "nonsense", "--data-dir", dir});
   EXPECT_EQ(badbind.code, 2);
   EXPECT_TRUE(one_line(badbind)) << badbind.out;
@@ -317,7 +319,7 @@ TEST(AgentProcess, SighupReloadsTagsAndRpcPathIsGuarded) {
   const std::string cfg = t.path + "/weft.toml";
   std::ofstream(cfg) << "tags = { role = \"web\" }\n";
   AgentProc a("solo", addr_for(5, 0), t.path + "/a");
-  a.start({"--key-file", keys.path + "/key", "--config", cfg});
+  a.start({"--key-file", keys.path + "/key", "--config", cfg, "--log-json"});
   ASSERT_TRUE(a.wait_ready()) << a.log();
   auto role = [&] {
     for (const json& m : a.members()) {
@@ -364,6 +366,17 @@ TEST(AgentProcess, SighupReloadsTagsAndRpcPathIsGuarded) {
   EXPECT_EQ(st.st_mode & 0077, 0u);
   a.signal(SIGTERM);
   EXPECT_EQ(a.wait_exit(10s), 0);
+  // --log-json: every line the agent logged is one JSON object with the documented fields.
+  std::istringstream lines(a.log());
+  std::size_t n = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << line;
+    for (const char* f : {"time", "level", "logger", "msg"}) EXPECT_TRUE(j.contains(f)) << line;
+    ++n;
+  }
+  EXPECT_GE(n, 3u);  // started, reloaded, reload failed, leaving, stopped
 }
 
 // A network namespace of our own with lo up, removed (with its nftables tables) at the end.
