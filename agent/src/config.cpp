@@ -43,8 +43,10 @@ Result<std::optional<bool>> get_bool(const toml::table& t, std::string_view key,
 }
 
 Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::Config& c) {
-  for (const auto& [k, v] : g) {
-    const std::string key(k.str());
+  for (const auto& kv : g) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    const std::string key(kv.first.str());
+    const toml::node& v = kv.second;
     auto dur = [&](Duration& out) -> Result<void> {
       if (!v.is_string()) return fail(file + ": gossip." + key + " must be a duration string like \"500ms\" (" + where(v) + ")");
       auto d = parse_duration(v.as_string()->get());
