@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -918,6 +920,35 @@ TEST(NodeRefute, AccuserTellsTheAccusedDirectly) {
   h.run_for(30s);
   EXPECT_GE(h.node(2).stats().refutes, 1u);
   for (std::size_t i = 0; i < 2; ++i) EXPECT_TRUE(h.events_about(i, "n2", EventType::kFailed).empty()) << i;
+}
+
+// With nothing to gossip a node has no gossip timer: an idle agent wakes for probes only. A new
+// broadcast resumes the rounds on the same 200 ms grid.
+TEST(NodeIdle, NoGossipWakeupsWithNothingToSayAndRoundsResumeOnTheGrid) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  ASSERT_TRUE(h.run_until([&] { return h.quiet(); }, 60s)) << h.dump();
+  h.run_for(5s);
+  std::set<TimePoint> wakeups;
+  const TimePoint end = h.now() + 10s;
+  while (h.now() < end) {
+    const TimePoint next = h.node(0).next_deadline();
+    if (next > end) break;
+    wakeups.insert(next);
+    h.run_to(next);
+  }
+  // One probe a second (start, ack timeout, nack deadline...): well under the 50 gossip ticks
+  // alone that a 200 ms timer would add.
+  EXPECT_LE(wakeups.size(), 30u);
+  EXPECT_GE(wakeups.size(), 10u);
+  const auto rounds = h.node(0).stats().gossip_rounds;
+  ASSERT_TRUE(h.set_meta(0, bytes_of({1, 2})));
+  const TimePoint t0 = h.now();
+  h.run_for(1s);
+  EXPECT_GT(h.node(0).stats().gossip_rounds, rounds);
+  auto carried = carrying<Alive>(h, 0, std::nullopt, [](const Alive& a) { return a.name == "n0"; }, t0);
+  ASSERT_FALSE(carried.empty());
+  EXPECT_LE(carried.front()->sent - t0, Duration(200ms));
 }
 
 TEST(NodeHealth, MissedAcksSlowProbingAndSuccessRestoresIt) {

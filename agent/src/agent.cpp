@@ -1,6 +1,7 @@
 // Agent start-up, the event loop, datagrams and streams, persistence and shutdown.
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
@@ -24,7 +25,7 @@ namespace weft::agent {
 
 namespace {
 
-constexpr auto kPersistEvery = std::chrono::seconds(1);
+constexpr auto kTrimEvery = std::chrono::seconds(60);
 // Member changes are written this long after the first one: batched, yet on disk before a
 // kill -9 shortly after a join could lose them.
 constexpr auto kPersistDelay = std::chrono::milliseconds(200);
@@ -225,7 +226,8 @@ std::optional<int> Agent::start() {
   }
   const TimePoint now = Clock::now();
   node_->join(now, rejoin_seeds_);
-  next_persist_ = now + kPersistEvery;
+  next_persist_ = TimePoint::max();
+  next_trim_ = now + kTrimEvery;
   next_rejoin_ = now + cfg_.rejoin_interval;
   next_idle_close_ = now + std::chrono::seconds(1);
   log_->info("started node={} bind={} advertise={} incarnation={} seeds={} keys={} rpc={}", cfg_.node,
@@ -294,7 +296,8 @@ void Agent::on_events() {
                e.incarnation);
     if (e.name != cfg_.node) dirty_members_.insert(e.name);
   }
-  if (!dirty_members_.empty()) {
+  // A refutation raises our incarnation without an event: it is written like a member change.
+  if (!dirty_members_.empty() || node_->incarnation() != persisted_incarnation_) {
     // The first members we learn (the join) are written at once: they are how a restart rejoins.
     next_persist_ = std::min(next_persist_, persisted_members_once_ ? Clock::now() + kPersistDelay : Clock::now());
   }
@@ -404,7 +407,7 @@ void Agent::reload() {
 }
 
 TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
-  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_});
+  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_});
   if (leaving_) t = std::min(t, leave_deadline_);
   for (const Waiter& w : join_waiters_) t = std::min(t, w.deadline);
   if (key_op_) t = std::min(t, key_op_->waiter.deadline);
@@ -459,10 +462,11 @@ int Agent::run() {
 
     if (now >= next_persist_) {
       persist_members();
-      next_persist_ = now + kPersistEvery;
+      next_persist_ = TimePoint::max();
+  next_trim_ = now + kTrimEvery;
     }
     if (now >= next_rejoin_) rejoin_round(now);
-    if (now >= next_idle_close_) next_idle_close_ = std::max(reliable_.close_idle(now), now + std::chrono::seconds(1));
+    if (now >= next_idle_close_) next_idle_close_ = reliable_.close_idle(now);
     check_waiters(now);
   }
   flush_outgoing(now);  // the last leave datagrams go out before the socket closes
@@ -482,6 +486,9 @@ int run_agent(const AgentConfig& cfg, const AgentFlags& flags) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // ZeroMQ's threads would each get a malloc arena of their own; one arena keeps an idle agent's
+  // private memory small (its threads allocate little).
+  ::mallopt(M_ARENA_MAX, 1);
   ::signal(SIGPIPE, SIG_IGN);
   try {
     Agent a(cfg, flags);

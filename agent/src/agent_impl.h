@@ -136,6 +136,7 @@ class Agent {
   std::vector<Endpoint> rejoin_seeds_;
   TimePoint next_rejoin_{};
   TimePoint next_idle_close_{};
+  TimePoint next_trim_{};
 
   std::vector<Waiter> join_waiters_;
   std::vector<Waiter> leave_waiters_;

@@ -40,7 +40,18 @@ TimePoint NodeImpl::next_deadline() const {
   return timers_.empty() ? TimePoint::max() : timers_.top().at;
 }
 
+void NodeImpl::wake_gossip(TimePoint now) {
+  if (!gossip_parked_ || pending_broadcasts_ == 0) return;
+  gossip_parked_ = false;
+  if (next_gossip_at_ < now) {
+    const auto missed = (now - next_gossip_at_ + cfg_.gossip_interval - Duration(1)) / cfg_.gossip_interval;
+    next_gossip_at_ += cfg_.gossip_interval * missed;
+  }
+  schedule(next_gossip_at_, TimerKind::kGossip);
+}
+
 TimePoint NodeImpl::tick(TimePoint now) {
+  wake_gossip(now);
   while (!timers_.empty() && timers_.top().at <= now) {
     const Timer t = timers_.top();
     timers_.pop();
@@ -82,6 +93,7 @@ TimePoint NodeImpl::tick(TimePoint now) {
         on_verify_end(static_cast<std::uint32_t>(t.key));
         break;
     }
+    wake_gossip(now);  // a timer may have queued a broadcast
   }
   return next_deadline();
 }
@@ -213,11 +225,14 @@ void NodeImpl::send_packet(const Endpoint& to, std::span<const Message> first) {
 
 void NodeImpl::gossip_round(TimePoint now) {
   next_gossip_at_ = now + cfg_.gossip_interval;
-  schedule(next_gossip_at_, TimerKind::kGossip);
   if (pending_broadcasts_ == 0) {
     broadcasts_.clear();  // only stale entries remain
+    // Nothing to say: no timer until something is queued (an idle agent then wakes only to
+    // probe). wake_gossip() resumes on the same grid, so rounds happen when they would have.
+    gossip_parked_ = true;
     return;
   }
+  schedule(next_gossip_at_, TimerKind::kGossip);
   ++stats_.gossip_rounds;
   auto targets = random_members(now, cfg_.gossip_nodes, MemberTable::kNone, Pick::kGossip);
   for (std::uint32_t t : targets) {
@@ -235,26 +250,38 @@ Node::~Node() = default;
 Node::Node(Node&&) noexcept = default;
 Node& Node::operator=(Node&&) noexcept = default;
 
-void Node::join(TimePoint now, std::span<const Endpoint> seeds) { impl_->join(now, seeds); }
-void Node::leave(TimePoint now) { impl_->leave(now); }
+void Node::join(TimePoint now, std::span<const Endpoint> seeds) {
+  impl_->join(now, seeds);
+  impl_->wake_gossip(now);
+}
+void Node::leave(TimePoint now) {
+  impl_->leave(now);
+  impl_->wake_gossip(now);
+}
 bool Node::leave_done() const { return impl_->leave_done(); }
 
-Result<void> Node::set_meta(TimePoint /*now*/, std::vector<std::byte> meta) {
+Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
   if (meta.size() > impl_->cfg_.max_meta_bytes) return fail("metadata larger than max_meta_bytes");
   Member& self = impl_->members_.at(impl_->self_slot_);
   self.meta = std::move(meta);
   ++self.incarnation;
   impl_->queue_broadcast(impl_->self_slot_);
+  impl_->wake_gossip(now);
   return {};
 }
 
 void Node::handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
   impl_->handle_packet(now, from, bytes);
+  impl_->wake_gossip(now);
 }
 void Node::handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
   impl_->handle_stream(now, from, bytes);
+  impl_->wake_gossip(now);
 }
-void Node::handle_unreachable(TimePoint now, const Endpoint& to) { impl_->handle_unreachable(now, to); }
+void Node::handle_unreachable(TimePoint now, const Endpoint& to) {
+  impl_->handle_unreachable(now, to);
+  impl_->wake_gossip(now);
+}
 TimePoint Node::tick(TimePoint now) { return impl_->tick(now); }
 TimePoint Node::next_deadline() const { return impl_->next_deadline(); }
 

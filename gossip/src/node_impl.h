@@ -95,6 +95,9 @@ class NodeImpl {
   void start(TimePoint now);
   void schedule(TimePoint at, TimerKind kind, std::uint32_t slot = 0, std::uint64_t key = 0);
   void gossip_round(TimePoint now);
+  // Re-arms the parked gossip timer when broadcasts are waiting; every entry point that may queue
+  // one calls it before returning.
+  void wake_gossip(TimePoint now);
   enum class Pick : std::uint8_t {
     kAlive,   // alive members
     kLive,    // alive or suspect
@@ -180,6 +183,7 @@ class NodeImpl {
   TimePoint next_push_pull_at_{};
   TimePoint next_refute_burst_{};
   bool started_ = false;
+  bool gossip_parked_ = false;
   bool leaving_ = false;
   bool joined_ = false;
 
