@@ -12,12 +12,12 @@ namespace {
 
 using detail::ensure_sodium;
 
-static_assert(crypto_aead_xchacha20poly1305_ietf_KEYBYTES == kKeyBytes);
-static_assert(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES == 24);
-static_assert(crypto_aead_xchacha20poly1305_ietf_ABYTES == kSealTagBytes);
+static_assert(crypto_aead_chacha20poly1305_ietf_KEYBYTES == kKeyBytes);
+static_assert(crypto_aead_chacha20poly1305_ietf_NPUBBYTES == 12);
+static_assert(crypto_aead_chacha20poly1305_ietf_ABYTES == kSealTagBytes);
 
 constexpr std::size_t kNonceOffset = 5;
-constexpr std::size_t kNonceBytes = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+constexpr std::size_t kNonceBytes = crypto_aead_chacha20poly1305_ietf_NPUBBYTES;
 constexpr char kKeyIdLabel[] = "weft cluster key id";  // hashed without its NUL
 // format_key: 44 characters plus the NUL sodium_bin2base64 writes.
 constexpr std::size_t kKeyBase64Chars = 44;
@@ -245,7 +245,7 @@ void Keyring::seal(Purpose purpose, std::span<const std::byte> plain, std::vecto
   randombytes_buf(p + kNonceOffset, kNonceBytes);
   const auto ad = additional_data(p, purpose);
   unsigned long long written = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(p + kSealHeaderBytes, &written, as_uchar(plain.data()),
+  crypto_aead_chacha20poly1305_ietf_encrypt(p + kSealHeaderBytes, &written, as_uchar(plain.data()),
                                              plain.size(), ad.data(), ad.size(), nullptr, p + kNonceOffset,
                                              k.key.data());
   WEFT_ASSERT(written == plain.size() + kSealTagBytes);
@@ -271,7 +271,7 @@ Result<void, OpenError> Keyring::open(Purpose purpose, std::span<const std::byte
   const auto ad = additional_data(p, purpose);
   out.resize(sealed.size() - kSealOverhead);
   unsigned long long written = 0;
-  const int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+  const int rc = crypto_aead_chacha20poly1305_ietf_decrypt(
       as_uchar(out.data()), &written, nullptr, p + kSealHeaderBytes, sealed.size() - kSealHeaderBytes,
       ad.data(), ad.size(), p + kNonceOffset, key->data());
   if (rc != 0) {
