@@ -186,7 +186,7 @@ Message random_message(std::mt19937_64& rng, std::size_t max_name = kMaxNameByte
 }
 
 PushPull random_push_pull(std::mt19937_64& rng, std::size_t members) {
-  PushPull pp{random_u32(rng), (rng() & 1) != 0, (rng() & 1) != 0, {}};
+  PushPull pp{random_u32(rng), (rng() & 1) != 0, (rng() & 1) != 0, {}, std::nullopt};
   for (std::size_t i = 0; i < members; ++i) {
     pp.members.push_back({random_name(rng, 40), random_endpoint(rng), random_u64(rng),
                           static_cast<MemberState>(rng() % kMemberStateCount), random_meta(rng, 64)});
@@ -233,7 +233,8 @@ const PushPull& golden_push_pull() {
   static const PushPull kPushPull{
       5, true, false,
       {{"n", Endpoint::v4(1, 2, 3, 4, 1), 1, MemberState::kSuspect, {}},
-       {"m6", v6("[2001:db8::1]:65535"), 128, MemberState::kLeft, {std::byte{0x00}}}}};
+       {"m6", v6("[2001:db8::1]:65535"), 128, MemberState::kLeft, {std::byte{0x00}}}},
+      std::nullopt};
   return kPushPull;
 }
 // [1, [8, 5, true, false, [["n", bin(1.2.3.4:1), 1, 1, bin()], ["m6", bin18(2001:db8::1, 65535),
@@ -296,7 +297,7 @@ TEST(CodecRoundTrip, RandomMessages) {
 }
 
 TEST(CodecRoundTrip, StreamsV4AndV6) {
-  PushPull pp{99, true, true, {}};
+  PushPull pp{99, true, true, {}, std::nullopt};
   EXPECT_EQ(decode_stream(encode_stream(pp)).value(), pp);  // no members
 
   pp.members = {
@@ -320,7 +321,7 @@ TEST(CodecRoundTrip, StreamsV4AndV6) {
 }
 
 TEST(CodecRoundTrip, MaximumStreamEntries) {
-  PushPull pp{1, false, true, {}};
+  PushPull pp{1, false, true, {}, std::nullopt};
   pp.members.assign(kMaxStreamEntries, {"n", Endpoint::v4(1, 1, 1, 1, 1), 1, MemberState::kAlive, {}});
   auto d = decode_stream(encode_stream(pp));
   ASSERT_TRUE(d) << to_string(d.error());
@@ -644,17 +645,38 @@ TEST(CodecValidation, ExtraTrailingFieldsAreAccepted) {
   ASSERT_TRUE(d) << to_string(d.error());
   EXPECT_EQ(d->messages, (std::vector<Message>{alive}));
 
-  // Stream: a third envelope element, a sixth push-pull field and a sixth entry field.
+  // Stream: a third envelope element, a seventh push-pull field (after the optional digest) and
+  // a sixth entry field.
   const Bytes s = hex(
-      "93 01  96 08 05 c3 c2 91"
+      "93 01  97 08 05 c3 c2 91"
       "  96 a1 6e c4 06 01 02 03 04 00 01 01 01 c4 00 a3 6e 65 77"
-      "  c0"
+      "  07 c0"
       "  c2");
   auto pp = decode_stream(s);
   ASSERT_TRUE(pp) << to_string(pp.error());
   EXPECT_EQ(pp->seq, 5U);
   ASSERT_EQ(pp->members.size(), 1U);
   EXPECT_EQ(pp->members[0], golden_push_pull().members[0]);
+  EXPECT_EQ(pp->digest, std::optional<std::uint64_t>(7));
+}
+
+// The push-pull digest came after version 1 shipped: an optional sixth field, a u64 when present;
+// without it the encoding is byte for byte the old one.
+TEST(CodecValidation, PushPullDigestIsAnOptionalTrailingField) {
+  PushPull pp{3, false, false, {}, std::nullopt};
+  const Bytes plain = encode_stream(pp);
+  EXPECT_EQ(plain, hex("92 01 95 08 03 c2 c2 90"));
+  pp.digest = 0xfedcba9876543210ULL;
+  const Bytes with = encode_stream(pp);
+  EXPECT_EQ(with, hex("92 01 96 08 03 c2 c2 90 cf fe dc ba 98 76 54 32 10"));
+  auto back = decode_stream(with);
+  ASSERT_TRUE(back) << to_string(back.error());
+  EXPECT_EQ(*back, pp);
+  EXPECT_FALSE(decode_stream(plain)->digest.has_value());
+  // Present, it must be an unsigned integer.
+  auto bad = decode_stream(hex("92 01 96 08 03 c2 c2 90 a1 78"));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error(), DecodeError::kBadMessage);
 }
 
 // Nack's `refused` flag came after version 1 shipped: an optional trailing field.

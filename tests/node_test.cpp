@@ -951,6 +951,38 @@ TEST(NodeIdle, NoGossipWakeupsWithNothingToSayAndRoundsResumeOnTheGrid) {
   EXPECT_LE(carried.front()->sent - t0, Duration(200ms));
 }
 
+// Periodic syncs send a digest first: agreeing members exchange no tables; a member that knows
+// more still spreads it, whichever side of the sync it is on.
+TEST(NodeSyncDigest, AgreeingMembersExchangeDigestsAndDifferencesStillSpread) {
+  Harness h(2);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.strip(MsgType::kAlive);  // from here on only push-pull carries member news
+  const TimePoint t0 = h.now();
+  h.run_for(65s);  // two push-pull intervals (30 s) and their jitter
+  std::size_t digest_only = 0;
+  for (const Packet& p : h.wire()) {
+    if (p.sent < t0 || !p.stream || p.stream->join) continue;
+    EXPECT_TRUE(p.stream->digest.has_value());
+    EXPECT_TRUE(p.stream->members.empty()) << "a table was sent between agreeing members";
+    ++digest_only;
+  }
+  EXPECT_GE(digest_only, 4u);
+  EXPECT_GE(h.node(0).stats().syncs_in_agreement + h.node(1).stats().syncs_in_agreement, 2u);
+
+  // n1 changes its metadata (a higher incarnation) and its broadcast is stripped: the next
+  // periodic sync, started by either side, must bring it to n0.
+  ASSERT_TRUE(h.set_meta(1, bytes_of({7})));
+  const std::uint64_t inc = h.node(1).incarnation();
+  ASSERT_LT(h.node(0).member("n1")->incarnation, inc);
+  EXPECT_TRUE(h.run_until([&] { return h.node(0).member("n1")->incarnation == inc; }, 65s)) << h.dump();
+  EXPECT_EQ(h.node(0).member("n1")->meta, bytes_of({7}));
+  // And the other way round (the asker, not the answerer, knowing more).
+  ASSERT_TRUE(h.set_meta(0, bytes_of({8})));
+  const std::uint64_t inc0 = h.node(0).incarnation();
+  EXPECT_TRUE(h.run_until([&] { return h.node(1).member("n0")->incarnation == inc0; }, 65s)) << h.dump();
+  EXPECT_GE(h.node(0).stats().syncs_completed + h.node(1).stats().syncs_completed, 4u);
+}
+
 TEST(NodeHealth, MissedAcksSlowProbingAndSuccessRestoresIt) {
   Harness h(2);
   ASSERT_TRUE(h.form_cluster()) << h.dump();

@@ -283,6 +283,10 @@ class FieldReader {
   // An optional trailing bool (appended in a later revision): `absent` when the message ends
   // here, as it does from older peers; present, it must be a bool.
   bool optional_boolean(bool absent) { return pos_ < fields_.size() ? boolean() : absent; }
+  std::optional<std::uint64_t> optional_u64() {
+    if (pos_ >= fields_.size()) return std::nullopt;
+    return u64();
+  }
 
   // A member name: non-empty, at most kMaxNameBytes.
   std::string name() {
@@ -440,6 +444,8 @@ Result<PushPull, DecodeError> decode_stream_unguarded(std::span<const std::byte>
     if (er.error()) return reject(*er.error());
     out.members.push_back(std::move(m));
   }
+  out.digest = r.optional_u64();
+  if (r.error()) return reject(*r.error());
   return out;
 }
 
@@ -519,7 +525,7 @@ std::vector<std::byte> encode_stream(const PushPull& msg) {
   Packer pk(sink);
   pk.pack_array(2);
   pk.pack_uint32(kProtocolVersion);
-  pack_header(pk, MsgType::kPushPull, 5);
+  pack_header(pk, MsgType::kPushPull, msg.digest ? 6 : 5);
   pk.pack_uint32(msg.seq);
   pack_bool(pk, msg.join);
   pack_bool(pk, msg.response);
@@ -532,6 +538,7 @@ std::vector<std::byte> encode_stream(const PushPull& msg) {
     pk.pack_uint8(static_cast<std::uint8_t>(e.state));
     pack_bin(pk, e.meta);
   }
+  if (msg.digest) pk.pack_uint64(*msg.digest);
   return out;
 }
 

@@ -77,6 +77,7 @@ struct Relay {
 struct PendingSync {
   TimePoint deadline;
   bool join;
+  bool digest_only = false;  // we sent our digest only (a periodic sync)
 };
 
 class NodeImpl {
@@ -156,8 +157,13 @@ class NodeImpl {
   void leave(TimePoint now);
   bool leave_done() const;
   void handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
-  void start_sync(TimePoint now, const Endpoint& to, bool join);
-  void send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response);
+  void start_sync(TimePoint now, const Endpoint& to, bool join, bool digest_only = false);
+  void send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response,
+                  std::optional<std::uint64_t> digest = std::nullopt);
+  // Order-independent digest of (name, incarnation, state) over the whole member table: equal
+  // tables have equal digests, so a periodic sync between agreeing members sends 8 bytes.
+  std::uint64_t state_digest() const;
+  void send_stream(const Endpoint& to, const PushPull& pp);
   void merge_state(TimePoint now, const PushPull& pp);
   void push_pull_round(TimePoint now);
   Duration push_pull_interval() const;

@@ -36,20 +36,59 @@ void NodeImpl::send_join(TimePoint now) {
   schedule(now + cfg_.sync_timeout, TimerKind::kJoinRetry);
 }
 
-void NodeImpl::start_sync(TimePoint now, const Endpoint& to, bool join) {
+void NodeImpl::start_sync(TimePoint now, const Endpoint& to, bool join, bool digest_only) {
   const std::uint32_t seq = next_seq_++;
-  syncs_[seq] = PendingSync{now + cfg_.sync_timeout, join};
+  syncs_[seq] = PendingSync{now + cfg_.sync_timeout, join, digest_only};
   schedule(now + cfg_.sync_timeout, TimerKind::kSync, 0, seq);
   if (join) {
     ++stats_.joins_sent;
   } else {
     ++stats_.syncs_started;
   }
+  if (digest_only) {
+    send_stream(to, PushPull{seq, false, false, {}, state_digest()});
+    return;
+  }
   send_state(to, seq, join, /*response=*/false);
 }
 
-void NodeImpl::send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response) {
-  PushPull pp{seq, join, response, {}};
+namespace {
+
+std::uint64_t mix64(std::uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+std::uint64_t NodeImpl::state_digest() const {
+  // XOR of one well-mixed hash per member: independent of slot order. FNV-1a over the name, then
+  // incarnation and state folded in. Fixed functions, so every build computes the same digest.
+  std::uint64_t digest = 0;
+  for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+    if (!members_.in_use(s)) continue;
+    const Member& m = members_.at(s);
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (char c : m.name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+    h = mix64(h ^ mix64(m.incarnation + 0x9e3779b97f4a7c15ULL));
+    digest ^= mix64(h + static_cast<std::uint64_t>(m.state));
+  }
+  return digest;
+}
+
+void NodeImpl::send_stream(const Endpoint& to, const PushPull& pp) {
+  Datagram d{to, encode_stream(pp), Channel::kReliable};
+  ++stats_.streams_sent;
+  stats_.stream_bytes_sent += d.bytes.size();
+  outgoing_.push_back(std::move(d));
+}
+
+void NodeImpl::send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response,
+                          std::optional<std::uint64_t> digest) {
+  PushPull pp{seq, join, response, {}, digest};
   pp.members.reserve(members_.size());
   // Our own entry first: the receiver takes it as the sender's name for confirmations.
   auto add = [&](std::uint32_t s) {
@@ -60,10 +99,7 @@ void NodeImpl::send_state(const Endpoint& to, std::uint32_t seq, bool join, bool
   for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
     if (s != self_slot_ && members_.in_use(s)) add(s);
   }
-  Datagram d{to, encode_stream(pp), Channel::kReliable};
-  ++stats_.streams_sent;
-  stats_.stream_bytes_sent += d.bytes.size();
-  outgoing_.push_back(std::move(d));
+  send_stream(to, pp);
 }
 
 void NodeImpl::push_pull_round(TimePoint now) {
@@ -75,7 +111,8 @@ void NodeImpl::push_pull_round(TimePoint now) {
   if (outstanding >= cfg_.max_concurrent_syncs) return;
   auto peer = random_members(now, 1, MemberTable::kNone, Pick::kAlive);
   if (peer.empty()) return;
-  start_sync(now, members_.at(peer[0]).addr, /*join=*/false);
+  // Digest first: agreeing members (the usual case) exchange 8 bytes instead of their tables.
+  start_sync(now, members_.at(peer[0]).addr, /*join=*/false, /*digest_only=*/true);
 }
 
 void NodeImpl::on_catchup(TimePoint now, unsigned which) {
@@ -126,8 +163,13 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
   if (pp.response) {
     auto it = syncs_.find(pp.seq);
     if (it == syncs_.end()) return;  // late or unsolicited: ignore
+    const bool asked_digest = it->second.digest_only;
     syncs_.erase(it);
     ++stats_.syncs_completed;
+    if (asked_digest && pp.digest && pp.members.empty()) {
+      ++stats_.syncs_in_agreement;  // the peer's table matches ours
+      return;
+    }
     if (pp.join && !joined_) {
       joined_ = true;
       answered_seed_ = from;
@@ -135,6 +177,9 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
       if (log_) log_->info("joined via={} members={}", from.to_string(), pp.members.size());
     }
     merge_state(now, pp);
+    // We asked with our digest and got the peer's table: if ours still differs from what the
+    // peer has (or the peer predates digests), the peer lacks something of ours: push it all.
+    if (asked_digest && (!pp.digest || state_digest() != *pp.digest)) start_sync(now, from, /*join=*/false);
     return;
   }
   if (!pp.join) {
@@ -150,6 +195,17 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
     ++inbound_in_window_;
   }
   ++stats_.syncs_served;
+  if (!pp.join && pp.digest && pp.members.empty()) {
+    // A digest-only request: "agreed" in 8 bytes, or our whole table (with our digest, so the
+    // asker can tell whether we lack something of its own).
+    const std::uint64_t ours = state_digest();
+    if (ours == *pp.digest) {
+      send_stream(from, PushPull{pp.seq, false, true, {}, ours});
+    } else {
+      send_state(from, pp.seq, false, /*response=*/true, ours);
+    }
+    return;
+  }
   // Merge first: a refutation it triggers (we were believed failed) goes out in the response.
   merge_state(now, pp);
   send_state(from, pp.seq, pp.join, /*response=*/true);

@@ -30,7 +30,10 @@
 // A stream message (reliable channel) is:
 //
 //   stream  = array[ version, pushpull ]
-//   pushpull= array[ 8, seq:u32, join:bool, response:bool, array[ entry... ] ]
+//   pushpull= array[ 8, seq:u32, join:bool, response:bool, array[ entry... ] (, digest:u64)? ]
+//             digest (optional): a digest of the sender's member table (name, incarnation,
+//             state). A request with a digest and no entries asks "do we differ?"; a response
+//             with a digest and no entries says "no".
 //   entry   = array[ name:str, addr:bin, incarnation:u64, state:uint, meta:bin ]
 //
 //   addr    = bin of 6 bytes (IPv4 + port, big endian) or 18 bytes (IPv6 + port)
@@ -42,6 +45,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -130,6 +134,7 @@ struct PushPull {
   bool join = false;
   bool response = false;
   std::vector<PushPullEntry> members;
+  std::optional<std::uint64_t> digest = std::nullopt;
   friend bool operator==(const PushPull&, const PushPull&) = default;
 };
 

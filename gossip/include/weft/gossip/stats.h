@@ -59,6 +59,7 @@ struct GossipStats {
   std::uint64_t gossip_rounds = 0;
   std::uint64_t syncs_started = 0;
   std::uint64_t syncs_completed = 0;
+  std::uint64_t syncs_in_agreement = 0;   // periodic syncs answered "same digest" (8 bytes, no table)
   std::uint64_t syncs_timed_out = 0;
   std::uint64_t syncs_served = 0;
   std::uint64_t syncs_refused = 0;        // over max_inbound_syncs_per_s
