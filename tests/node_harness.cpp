@@ -1,5 +1,7 @@
 #include "node_harness.h"
 
+#include <set>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -364,9 +366,14 @@ std::vector<const Packet*> Harness::probes(std::size_t from, std::size_t to, Tim
       return req != nullptr && !r->dropped && r->arrives == ping->sent && req->target == name(to);
     });
   };
+  // A retry (Config::probe_retry) repeats the probe's sequence number: it is not a new probe.
   std::vector<const Packet*> out;
+  std::set<std::uint32_t> seen;
   for (const Packet* p : sent(from, to, MsgType::kPing, since)) {
-    if (!relayed(p)) out.push_back(p);
+    if (relayed(p)) continue;
+    const Ping* ping = p->find<Ping>();
+    if (ping != nullptr && !seen.insert(ping->seq).second) continue;
+    out.push_back(p);
   }
   return out;
 }

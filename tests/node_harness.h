@@ -144,7 +144,8 @@ class Harness {
   [[nodiscard]] std::vector<const Packet*> sent(std::optional<std::size_t> from,
                                                 std::optional<std::size_t> to, MsgType t,
                                                 TimePoint since = kEpoch) const;
-  // Pings `from` sent to `to` as its own probes (not relayed for someone else's ping-req).
+  // Pings `from` sent to `to` as its own probes (not relayed for someone else's ping-req; a
+  // retry of a probe, with the same sequence number, is not listed again).
   [[nodiscard]] std::vector<const Packet*> probes(std::size_t from, std::size_t to,
                                                   TimePoint since = kEpoch) const;
   [[nodiscard]] std::vector<TimePoint> ping_times(std::size_t from, std::size_t to,

@@ -983,6 +983,51 @@ TEST(NodeSyncDigest, AgreeingMembersExchangeDigestsAndDifferencesStillSpread) {
   EXPECT_GE(h.node(0).stats().syncs_completed + h.node(1).stats().syncs_completed, 4u);
 }
 
+// No ack halfway to the probe timeout: one more direct ping (same sequence number); if it is
+// answered, no relay is asked. A prompt ack means no retry at all.
+TEST(NodeProbe, LostPingIsRetriedDirectlyBeforeAskingRelays) {
+  Harness h(4);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  ASSERT_TRUE(h.run_until([&] { return h.quiet(); }, 60s)) << h.dump();
+  const auto retries_before = h.node(0).stats().probe_retries;
+  h.run_for(10s);
+  EXPECT_EQ(h.node(0).stats().probe_retries, retries_before) << "a healthy cluster never retries";
+
+  // Drop exactly the first ping n0 sends to n1 from here on.
+  bool dropped_one = false;
+  std::uint32_t lost_seq = 0;
+  const int f = h.add_filter([&](Packet& p) {
+    if (dropped_one || p.from != 0 || p.to != 1 || !p.has(MsgType::kPing)) return false;
+    const Ping* ping = p.find<Ping>();
+    if (ping == nullptr) return false;
+    dropped_one = true;
+    lost_seq = ping->seq;
+    return true;
+  });
+  const TimePoint t0 = h.now();
+  ASSERT_TRUE(h.run_until([&] { return dropped_one; }, 10s));
+  h.run_for(2s);
+  h.remove_filter(f);
+  auto pings = carrying<Ping>(h, 0, 1, [&](const Ping& p) { return p.seq == lost_seq; }, t0);
+  ASSERT_EQ(pings.size(), 2u) << h.dump();
+  EXPECT_TRUE(pings[0]->dropped);
+  EXPECT_EQ(pings[1]->sent - pings[0]->sent, 250ms);
+  EXPECT_FALSE(carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == lost_seq; }, t0)
+                   .size());
+  EXPECT_EQ(h.node(0).stats().probe_retries, retries_before + 1);
+  EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t0).empty());
+
+  // probe_retry = false: relays at the timeout, as memberlist.
+  Config plain;
+  plain.probe_retry = false;
+  Harness g(3, plain);
+  ASSERT_TRUE(g.form_cluster()) << g.dump();
+  g.strip(MsgType::kAck, 1, 0);
+  g.run_for(5s);
+  EXPECT_EQ(g.node(0).stats().probe_retries, 0u);
+  EXPECT_GT(g.node(0).stats().indirect_probes, 0u);
+}
+
 TEST(NodeHealth, MissedAcksSlowProbingAndSuccessRestoresIt) {
   Harness h(2);
   ASSERT_TRUE(h.form_cluster()) << h.dump();

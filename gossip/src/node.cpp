@@ -62,6 +62,9 @@ TimePoint NodeImpl::tick(TimePoint now) {
       case TimerKind::kAckTimeout:
         on_ack_timeout(now, static_cast<std::uint32_t>(t.key));
         break;
+      case TimerKind::kProbeRetry:
+        on_probe_retry(static_cast<std::uint32_t>(t.key));
+        break;
       case TimerKind::kRelay:
         on_relay_timeout(now, static_cast<std::uint32_t>(t.key));
         break;

@@ -26,6 +26,7 @@ namespace weft::gossip {
 enum class TimerKind : std::uint8_t {
   kProbe,        // start the next probe (ends the previous one)
   kAckTimeout,   // direct ack missed: ask relays
+  kProbeRetry,   // no ack halfway to the timeout: ping once more directly
   kRelay,        // a ping we relay for someone timed out: nack
   kGossip,
   kPushPull,
@@ -121,6 +122,7 @@ class NodeImpl {
   void start_probe(TimePoint now);
   void finish_probe(TimePoint now);
   void on_ack_timeout(TimePoint now, std::uint32_t seq);
+  void on_probe_retry(std::uint32_t seq);
   // Sends the probe's ping-req to indirect_checks random alive members (once per probe).
   void ask_relays(TimePoint now, Probe& p);
   std::uint32_t next_probe_target();

@@ -153,6 +153,19 @@ void NodeImpl::start_probe(TimePoint now) {
   probe_ = Probe{.seq = next_seq_++, .slot = slot, .uid = m.uid, .incarnation = m.incarnation, .active = true};
   ++stats_.probes;
   schedule(now + awareness_.scale(cfg_.probe_timeout), TimerKind::kAckTimeout, 0, probe_.seq);
+  if (cfg_.probe_retry) schedule(now + awareness_.scale(cfg_.probe_timeout) / 2, TimerKind::kProbeRetry, 0, probe_.seq);
+  send_ping(m.addr, probe_.seq, m.name);
+}
+
+// Under loss most failed probes are one lost ping or ack. A second direct ping halfway to the
+// timeout (2 datagrams) saves most of the ping-reqs (4 per relay, plus nacks): at 10 % loss the
+// share of probes that need relays drops from ~19 % to ~4 %, and so does the traffic that loss
+// adds. A healthy LAN answers within milliseconds, so the retry never fires there.
+void NodeImpl::on_probe_retry(std::uint32_t seq) {
+  if (!probe_.active || probe_.seq != seq || probe_.acked || probe_.escalated) return;
+  if (!members_.in_use(probe_.slot) || members_.at(probe_.slot).uid != probe_.uid) return;
+  ++stats_.probe_retries;
+  const Member& m = members_.at(probe_.slot);
   send_ping(m.addr, probe_.seq, m.name);
 }
 

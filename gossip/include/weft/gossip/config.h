@@ -17,6 +17,10 @@ struct Config {
   Duration probe_interval = 1s;          // one probe per period (scaled by the health score)
   Duration probe_timeout = 500ms;        // wait for a direct ack before asking relays (scaled)
   unsigned indirect_checks = 3;          // k relays for ping-req
+  // Ping once more directly at probe_timeout / 2 when no ack came yet (not in memberlist): under
+  // loss most failed probes are one lost datagram, and the retry costs 2 datagrams where asking
+  // the relays costs ~4 per relay.
+  bool probe_retry = true;
 
   // --- refused-probe fast path ---
   // A datagram to a crashed process's port draws an ICMP "port unreachable", which the transport
