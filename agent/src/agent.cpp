@@ -25,7 +25,7 @@ namespace weft::agent {
 
 namespace {
 
-constexpr auto kTrimEvery = std::chrono::seconds(60);
+constexpr auto kTrimEvery = std::chrono::seconds(30);
 // Member changes are written this long after the first one: batched, yet on disk before a
 // kill -9 shortly after a join could lose them.
 constexpr auto kPersistDelay = std::chrono::milliseconds(200);
@@ -442,6 +442,7 @@ int Agent::run() {
       }
     }
     now = Clock::now();
+    ++stats_.loop_wakeups;
 
     // UDP: data, then the error queue (drained every time so poll never spins on it).
     for (int i = 0; i < 256; ++i) {
@@ -461,9 +462,15 @@ int Agent::run() {
     if (items[1].revents & ZMQ_POLLIN) on_signal(now);
 
     if (now >= next_persist_) {
-      persist_members();
       next_persist_ = TimePoint::max();
-  next_trim_ = now + kTrimEvery;
+      persist_members();
+      // A failed write is retried a second later (the dirty set is kept).
+      if (!dirty_members_.empty()) next_persist_ = now + std::chrono::seconds(1);
+    }
+    if (now >= next_trim_) {
+      // The join burst and state syncs leave freed heap behind: give it back to the system.
+      ::malloc_trim(0);
+      next_trim_ = now + kTrimEvery;
     }
     if (now >= next_rejoin_) rejoin_round(now);
     if (now >= next_idle_close_) next_idle_close_ = reliable_.close_idle(now);

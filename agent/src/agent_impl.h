@@ -44,6 +44,7 @@ struct AgentStats {
   std::uint64_t rpc_oversized = 0;     // over kMaxRequestBytes
   std::uint64_t key_ops_served = 0;    // key operations asked of us by other members
   std::uint64_t persist_errors = 0;
+  std::uint64_t loop_wakeups = 0;      // event-loop iterations: an idle agent wakes a few times a second
 };
 
 // A reply the RPC server owes once something happens (a join answered, a leave done...).

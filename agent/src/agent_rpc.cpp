@@ -208,7 +208,8 @@ json Agent::info_json() const {
                       {"rpc_bad_requests", stats_.rpc_bad_requests},
                       {"rpc_oversized", stats_.rpc_oversized},
                       {"key_ops_served", stats_.key_ops_served},
-                      {"persist_errors", stats_.persist_errors}};
+                      {"persist_errors", stats_.persist_errors},
+                      {"loop_wakeups", stats_.loop_wakeups}};
   const auto self = node_->member(cfg_.node);
   return json{
       {"node",
