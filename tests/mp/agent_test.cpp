@@ -395,6 +395,11 @@ struct NetNs {
     EXPECT_EQ(r.code, 0) << r.out;
     return r.code == 0;
   }
+  // A table `name` whose input hook runs `rules` (one per line): loss and partitions on lo.
+  bool input_rules(const std::string& table, const std::string& rules) {
+    return nft("table inet " + table + " {\n  chain input {\n    type filter hook input priority 0; policy accept;\n" +
+               rules + "  }\n}\n");
+  }
   std::string name;
   bool ok = false;
 };
@@ -434,22 +439,21 @@ struct NsCluster {
   std::vector<std::unique_ptr<AgentProc>> agents;
 };
 
+// Ten agents converged in a fresh namespace; skips without root.
+#define WEFT_NETNS_CLUSTER(ns, c)                                                 \
+  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)"; \
+  NetNs ns;                                                                       \
+  ASSERT_TRUE(ns.ok);                                                             \
+  NsCluster c(ns);                                                                \
+  ASSERT_NO_FATAL_FAILURE(c.start_all())
+
 TEST(AgentNetns, PartitionThreeOfTenThenHeal) {
-  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
-  NetNs ns;
-  ASSERT_TRUE(ns.ok);
-  NsCluster c(ns);
-  ASSERT_NO_FATAL_FAILURE(c.start_all());
+  WEFT_NETNS_CLUSTER(ns, c);
 
   // Cut 127.0.0.1-3 from 127.0.0.4-10 both ways (UDP and TCP).
-  ASSERT_TRUE(ns.nft(R"(table inet weft_partition {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    ip saddr 127.0.0.1-127.0.0.3 ip daddr 127.0.0.4-127.0.0.10 drop
-    ip saddr 127.0.0.4-127.0.0.10 ip daddr 127.0.0.1-127.0.0.3 drop
-  }
-}
-)"));
+  ASSERT_TRUE(ns.input_rules("weft_partition",
+                             "    ip saddr 127.0.0.1-127.0.0.3 ip daddr 127.0.0.4-127.0.0.10 drop\n"
+                             "    ip saddr 127.0.0.4-127.0.0.10 ip daddr 127.0.0.1-127.0.0.3 drop\n"));
   // Longer than the suspicion timeout: each side sees the other failed.
   auto split = [&] {
     for (int i = 0; i < 10; ++i) {
@@ -465,18 +469,8 @@ TEST(AgentNetns, PartitionThreeOfTenThenHeal) {
 }
 
 TEST(AgentNetns, TenPercentLossAndAStallMarkNobodyFailed) {
-  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
-  NetNs ns;
-  ASSERT_TRUE(ns.ok);
-  NsCluster c(ns);
-  ASSERT_NO_FATAL_FAILURE(c.start_all());
-  ASSERT_TRUE(ns.nft(R"(table inet weft_loss {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    numgen random mod 100 < 10 drop
-  }
-}
-)"));
+  WEFT_NETNS_CLUSTER(ns, c);
+  ASSERT_TRUE(ns.input_rules("weft_loss", "    numgen random mod 100 < 10 drop\n"));
   std::set<std::string> failed;
   auto watch = [&] {
     for (auto& a : c.agents) {
