@@ -174,13 +174,14 @@ std::uint32_t random_u32(std::mt19937_64& rng) { return static_cast<std::uint32_
 
 Message random_message(std::mt19937_64& rng, std::size_t max_name = kMaxNameBytes,
                        std::size_t max_meta = kMaxMetaBytes) {
-  switch (rng() % 7) {
+  switch (rng() % 8) {
     case 0: return Ping{random_u32(rng), random_name(rng, max_name)};
     case 1: return IndirectPing{random_u32(rng), random_name(rng, max_name), random_endpoint(rng), (rng() & 1) != 0};
     case 2: return Ack{random_u32(rng)};
     case 3: return Nack{random_u32(rng)};
     case 4: return Alive{random_name(rng, max_name), random_endpoint(rng), random_u64(rng), random_meta(rng, max_meta)};
     case 5: return Suspect{random_name(rng, max_name), random_u64(rng), random_name(rng, max_name)};
+    case 6: return SyncDigest{random_u32(rng), random_u64(rng), (rng() & 1) != 0};
     default: return Dead{random_name(rng, max_name), random_u64(rng), random_name(rng, max_name)};
   }
 }
@@ -225,6 +226,10 @@ const std::vector<GoldenPacket>& golden_packets() {
        {Nack{.seq = 7, .refused = true}, Ack{9}},
        // [1, [4, 7, true], [3, 9]]: the refused flag is appended to the nack
        "93 01  93 04 07 c3  92 03 09"},
+      {"sync_digest_and_reply",
+       {SyncDigest{5, 0xfedcba9876543210ULL, false}, SyncDigest{6, 1, true}},
+       // [1, [9, 5, uint64 0xfedcba9876543210, false], [9, 6, 1, true]]
+       "93 01  94 09 05 cf fe dc ba 98 76 54 32 10 c2  94 09 06 01 c3"},
   };
   return kGolden;
 }
@@ -613,7 +618,7 @@ TEST(CodecValidation, UnknownMessageTypesAreSkippedAndCounted) {
   EXPECT_EQ(d->messages, (std::vector<Message>{Ping{7, "b"}}));
   EXPECT_EQ(d->unknown_skipped, 5U);
 
-  auto only_unknown = decode_packet(hex("92 01 91 09"));
+  auto only_unknown = decode_packet(hex("92 01 91 0a"));
   ASSERT_TRUE(only_unknown);
   EXPECT_TRUE(only_unknown->messages.empty());
   EXPECT_EQ(only_unknown->unknown_skipped, 1U);

@@ -5,11 +5,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <sstream>
+#include <variant>
 
 namespace weft::gossip::test {
 
-MsgType type_of(const Message& m) { return static_cast<MsgType>(m.index() + 1); }
+MsgType type_of(const Message& m) {
+  // Message's alternatives in order; push-pull (8) travels only on the reliable channel.
+  static constexpr MsgType kTypes[] = {MsgType::kPing,    MsgType::kIndirectPing, MsgType::kAck,
+                                       MsgType::kNack,    MsgType::kAlive,        MsgType::kSuspect,
+                                       MsgType::kDead,    MsgType::kSyncDigest};
+  static_assert(std::size(kTypes) == std::variant_size_v<Message>);
+  return kTypes[m.index()];
+}
 
 std::vector<std::byte> bytes_of(std::initializer_list<int> values) {
   std::vector<std::byte> out;

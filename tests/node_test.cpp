@@ -7,13 +7,13 @@
 
 #include <gtest/gtest.h>
 
-#include <set>
 
 #include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,7 +42,7 @@ std::vector<const Packet*> carrying(const Harness& h, std::optional<std::size_t>
                                     std::optional<std::size_t> to, const std::function<bool(const T&)>& pred,
                                     TimePoint since = kEpoch) {
   std::vector<const Packet*> out;
-  for (const Packet* p : h.sent(from, to, static_cast<MsgType>(Message(T{}).index() + 1), since)) {
+  for (const Packet* p : h.sent(from, to, type_of(Message(T{})), since)) {
     for (const Message& m : p->messages) {
       if (const T* t = std::get_if<T>(&m); t && pred(*t)) {
         out.push_back(p);
@@ -951,22 +951,71 @@ TEST(NodeIdle, NoGossipWakeupsWithNothingToSayAndRoundsResumeOnTheGrid) {
   EXPECT_LE(carried.front()->sent - t0, Duration(200ms));
 }
 
-// Periodic syncs send a digest first: agreeing members exchange no tables; a member that knows
-// more still spreads it, whichever side of the sync it is on.
+// A member that missed our refutation still accuses the older incarnation (with its buddy-system
+// ping, or in its gossip): it gets our current alive back at once, directly, before its suspicion
+// timer can run out. Current accusations are refuted as usual, and the answers are rate-limited.
+TEST(NodeRefute, StaleAccusationIsAnsweredDirectlyWithTheCurrentAlive) {
+  Harness h(3);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  ASSERT_TRUE(h.set_meta(0, bytes_of({1})));  // n0 now at incarnation 1
+  ASSERT_TRUE(h.run_until([&] { return h.quiet(); }, 60s)) << h.dump();
+  const std::uint64_t inc = h.node(0).incarnation();
+  ASSERT_EQ(inc, 1u);
+
+  TimePoint t0 = h.now();
+  h.inject(0, h.addr(1), {Suspect{"n0", 0, "n1"}, Ping{77, "n0"}});
+  h.run_for(1ms);
+  auto answers = carrying<Alive>(h, 0, 1, [&](const Alive& a) { return a.name == "n0" && a.incarnation == inc; }, t0);
+  ASSERT_EQ(answers.size(), 1u) << "one direct answer to the stale accuser";
+  EXPECT_EQ(answers.front()->sent, t0);
+  EXPECT_EQ(h.node(0).incarnation(), inc) << "a stale accusation is not a reason to refute again";
+  EXPECT_EQ(h.node(0).stats().stale_accusations_answered, 1u);
+  // Stale gossip (a failed verdict at the old incarnation) is answered the same way.
+  t0 = h.now();
+  h.inject(0, h.addr(2), {Dead{"n0", 0, "n2"}});
+  EXPECT_EQ(carrying<Alive>(h, 0, 2, [&](const Alive& a) { return a.incarnation == inc; }, t0).size(), 1u);
+  EXPECT_EQ(h.node(0).stats().stale_accusations_answered, 2u);
+
+  // A flood of stale accusations: at most 16 answers per probe interval.
+  t0 = h.now();
+  for (int k = 0; k < 100; ++k) h.inject(0, h.addr(1), {Suspect{"n0", 0, "n1"}});
+  EXPECT_EQ(h.node(0).stats().stale_accusations_answered, 16u);
+  h.run_for(1s);
+  h.inject(0, h.addr(1), {Suspect{"n0", 0, "n1"}});
+  EXPECT_EQ(h.node(0).stats().stale_accusations_answered, 17u) << "a new interval, a new budget";
+
+  // An accusation at the current incarnation is refuted (incarnation + 1), not answered.
+  h.inject(0, h.addr(1), {Suspect{"n0", inc, "n1"}});
+  EXPECT_EQ(h.node(0).incarnation(), inc + 1);
+  EXPECT_EQ(h.node(0).stats().stale_accusations_answered, 17u);
+}
+
+// Periodic syncs send a digest in one datagram: agreeing members answer in one datagram and
+// never touch the reliable channel; a member that knows more still spreads it, whichever side of
+// the sync it is on.
 TEST(NodeSyncDigest, AgreeingMembersExchangeDigestsAndDifferencesStillSpread) {
   Harness h(2);
   ASSERT_TRUE(h.form_cluster()) << h.dump();
   h.strip(MsgType::kAlive);  // from here on only push-pull carries member news
   const TimePoint t0 = h.now();
   h.run_for(65s);  // two push-pull intervals (30 s) and their jitter
-  std::size_t digest_only = 0;
+  std::size_t asks = 0;
+  std::size_t replies = 0;
+  std::set<std::uint64_t> digests;
   for (const Packet& p : h.wire()) {
-    if (p.sent < t0 || !p.stream || p.stream->join) continue;
-    EXPECT_TRUE(p.stream->digest.has_value());
-    EXPECT_TRUE(p.stream->members.empty()) << "a table was sent between agreeing members";
-    ++digest_only;
+    if (p.sent < t0) continue;
+    // Join catch-up syncs still exchange tables; periodic ones between agreeing members do not.
+    if (p.stream) {
+      EXPECT_TRUE(p.stream->join) << "a table was sent between agreeing members";
+    }
+    const SyncDigest* d = p.find<SyncDigest>();
+    if (d == nullptr) continue;
+    digests.insert(d->digest);
+    ++(d->reply ? replies : asks);
   }
-  EXPECT_GE(digest_only, 4u);
+  EXPECT_GE(asks, 2u);
+  EXPECT_EQ(replies, asks);
+  EXPECT_EQ(digests.size(), 1u) << "two agreeing members, one digest";
   EXPECT_GE(h.node(0).stats().syncs_in_agreement + h.node(1).stats().syncs_in_agreement, 2u);
 
   // n1 changes its metadata (a higher incarnation) and its broadcast is stripped: the next
@@ -1297,7 +1346,8 @@ TEST(NodePushPull, AtMostMaxConcurrentSyncsAreOutstanding) {
   h.run_for(30s);
   std::vector<TimePoint> started;
   for (const Packet& pk : h.wire()) {
-    if (pk.from == 0 && pk.stream && !pk.stream->response) started.push_back(pk.sent);
+    const SyncDigest* d = pk.find<SyncDigest>();
+    if (pk.from == 0 && d != nullptr && !d->reply) started.push_back(pk.sent);
   }
   ASSERT_GE(started.size(), 8u);
   for (TimePoint t : started) {

@@ -162,6 +162,12 @@ struct MessagePacker {
     pk.pack_uint64(m.incarnation);
     pack_str(pk, m.from);
   }
+  void operator()(const SyncDigest& m) const {
+    pack_header(pk, MsgType::kSyncDigest, 4);
+    pk.pack_uint32(m.seq);
+    pk.pack_uint64(m.digest);
+    pack_bool(pk, m.reply);
+  }
 };
 
 std::size_t variable_bytes(const Message& msg) {
@@ -384,6 +390,8 @@ std::optional<DecodeError> decode_message(const Object& obj, DecodedPacket& out)
       return emit(Suspect{.name = r.name(), .incarnation = r.u64(), .from = r.name()});
     case wire(MsgType::kDead):
       return emit(Dead{.name = r.name(), .incarnation = r.u64(), .from = r.name()});
+    case wire(MsgType::kSyncDigest):
+      return emit(SyncDigest{.seq = r.u32(), .digest = r.u64(), .reply = r.boolean()});
     default:  // a later version's message (or a push-pull, which has no place in a packet)
       ++out.unknown_skipped;
       return std::nullopt;

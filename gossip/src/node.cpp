@@ -129,9 +129,13 @@ void NodeImpl::handle_packet(TimePoint now, const Endpoint& from, std::span<cons
           } else if constexpr (std::is_same_v<T, Alive>) {
             on_alive(now, m, /*rebroadcast=*/true);
           } else if constexpr (std::is_same_v<T, Suspect>) {
+            answer_stale_accusation(now, from, m.name, m.incarnation);
             on_suspect(now, m);
           } else if constexpr (std::is_same_v<T, Dead>) {
+            answer_stale_accusation(now, from, m.name, m.incarnation);
             on_dead(now, m);
+          } else if constexpr (std::is_same_v<T, SyncDigest>) {
+            on_sync_digest(now, from, m);
           }
         },
         msg);

@@ -147,6 +147,8 @@ class NodeImpl {
   void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
   void on_suspect(TimePoint now, const Suspect& s);
   void on_dead(TimePoint now, const Dead& d);
+  void answer_stale_accusation(TimePoint now, const Endpoint& from, const std::string& name,
+                               std::uint64_t incarnation);
   void refute(TimePoint now, std::uint64_t accused_incarnation);
   void queue_broadcast(std::uint32_t slot);
   void emit(EventType type, std::uint32_t slot);
@@ -159,6 +161,8 @@ class NodeImpl {
   void leave(TimePoint now);
   bool leave_done() const;
   void handle_stream(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
+  void on_sync_digest(TimePoint now, const Endpoint& from, const SyncDigest& d);
+  bool admit_inbound_sync(TimePoint now);
   void start_sync(TimePoint now, const Endpoint& to, bool join, bool digest_only = false);
   void send_state(const Endpoint& to, std::uint32_t seq, bool join, bool response,
                   std::optional<std::uint64_t> digest = std::nullopt);
@@ -190,6 +194,8 @@ class NodeImpl {
   TimePoint next_gossip_at_{};
   TimePoint next_push_pull_at_{};
   TimePoint next_refute_burst_{};
+  TimePoint stale_answer_window_{};
+  unsigned stale_answers_in_window_ = 0;
   bool started_ = false;
   bool gossip_parked_ = false;
   bool leaving_ = false;

@@ -55,6 +55,25 @@ void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
   }
 }
 
+// A member that accuses an older incarnation of us missed our refutation (the direct copy and
+// every gossip copy were lost), and its suspicion timer is still running: left alone it declares
+// us failed. The accusation came from it (as the buddy-system suspect with its ping, or as its
+// gossip), so answer it directly with our current alive. At most 16 answers per probe interval.
+void NodeImpl::answer_stale_accusation(TimePoint now, const Endpoint& from, const std::string& name,
+                                       std::uint64_t incarnation) {
+  const Member& self = members_.at(self_slot_);
+  if (leaving_ || name != self.name || incarnation >= self.incarnation) return;
+  if (now - stale_answer_window_ >= cfg_.probe_interval) {
+    stale_answer_window_ = now;
+    stale_answers_in_window_ = 0;
+  }
+  if (stale_answers_in_window_ >= 16) return;
+  ++stale_answers_in_window_;
+  ++stats_.stale_accusations_answered;
+  const Message msgs[] = {Alive{self.name, self.addr, self.incarnation, self.meta}};
+  send_packet(from, msgs);
+}
+
 void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
   if (a.meta.size() > cfg_.max_meta_bytes || a.name.size() > cfg_.max_name_bytes) {
     ++stats_.rejected[static_cast<std::size_t>(DecodeError::kTooLarge)];

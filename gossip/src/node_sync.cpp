@@ -46,7 +46,9 @@ void NodeImpl::start_sync(TimePoint now, const Endpoint& to, bool join, bool dig
     ++stats_.syncs_started;
   }
   if (digest_only) {
-    send_stream(to, PushPull{seq, false, false, {}, state_digest()});
+    // One datagram each way when the tables agree (the usual case); see on_sync_digest.
+    const Message msgs[] = {SyncDigest{seq, state_digest(), /*reply=*/false}};
+    send_packet(to, msgs);
     return;
   }
   send_state(to, seq, join, /*response=*/false);
@@ -166,10 +168,6 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
     const bool asked_digest = it->second.digest_only;
     syncs_.erase(it);
     ++stats_.syncs_completed;
-    if (asked_digest && pp.digest && pp.members.empty()) {
-      ++stats_.syncs_in_agreement;  // the peer's table matches ours
-      return;
-    }
     if (pp.join && !joined_) {
       joined_ = true;
       answered_seed_ = from;
@@ -178,37 +176,53 @@ void NodeImpl::handle_stream(TimePoint now, const Endpoint& from, std::span<cons
     }
     merge_state(now, pp);
     // We asked with our digest and got the peer's table: if ours still differs from what the
-    // peer has (or the peer predates digests), the peer lacks something of ours: push it all.
+    // peer has (or the peer sent no digest), the peer lacks something of ours: push it all.
     if (asked_digest && (!pp.digest || state_digest() != *pp.digest)) start_sync(now, from, /*join=*/false);
     return;
   }
-  if (!pp.join) {
-    // Periodic syncs are optional work: shed them past the rate limit (joins always answered).
-    if (now - inbound_window_start_ >= std::chrono::seconds(1)) {
-      inbound_window_start_ = now;
-      inbound_in_window_ = 0;
-    }
-    if (inbound_in_window_ >= cfg_.max_inbound_syncs_per_s) {
-      ++stats_.syncs_refused;
-      return;
-    }
-    ++inbound_in_window_;
-  }
+  if (!pp.join && !admit_inbound_sync(now)) return;
   ++stats_.syncs_served;
-  if (!pp.join && pp.digest && pp.members.empty()) {
-    // A digest-only request: "agreed" in 8 bytes, or our whole table (with our digest, so the
-    // asker can tell whether we lack something of its own).
-    const std::uint64_t ours = state_digest();
-    if (ours == *pp.digest) {
-      send_stream(from, PushPull{pp.seq, false, true, {}, ours});
-    } else {
-      send_state(from, pp.seq, false, /*response=*/true, ours);
-    }
-    return;
-  }
   // Merge first: a refutation it triggers (we were believed failed) goes out in the response.
   merge_state(now, pp);
   send_state(from, pp.seq, pp.join, /*response=*/true);
+}
+
+// Periodic syncs are optional work: shed them past the rate limit (joins are always answered).
+bool NodeImpl::admit_inbound_sync(TimePoint now) {
+  if (now - inbound_window_start_ >= std::chrono::seconds(1)) {
+    inbound_window_start_ = now;
+    inbound_in_window_ = 0;
+  }
+  if (inbound_in_window_ >= cfg_.max_inbound_syncs_per_s) {
+    ++stats_.syncs_refused;
+    return false;
+  }
+  ++inbound_in_window_;
+  return true;
+}
+
+void NodeImpl::on_sync_digest(TimePoint now, const Endpoint& from, const SyncDigest& d) {
+  if (d.reply) {
+    // "Same digest": the sync is complete without a table either way (anything that changed
+    // since the asking spreads by gossip as usual).
+    auto it = syncs_.find(d.seq);
+    if (it == syncs_.end() || !it->second.digest_only) return;
+    syncs_.erase(it);
+    ++stats_.syncs_completed;
+    ++stats_.syncs_in_agreement;
+    return;
+  }
+  if (!admit_inbound_sync(now)) return;
+  ++stats_.syncs_served;
+  const std::uint64_t ours = state_digest();
+  if (ours == d.digest) {
+    const Message msgs[] = {SyncDigest{d.seq, ours, /*reply=*/true}};
+    send_packet(from, msgs);
+  } else {
+    // Our table (with our digest, so the asker can tell whether we lack something of its own)
+    // on the reliable channel, as the response to the asker's sync.
+    send_state(from, d.seq, false, /*response=*/true, ours);
+  }
 }
 
 void NodeImpl::merge_state(TimePoint now, const PushPull& pp) {

@@ -16,6 +16,13 @@
 //   type 5 alive          [5, name:str, addr:bin, incarnation:u64, meta:bin]
 //   type 6 suspect        [6, name:str, incarnation:u64, from:str]
 //   type 7 dead           [7, name:str, incarnation:u64, from:str]   from == name: graceful leave
+//   type 9 sync digest    [9, seq:u32, digest:u64, reply:bool]
+//                         a periodic anti-entropy round in one datagram each way: the asker sends
+//                         the digest of its member table (reply false); a member with the same
+//                         digest answers with its own (reply true); a member whose table differs
+//                         answers with its whole table on the reliable channel instead (a push-pull
+//                         response carrying the same seq). Added after version 1 shipped: older
+//                         peers skip it as an unknown type.
 //
 // A message of unknown type inside a packet is skipped and counted (forward compatibility);
 // a malformed message rejects the whole packet.
@@ -32,8 +39,8 @@
 //   stream  = array[ version, pushpull ]
 //   pushpull= array[ 8, seq:u32, join:bool, response:bool, array[ entry... ] (, digest:u64)? ]
 //             digest (optional): a digest of the sender's member table (name, incarnation,
-//             state). A request with a digest and no entries asks "do we differ?"; a response
-//             with a digest and no entries says "no".
+//             state), sent with the table that answers a sync digest datagram (type 9) so the
+//             asker can tell whether the answerer lacks something of its own.
 //   entry   = array[ name:str, addr:bin, incarnation:u64, state:uint, meta:bin ]
 //
 //   addr    = bin of 6 bytes (IPv4 + port, big endian) or 18 bytes (IPv6 + port)
@@ -77,6 +84,7 @@ enum class MsgType : std::uint8_t {
   kSuspect = 6,
   kDead = 7,
   kPushPull = 8,
+  kSyncDigest = 9,
 };
 
 struct Ping {
@@ -119,7 +127,13 @@ struct Dead {
   std::string from;
   friend bool operator==(const Dead&, const Dead&) = default;
 };
-using Message = std::variant<Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead>;
+struct SyncDigest {
+  std::uint32_t seq = 0;
+  std::uint64_t digest = 0;
+  bool reply = false;
+  friend bool operator==(const SyncDigest&, const SyncDigest&) = default;
+};
+using Message = std::variant<Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, SyncDigest>;
 
 struct PushPullEntry {
   std::string name;

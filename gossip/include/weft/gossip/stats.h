@@ -50,6 +50,8 @@ struct GossipStats {
   std::uint64_t failed_declared = 0;      // suspicion timers that expired here
   std::uint64_t refutes = 0;
   std::uint64_t refute_bursts = 0;        // refutations also sent directly to refute_fanout members
+  std::uint64_t stale_accusations_answered = 0;  // our current alive sent to whoever still accused
+                                                 // an older incarnation of us
   std::uint64_t name_conflicts = 0;
   std::uint64_t reaped = 0;
   std::uint64_t stale_messages = 0;       // updates older than what we know
