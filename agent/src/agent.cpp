@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <spdlog/spdlog.h>
 
@@ -414,12 +416,29 @@ TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
   return t;
 }
 
+namespace {
+
+// ZeroMQ's descriptor (ZMQ_FD) only signals that the socket's state may have changed: a message
+// already queued (left over, or made readable while we sent on the socket) does not wake poll
+// again. So the loop asks the socket itself before it sleeps and after it wakes.
+bool readable(zmq::socket_t& s) {
+  try {
+    return (s.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 int Agent::run() {
-  std::vector<zmq::pollitem_t> items = {
-      {nullptr, udp_.fd(), ZMQ_POLLIN, 0},
-      {nullptr, signal_fd_, ZMQ_POLLIN, 0},
-      {reliable_.socket().handle(), 0, ZMQ_POLLIN, 0},
-      {rpc_.handle(), 0, ZMQ_POLLIN, 0},
+  // Plain poll(2) on every descriptor, ZeroMQ's included: zmq_poll costs a zero-timeout pass and
+  // a mailbox check per socket on every wake-up, and an idle agent wakes a few times a second.
+  pollfd fds[] = {
+      {udp_.fd(), POLLIN, 0},
+      {signal_fd_, POLLIN, 0},
+      {reliable_.socket().get(zmq::sockopt::fd), POLLIN, 0},
+      {rpc_.get(zmq::sockopt::fd), POLLIN, 0},
   };
   TimePoint now = Clock::now();
   while (!stop_) {
@@ -432,34 +451,36 @@ int Agent::run() {
     now = Clock::now();
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
     wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000));
-    try {
-      zmq::poll(items, wait);
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) {
-        log_->error("poll failed: {}", e.what());
-        exit_code_ = 1;
-        break;
-      }
+    if (readable(reliable_.socket()) || readable(rpc_)) wait = std::chrono::milliseconds(0);
+    if (::poll(fds, std::size(fds), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
+      log_->error("poll failed: {}", std::strerror(errno));
+      exit_code_ = 1;
+      break;
     }
     now = Clock::now();
     ++stats_.loop_wakeups;
 
-    // UDP: data, then the error queue (drained every time so poll never spins on it).
-    for (int i = 0; i < 256; ++i) {
-      auto from = udp_.recv_from(buf_, kMaxDatagram);
-      if (!from) break;
-      on_datagram(now, *from, buf_);
+    if (fds[0].revents & POLLIN) {
+      for (int i = 0; i < 256; ++i) {
+        auto from = udp_.recv_from(buf_, kMaxDatagram);
+        if (!from) break;
+        on_datagram(now, *from, buf_);
+      }
     }
-    while (auto u = udp_.recv_error()) {
-      if (u->port) node_->handle_unreachable(now, u->to);
+    if (fds[0].revents & POLLERR) {  // ICMP reports (IP_RECVERR): drained, or poll would spin
+      while (auto u = udp_.recv_error()) {
+        if (u->port) node_->handle_unreachable(now, u->to);
+      }
     }
-    for (int i = 0; i < 64; ++i) {
-      auto msg = reliable_.recv();
-      if (!msg) break;
-      on_stream(now, *msg);
+    if (readable(reliable_.socket())) {
+      for (int i = 0; i < 64; ++i) {
+        auto msg = reliable_.recv();
+        if (!msg) break;
+        on_stream(now, *msg);
+      }
     }
-    if (items[3].revents & ZMQ_POLLIN) on_rpc();
-    if (items[1].revents & ZMQ_POLLIN) on_signal(now);
+    if (readable(rpc_)) on_rpc();
+    if (fds[1].revents & POLLIN) on_signal(now);
 
     if (now >= next_persist_) {
       next_persist_ = TimePoint::max();

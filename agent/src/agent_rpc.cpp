@@ -194,11 +194,15 @@ json Agent::info_json() const {
   json gossip_stats = {
       {"packets_sent", g.packets_sent}, {"packets_received", g.packets_received}, {"bytes_sent", g.bytes_sent},
       {"bytes_received", g.bytes_received}, {"streams_sent", g.streams_sent}, {"streams_received", g.streams_received},
+      {"stream_bytes_sent", g.stream_bytes_sent}, {"stream_bytes_received", g.stream_bytes_received},
       {"probes", g.probes}, {"probe_acks", g.probe_acks}, {"indirect_probes", g.indirect_probes},
       {"probe_failures", g.probe_failures}, {"suspicions_started", g.suspicions_started},
       {"failed_declared", g.failed_declared}, {"refutes", g.refutes}, {"name_conflicts", g.name_conflicts},
       {"refused_failures", g.refused_failures}, {"unreachable_reports", g.unreachable_reports},
-      {"syncs_completed", g.syncs_completed}, {"syncs_timed_out", g.syncs_timed_out}, {"rejected", rejected}};
+      {"syncs_started", g.syncs_started}, {"syncs_completed", g.syncs_completed},
+      {"syncs_in_agreement", g.syncs_in_agreement}, {"syncs_timed_out", g.syncs_timed_out},
+      {"syncs_served", g.syncs_served}, {"stale_accusations_answered", g.stale_accusations_answered},
+      {"rejected", rejected}};
   const transport::UdpStats& u = udp_.stats();
   const transport::ReliableStats& r = reliable_.stats();
   json agent_stats = {{"rejected_datagrams", by_reason(stats_.rejected_datagrams)},
