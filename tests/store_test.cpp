@@ -141,7 +141,7 @@ TEST(StoreTest, FreshMemoryDatabaseIsEmpty) {
   auto s = Store::open(":memory:");
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_EQ(s->schema_version(), kSchemaVersion);
-  EXPECT_EQ(s->schema_version(), 1);
+  EXPECT_EQ(s->schema_version(), 2);
   auto id = s->identity();
   ASSERT_TRUE(id);
   EXPECT_FALSE(id->has_value());
@@ -160,11 +160,11 @@ TEST(StoreTest, FreshMemoryDatabaseIsEmpty) {
   EXPECT_TRUE(s->integrity_check());
 }
 
-TEST(StoreTest, FreshFileHasSchemaVersion1) {
+TEST(StoreTest, FreshFileHasTheCurrentSchemaVersion) {
   TempDir dir;
   auto s = Store::open(dir.file("weft.db"));
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->schema_version(), 1);
+  EXPECT_EQ(s->schema_version(), 2);
   EXPECT_TRUE(fs::exists(dir.file("weft.db")));
   EXPECT_TRUE(fs::exists(dir.file("weft.db-wal")));  // WAL mode
   RawDb raw(dir.file("weft.db"));
@@ -278,7 +278,7 @@ TEST(StoreTest, ReopenKeepsEverything) {
   }
   auto s = Store::open(path);
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->schema_version(), 1);
+  EXPECT_EQ(s->schema_version(), 2);
   expect_filled(*s);
   EXPECT_TRUE(s->integrity_check());
 }
@@ -376,13 +376,13 @@ TEST(StoreTest, NewerSchemaIsRefused) {
   }
   {
     RawDb raw(path);
-    raw.exec("PRAGMA user_version = 2");
+    raw.exec("PRAGMA user_version = 3");
   }
   auto s = Store::open(path);
   ASSERT_FALSE(s);
   const auto& msg = s.error().message;
-  EXPECT_NE(msg.find("schema version 2"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("(1)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("schema version 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(2)"), std::string::npos) << msg;
 }
 
 TEST(StoreTest, DamagedPagesFailQuickCheck) {
@@ -403,6 +403,80 @@ TEST(StoreTest, DamagedPagesFailQuickCheck) {
   auto s = Store::open(path);
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message.find("damaged"), std::string::npos) << s.error().message;
+}
+
+// ---- services and upstreams ----
+
+std::vector<std::byte> spec_of(std::string_view text) {
+  std::vector<std::byte> out;
+  for (char c : text) out.push_back(static_cast<std::byte>(c));
+  return out;
+}
+
+TEST(StoreEntries, PutReplaceDeleteAndReopen) {
+  TempDir dir;
+  {
+    auto s = Store::open(dir.file("weft.db"));
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE(s->entries(EntryKind::kService));
+    EXPECT_TRUE(s->entries(EntryKind::kService)->empty());
+    ASSERT_TRUE(s->put_entry(EntryKind::kService, {"web", spec_of("v1")}));
+    ASSERT_TRUE(s->put_entry(EntryKind::kService, {"api", spec_of("a")}));
+    ASSERT_TRUE(s->put_entry(EntryKind::kService, {"web", spec_of("v2")}));  // replaces
+    ASSERT_TRUE(s->put_entry(EntryKind::kUpstream, {"web", spec_of("u")}));   // another kind
+    auto gone = s->delete_entry(EntryKind::kService, "api");
+    ASSERT_TRUE(gone);
+    EXPECT_TRUE(*gone);
+    gone = s->delete_entry(EntryKind::kService, "api");
+    ASSERT_TRUE(gone);
+    EXPECT_FALSE(*gone) << "deleting twice reports it was not there";
+    ASSERT_TRUE(s->set_catalog_version(41));
+  }
+  auto s = Store::open(dir.file("weft.db"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(*s->entries(EntryKind::kService), (std::vector<Entry>{{"web", spec_of("v2")}}));
+  EXPECT_EQ(*s->entries(EntryKind::kUpstream), (std::vector<Entry>{{"web", spec_of("u")}}));
+  EXPECT_EQ(*s->catalog_version(), 41u);
+}
+
+TEST(StoreEntries, BadEntriesAreRefusedAndTheLimitHolds) {
+  auto s = Store::open(":memory:");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_FALSE(s->put_entry(EntryKind::kService, {"", spec_of("x")}));
+  EXPECT_FALSE(s->put_entry(EntryKind::kService, {std::string(kMaxEntryNameBytes + 1, 'n'), spec_of("x")}));
+  EXPECT_FALSE(s->put_entry(EntryKind::kService, {"big", std::vector<std::byte>(kMaxEntrySpecBytes + 1)}));
+  EXPECT_FALSE(s->put_entry(static_cast<EntryKind>(9), {"x", spec_of("x")}));
+  EXPECT_TRUE(s->entries(EntryKind::kService)->empty());
+  for (std::size_t i = 0; i < kMaxEntries; ++i) {
+    ASSERT_TRUE(s->put_entry(EntryKind::kUpstream, {"u" + std::to_string(i), {}})) << i;
+  }
+  EXPECT_FALSE(s->put_entry(EntryKind::kUpstream, {"one-more", {}}));
+  EXPECT_TRUE(s->put_entry(EntryKind::kUpstream, {"u7", spec_of("replacing is fine")}));
+  EXPECT_TRUE(s->put_entry(EntryKind::kService, {"other-kind", {}}));
+  EXPECT_EQ(s->entries(EntryKind::kUpstream)->size(), kMaxEntries);
+}
+
+TEST(StoreEntries, AVersionOneDatabaseIsMigrated) {
+  TempDir dir;
+  {
+    RawDb raw(dir.file("weft.db"));
+    // The whole of schema version 1, as a weft of issue 3 left it.
+    raw.exec(
+        "CREATE TABLE settings (key TEXT PRIMARY KEY NOT NULL, value ANY NOT NULL) STRICT;"
+        "CREATE TABLE identity (id INTEGER PRIMARY KEY NOT NULL CHECK (id = 0), sign_pk BLOB NOT NULL, "
+        "sign_sk BLOB NOT NULL, kx_pk BLOB NOT NULL, kx_sk BLOB NOT NULL) STRICT;"
+        "CREATE TABLE keyring (position INTEGER PRIMARY KEY NOT NULL, key BLOB NOT NULL) STRICT;"
+        "CREATE TABLE members (name TEXT PRIMARY KEY NOT NULL, addr TEXT NOT NULL, state INTEGER NOT NULL, "
+        "incarnation INTEGER NOT NULL, meta BLOB NOT NULL, updated_unix INTEGER NOT NULL) STRICT;"
+        "PRAGMA application_id = 2003134068; PRAGMA user_version = 1;"
+        "INSERT INTO settings VALUES ('incarnation', 12);");
+  }
+  auto s = Store::open(dir.file("weft.db"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(*s->incarnation(), 12u);
+  EXPECT_TRUE(s->put_entry(EntryKind::kService, {"web", {}}));
+  EXPECT_TRUE(s->integrity_check());
 }
 
 // ---- damaged rows ----
@@ -476,6 +550,18 @@ TEST_F(DamagedRowTest, BadMemberRowsAreSkippedAndCounted) {
   ASSERT_TRUE(s.save_members({}, rm));
   ASSERT_TRUE(s.members());
   EXPECT_EQ(s.stats().bad_member_rows, 9U);
+}
+
+TEST_F(DamagedRowTest, BadEntryRowsAreSkippedAndCounted) {
+  auto s = damage(
+      "INSERT INTO entries VALUES (1, 'good', x'01');"
+      "INSERT INTO entries VALUES (1, '', x'01');"
+      "INSERT INTO entries VALUES (1, 'huge', zeroblob(65537));"
+      "INSERT INTO entries VALUES (1, printf('%.257c', 'n'), x'01');");
+  auto es = s.entries(EntryKind::kService);
+  ASSERT_TRUE(es) << es.error().message;
+  EXPECT_EQ(*es, (std::vector<Entry>{{"good", {std::byte{1}}}}));
+  EXPECT_EQ(s.stats().bad_entry_rows, 3U);
 }
 
 TEST_F(DamagedRowTest, HugeValueIsAnErrorNotAnAllocation) {

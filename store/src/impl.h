@@ -23,6 +23,10 @@ struct Store::Impl {
   detail::Stmt get_members;
   detail::Stmt put_member;     // ?1..?6 name, addr, state, incarnation, meta, updated_unix
   detail::Stmt delete_member;  // ?1 name
+  detail::Stmt get_entries;    // ?1 kind
+  detail::Stmt count_entries;  // ?1 kind, ?2 name: rows of the kind other than name
+  detail::Stmt put_entry;      // ?1 kind, ?2 name, ?3 spec
+  detail::Stmt delete_entry;   // ?1 kind, ?2 name
 };
 
 namespace detail {

@@ -131,6 +131,12 @@ Result<void> prepare_all(Store::Impl& s) {
        "ON CONFLICT (name) DO UPDATE SET addr = excluded.addr, state = excluded.state, "
        "incarnation = excluded.incarnation, meta = excluded.meta, updated_unix = excluded.updated_unix"},
       {&s.delete_member, "DELETE FROM members WHERE name = ?1"},
+      {&s.get_entries, "SELECT name, spec FROM entries WHERE kind = ?1 ORDER BY name"},
+      {&s.count_entries, "SELECT count(*) FROM entries WHERE kind = ?1 AND name != ?2"},
+      {&s.put_entry,
+       "INSERT INTO entries (kind, name, spec) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (kind, name) DO UPDATE SET spec = excluded.spec"},
+      {&s.delete_entry, "DELETE FROM entries WHERE kind = ?1 AND name = ?2"},
   };
   for (const auto& [stmt, sql] : all) {
     auto p = Stmt::prepare(db, sql);

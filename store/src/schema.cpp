@@ -38,6 +38,16 @@ CREATE TABLE members (
 PRAGMA application_id = 2003134068;   -- kApplicationId, 0x77656674 "weft"
 )sql";
 
+// Services and upstreams the operator declared on this node (store.h: EntryKind, Entry).
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE entries (
+  kind INTEGER NOT NULL,   -- EntryKind: 1 service, 2 upstream
+  name TEXT NOT NULL,
+  spec BLOB NOT NULL,
+  PRIMARY KEY (kind, name)
+) STRICT;
+)sql";
+
 struct Migration {
   int to_version;
   const char* sql;
@@ -46,6 +56,7 @@ struct Migration {
 // Append-only. A schema change is one more line here (and kSchemaVersion + 1 in store.h).
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 constexpr bool migrations_are_consecutive() {

@@ -22,6 +22,7 @@ namespace {
 
 constexpr const char* kNodeNameKey = "node_name";
 constexpr const char* kIncarnationKey = "incarnation";
+constexpr const char* kCatalogVersionKey = "catalog_version";
 
 // Exceptions (std::bad_alloc from a vector or string) never cross the API.
 template <typename F>
@@ -299,6 +300,109 @@ Result<void> Store::save_members(std::span<const StoredMember> changed,
       if (auto r = u.run(); !r) return failed("save_members", r.error());
     }
     if (auto r = tx->commit(); !r) return failed("save_members", r.error());
+    return {};
+  });
+}
+
+// --- services and upstreams ---
+
+namespace {
+
+Result<void> check_entry(EntryKind kind, const Entry& e) {
+  if (kind != EntryKind::kService && kind != EntryKind::kUpstream) return fail("unknown entry kind");
+  if (e.name.empty() || e.name.size() > kMaxEntryNameBytes) {
+    return fail("name is " + std::to_string(e.name.size()) + " bytes, want 1.." + std::to_string(kMaxEntryNameBytes));
+  }
+  if (e.spec.size() > kMaxEntrySpecBytes) {
+    return fail("spec is " + std::to_string(e.spec.size()) + " bytes, over " + std::to_string(kMaxEntrySpecBytes));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<Entry>> Store::entries(EntryKind kind) {
+  return guarded(impl_, "entries", [&]() -> Result<std::vector<Entry>> {
+    std::vector<Entry> out;
+    auto u = impl_->get_entries.use();
+    if (auto r = u.bind(1, static_cast<std::int64_t>(kind)); !r) return failed("entries", r.error());
+    for (;;) {
+      auto row = u.step();
+      if (!row) return failed("entries", row.error());
+      if (!*row) break;
+      auto name = read_text(u, 0, 1, kMaxEntryNameBytes, "name");
+      auto spec = read_blob(u, 1, 0, kMaxEntrySpecBytes, "spec");
+      if (!name || !spec || out.size() >= kMaxEntries) {
+        ++impl_->stats.bad_entry_rows;
+        continue;
+      }
+      out.push_back(Entry{std::move(*name), std::move(*spec)});
+    }
+    return out;
+  });
+}
+
+Result<void> Store::put_entry(EntryKind kind, const Entry& e) {
+  return guarded(impl_, "put_entry", [&]() -> Result<void> {
+    if (auto r = check_entry(kind, e); !r) return failed("put_entry", r.error());
+    auto sync = FullSync::enter(impl_->db.get());
+    if (!sync) return failed("put_entry", sync.error());
+    auto tx = Tx::begin(impl_->db.get());
+    if (!tx) return failed("put_entry", tx.error());
+    {
+      auto u = impl_->count_entries.use();
+      if (auto r = u.bind_all(static_cast<std::int64_t>(kind), std::string_view(e.name)); !r) {
+        return failed("put_entry", r.error());
+      }
+      auto row = u.step();
+      if (!row) return failed("put_entry", row.error());
+      if (*row && u.integer(0) >= static_cast<std::int64_t>(kMaxEntries)) {
+        return fail("store: put_entry: already " + std::to_string(kMaxEntries) + " entries of this kind");
+      }
+    }
+    auto u = impl_->put_entry.use();
+    if (auto r = u.bind_all(static_cast<std::int64_t>(kind), std::string_view(e.name), bytes(e.spec)); !r) {
+      return failed("put_entry", r.error());
+    }
+    if (auto r = u.run(); !r) return failed("put_entry", r.error());
+    if (auto r = tx->commit(); !r) return failed("put_entry", r.error());
+    return {};
+  });
+}
+
+Result<bool> Store::delete_entry(EntryKind kind, const std::string& name) {
+  return guarded(impl_, "delete_entry", [&]() -> Result<bool> {
+    auto sync = FullSync::enter(impl_->db.get());
+    if (!sync) return failed("delete_entry", sync.error());
+    auto u = impl_->delete_entry.use();
+    if (auto r = u.bind_all(static_cast<std::int64_t>(kind), std::string_view(name)); !r) {
+      return failed("delete_entry", r.error());
+    }
+    if (auto r = u.run(); !r) return failed("delete_entry", r.error());
+    return sqlite3_changes(impl_->db.get()) > 0;
+  });
+}
+
+Result<std::uint64_t> Store::catalog_version() {
+  return guarded(impl_, "catalog_version", [&]() -> Result<std::uint64_t> {
+    auto u = impl_->get_setting.use();
+    if (auto r = u.bind(1, std::string_view(kCatalogVersionKey)); !r) return failed("catalog_version", r.error());
+    auto row = u.step();
+    if (!row) return failed("catalog_version", row.error());
+    if (!*row) return std::uint64_t{0};
+    auto v = read_int(u, 0, "catalog_version");
+    if (!v) return failed("catalog_version", v.error());
+    return static_cast<std::uint64_t>(*v);
+  });
+}
+
+Result<void> Store::set_catalog_version(std::uint64_t v) {
+  return guarded(impl_, "set_catalog_version", [&]() -> Result<void> {
+    auto u = impl_->put_setting.use();
+    if (auto r = u.bind_all(std::string_view(kCatalogVersionKey), static_cast<std::int64_t>(v)); !r) {
+      return failed("set_catalog_version", r.error());
+    }
+    if (auto r = u.run(); !r) return failed("set_catalog_version", r.error());
     return {};
   });
 }

@@ -31,7 +31,7 @@
 
 namespace weft::store {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // Limits checked on every write and on every row read back.
 inline constexpr std::size_t kSignPkBytes = 32;
@@ -44,6 +44,9 @@ inline constexpr std::size_t kMaxNameBytes = 256;        // node and member name
 inline constexpr std::size_t kMaxAddrBytes = 256;        // member addr
 inline constexpr std::size_t kMaxMetaBytes = 64 * 1024;  // member meta
 inline constexpr std::uint8_t kMaxMemberState = 3;       // gossip::MemberState::kLeft
+inline constexpr std::size_t kMaxEntryNameBytes = 256;   // service and upstream names, non-empty
+inline constexpr std::size_t kMaxEntrySpecBytes = 64 * 1024;
+inline constexpr std::size_t kMaxEntries = 10'000;       // per kind
 
 // Raw key bytes; weft::store does not know what they mean (weft::transport does).
 struct Identity {
@@ -64,9 +67,24 @@ struct StoredMember {
   friend bool operator==(const StoredMember&, const StoredMember&) = default;
 };
 
+// What the operator declared on this node (weft service register, weft upstream add). The spec
+// is the agent's own encoding; weft::store keeps it as bytes.
+// append-only: values are stored in the database
+enum class EntryKind : std::uint8_t {
+  kService = 1,
+  kUpstream = 2,
+};
+
+struct Entry {
+  std::string name;
+  std::vector<std::byte> spec;
+  friend bool operator==(const Entry&, const Entry&) = default;
+};
+
 // Counters since open (plain uint64_t, as every module's stats).
 struct StoreStats {
   std::uint64_t bad_member_rows = 0;  // member rows skipped by members() because they failed a check
+  std::uint64_t bad_entry_rows = 0;   // service / upstream rows skipped by entries(), same policy
 };
 
 class Store {
@@ -109,6 +127,18 @@ class Store {
   // after the upserts, so a name in both lists ends up deleted.
   [[nodiscard]] Result<void> save_members(std::span<const StoredMember> changed,
                                           std::span<const std::string> removed);
+
+  // --- services and upstreams declared on this node ---
+  // All valid rows of one kind, ordered by name; bad rows are skipped and counted.
+  [[nodiscard]] Result<std::vector<Entry>> entries(EntryKind kind);
+  // Insert or replace; more than kMaxEntries of a kind is refused. Durable (FULL) before it returns:
+  // the operator was told it is registered.
+  [[nodiscard]] Result<void> put_entry(EntryKind kind, const Entry& e);
+  // true if it existed.
+  [[nodiscard]] Result<bool> delete_entry(EntryKind kind, const std::string& name);
+  // The version of this node's service catalog as last published (0 if never).
+  [[nodiscard]] Result<std::uint64_t> catalog_version();
+  [[nodiscard]] Result<void> set_catalog_version(std::uint64_t v);
 
   [[nodiscard]] const StoreStats& stats() const;
 
