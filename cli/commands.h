@@ -24,5 +24,6 @@ struct Command {
 Command add_sim_command(CLI::App& parent);
 Command add_agent_command(CLI::App& parent);
 std::vector<Command> add_client_commands(CLI::App& parent);
+std::vector<Command> add_service_commands(CLI::App& parent);
 
 }  // namespace weft::cli

@@ -108,6 +108,28 @@ reconnect_interval = "5s"
 }
 
 // Every bad input is one error naming the setting.
+TEST(AgentConfig, ServicesFromTheFile) {
+  TomlFile t(R"(
+[[service]]
+name = "web"
+port = 8080
+tags = ["v1", "blue"]
+check = "http://127.0.0.1:8080/health"
+interval = "2s"
+
+[[service]]
+name = "cache"
+port = 6379
+)");
+  AgentFlags f = minimal();
+  f.config = t.path;
+  auto c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->services.size(), 2u);
+  EXPECT_EQ(c->services[0], (ServiceSpec{"web", 8080, {"v1", "blue"}, "http://127.0.0.1:8080/health", 2s}));
+  EXPECT_EQ(c->services[1], (ServiceSpec{"cache", 6379, {}, "", 10s}));
+}
+
 TEST(AgentConfig, BadInputNamesTheProblem) {
   struct Case {
     const char* toml;
@@ -127,6 +149,15 @@ TEST(AgentConfig, BadInputNamesTheProblem) {
       {"log_level = \"loud\"", "log-level"},
       {"insecure_plaintext = \"yes\"", "insecure_plaintext"},
       {"\x01\x02 not toml", ".toml:1: "},
+      {"service = 1", "[[service]]"},
+      {"[[service]]\nport = 80", "needs a name"},
+      {"[[service]]\nname = \"web\"", "port 1..65535"},
+      {"[[service]]\nname = \"web\"\nport = 70000", "port 1..65535"},
+      {"[[service]]\nname = \"w b\"\nport = 80", "letters"},
+      {"[[service]]\nname = \"web\"\nport = 80\ncheck = \"udp\"", "check 'udp'"},
+      {"[[service]]\nname = \"web\"\nport = 80\ninterval = \"soon\"", "interval"},
+      {"[[service]]\nname = \"web\"\nport = 80\ncolour = 1", "colour"},
+      {"[[service]]\nname = \"web\"\nport = 80\n[[service]]\nname = \"web\"\nport = 81", "twice"},
   };
   for (const Case& k : cases) {
     TomlFile t(k.toml);

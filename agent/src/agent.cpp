@@ -67,13 +67,6 @@ Result<std::vector<transport::Key>> read_key_file(const std::string& path) {
   return keys;
 }
 
-std::vector<std::byte> encode_tags(const std::map<std::string, std::string>& tags) {
-  if (tags.empty()) return {};
-  const std::vector<std::uint8_t> m = json::to_msgpack(json(tags));
-  std::vector<std::byte> out(m.size());
-  std::memcpy(out.data(), m.data(), m.size());
-  return out;
-}
 
 }  // namespace
 
@@ -198,7 +191,8 @@ std::optional<int> Agent::start() {
   // The gossip core.
   gossip::Config gc = cfg_.gossip;
   gc.max_packet_bytes -= transport::kSealOverhead;  // room for the seal in every datagram
-  gossip::Self self{cfg_.node, cfg_.advertised(), incarnation, encode_tags(cfg_.tags)};
+  if (auto r = load_services(); !r) return fail_start(r.error().message, 1);
+  gossip::Self self{cfg_.node, cfg_.advertised(), incarnation, own_meta()};
   if (self.meta.size() > gc.max_meta_bytes) {
     return fail_start("tags take " + std::to_string(self.meta.size()) + " bytes encoded; the limit is " +
                           std::to_string(gc.max_meta_bytes),
@@ -287,16 +281,21 @@ void Agent::on_stream(TimePoint now, std::span<const std::byte> bytes) {
     case FrameKind::kGossipStream: node_->handle_stream(now, f->from, f->body); break;
     case FrameKind::kKeyRequest: on_key_request(now, f->from, f->body); break;
     case FrameKind::kKeyResponse: on_key_response(f->body); break;
+    case FrameKind::kCatalogRequest: on_catalog_request(now, f->from, f->body); break;
+    case FrameKind::kCatalogResponse: on_catalog_response(f->from, f->body); break;
   }
 }
 
-void Agent::on_events() {
+void Agent::on_events(TimePoint now) {
   events_.clear();
   node_->drain_events(events_);
   for (const gossip::MemberEvent& e : events_) {
     log_->info("member {} name={} addr={} incarnation={}", gossip::to_string(e.type), e.name, e.addr.to_string(),
                e.incarnation);
-    if (e.name != cfg_.node) dirty_members_.insert(e.name);
+    if (e.name != cfg_.node) {
+      dirty_members_.insert(e.name);
+      on_member_catalog(now, e.name);
+    }
   }
   // A refutation raises our incarnation without an event: it is written like a member change.
   if (!dirty_members_.empty() || node_->incarnation() != persisted_incarnation_) {
@@ -399,9 +398,10 @@ void Agent::reload() {
   set_level(*gossip_log_, c->log_level);
   cfg_.log_level = c->log_level;
   if (c->tags != cfg_.tags) {
-    if (auto r = node_->set_meta(Clock::now(), encode_tags(c->tags)); r) {
-      cfg_.tags = c->tags;
-    } else {
+    const auto old_tags = cfg_.tags;
+    cfg_.tags = c->tags;
+    if (auto r = node_->set_meta(Clock::now(), own_meta()); !r) {
+      cfg_.tags = old_tags;
       log_->error("reload: tags not applied: {}", r.error().message);
     }
   }
@@ -409,7 +409,7 @@ void Agent::reload() {
 }
 
 TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
-  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_});
+  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_, remote_.next_fetch(), publish_at_});
   if (leaving_) t = std::min(t, leave_deadline_);
   for (const Waiter& w : join_waiters_) t = std::min(t, w.deadline);
   if (key_op_) t = std::min(t, key_op_->waiter.deadline);
@@ -442,9 +442,11 @@ int Agent::run() {
   };
   TimePoint now = Clock::now();
   while (!stop_) {
+    publish_catalog(now);
     const TimePoint deadline = node_->tick(now);
     flush_outgoing(now);
-    on_events();
+    on_events(now);
+    send_catalog_fetches(now);
     if (leaving_ && (node_->leave_done() || now >= leave_deadline_)) break;
 
     const TimePoint wake = next_wakeup(deadline);
@@ -498,7 +500,7 @@ int Agent::run() {
     check_waiters(now);
   }
   flush_outgoing(now);  // the last leave datagrams go out before the socket closes
-  on_events();
+  on_events(now);
   persist_members();
   for (const Waiter& w : leave_waiters_) reply(w.peer, json{{"left", true}});
   leave_waiters_.clear();

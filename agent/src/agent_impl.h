@@ -17,6 +17,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "catalog.h"
 #include "frame.h"
 #include "weft/agent/agent.h"
 #include "weft/agent/rpc.h"
@@ -45,6 +46,11 @@ struct AgentStats {
   std::uint64_t key_ops_served = 0;    // key operations asked of us by other members
   std::uint64_t persist_errors = 0;
   std::uint64_t loop_wakeups = 0;      // event-loop iterations: an idle agent wakes a few times a second
+};
+
+struct LocalService {
+  ServiceSpec spec;
+  bool passing = false;
 };
 
 // A reply the RPC server owes once something happens (a join answered, a leave done...).
@@ -77,7 +83,7 @@ class Agent {
   void send_frame(TimePoint now, const Endpoint& to, FrameKind kind, std::span<const std::byte> body);
   void on_datagram(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes);
   void on_stream(TimePoint now, std::span<const std::byte> bytes);
-  void on_events();
+  void on_events(TimePoint now);
   void persist_members();
   void persist_keys();
   void begin_leave(TimePoint now);
@@ -95,6 +101,20 @@ class Agent {
   json members_json() const;
   json info_json() const;
   void check_waiters(TimePoint now);
+
+  // --- services.cpp ---
+  Result<void> load_services();
+  std::vector<std::byte> own_meta() const;
+  NodeCatalog own_catalog() const;
+  void publish_catalog(TimePoint now);
+  Result<void> register_service(const ServiceSpec& spec);
+  Result<bool> deregister_service(const std::string& name);
+  void set_service_health(const std::string& name, bool passing);
+  void on_member_catalog(TimePoint now, const std::string& name);
+  void send_catalog_fetches(TimePoint now);
+  void on_catalog_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
+  void on_catalog_response(const Endpoint& from, std::span<const std::byte> body);
+  json services_json() const;
 
   // --- keyops.cpp ---
   void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key);
@@ -138,6 +158,12 @@ class Agent {
   TimePoint next_rejoin_{};
   TimePoint next_idle_close_{};
   TimePoint next_trim_{};
+
+  std::map<std::string, LocalService> local_services_;
+  std::uint64_t catalog_version_ = 0;
+  bool catalog_dirty_ = false;
+  TimePoint publish_at_ = TimePoint::max();
+  RemoteCatalogs remote_;
 
   std::vector<Waiter> join_waiters_;
   std::vector<Waiter> leave_waiters_;

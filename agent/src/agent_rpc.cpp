@@ -11,14 +11,8 @@ namespace {
 constexpr auto kJoinWait = std::chrono::seconds(5);
 
 json tags_json(const std::vector<std::byte>& meta) {
-  if (meta.empty()) return json::object();
-  try {
-    json j = json::from_msgpack(reinterpret_cast<const std::uint8_t*>(meta.data()),
-                                reinterpret_cast<const std::uint8_t*>(meta.data()) + meta.size());
-    if (j.is_object()) return j;
-  } catch (const json::exception&) {
-  }
-  return json::object();
+  auto m = decode_meta(meta);
+  return m ? json(m->tags) : json::object();
 }
 
 template <std::size_t N>
@@ -143,6 +137,36 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
   } else if (method == "leave") {
     leave_waiters_.push_back(Waiter{peer, now});
     begin_leave(now);
+  } else if (method == "service.register") {
+    ServiceSpec spec;
+    spec.name = params.value("name", "");
+    const auto port = params.value("port", std::int64_t{0});
+    if (port < 1 || port > 65535) return reply_error(peer, "service register: give --port 1..65535");
+    spec.port = static_cast<std::uint16_t>(port);
+    if (params.contains("tags")) spec.tags = params["tags"].get<std::vector<std::string>>();
+    if (spec.tags.size() > kMaxServiceTags) return reply_error(peer, "service register: at most 64 tags");
+    for (const std::string& t : spec.tags) {
+      if (t.empty() || t.size() > kMaxTagBytes) return reply_error(peer, "service register: a tag must be 1..256 bytes");
+    }
+    spec.check = params.value("check", "");
+    if (params.contains("interval")) {
+      auto d = parse_duration(params["interval"].get<std::string>());
+      if (!d || *d < std::chrono::milliseconds(100) || *d > std::chrono::hours(24)) {
+        return reply_error(peer, "service register: --interval must be a duration from 100ms to 24h");
+      }
+      spec.interval = *d;
+    }
+    if (auto r = check_service_spec(spec); !r) return reply_error(peer, "service register: " + r.error().message);
+    if (auto r = register_service(spec); !r) return reply_error(peer, "service register: " + r.error().message);
+    reply(peer, json{{"registered", spec.name}});
+  } else if (method == "service.deregister") {
+    const std::string name = params.value("name", "");
+    auto r = deregister_service(name);
+    if (!r) return reply_error(peer, "service deregister: " + r.error().message);
+    if (!*r) return reply_error(peer, "service deregister: no service '" + name + "' on this node");
+    reply(peer, json{{"deregistered", name}});
+  } else if (method == "services") {
+    reply(peer, json{{"services", services_json()}});
   } else if (method == "keys.list" || method == "keys.install" || method == "keys.use" || method == "keys.remove") {
     std::string key;
     if (method != "keys.list") {

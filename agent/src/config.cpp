@@ -2,6 +2,8 @@
 
 #include "weft/agent/config.h"
 
+#include "catalog.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,6 +22,7 @@ struct FileSettings {
   std::vector<std::string> join;
   std::optional<bool> insecure_plaintext, log_json;
   std::map<std::string, std::string> tags;
+  std::vector<ServiceSpec> services;
   gossip::Config gossip;
 };
 
@@ -92,6 +95,49 @@ Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::
   return {};
 }
 
+// One [[service]] table: name, port, tags, check, interval (as `weft service register`).
+Result<ServiceSpec> read_service(const toml::node& n, const std::string& path) {
+  const toml::table* t = n.as_table();
+  if (!t) return fail(path + ": each [[service]] must be a table (" + where(n) + ")");
+  const std::string at = " (" + where(n) + ")";
+  for (const auto& [k, v] : *t) {
+    const std::string_view key = k.str();
+    if (key != "name" && key != "port" && key != "tags" && key != "check" && key != "interval") {
+      return fail(path + ": unknown service setting '" + std::string(key) + "' (" + where(v) + ")");
+    }
+  }
+  ServiceSpec spec;
+  auto name = get_string(*t, "name", path);
+  if (!name) return Unexpected<Error>(name.error());
+  if (!*name) return fail(path + ": a [[service]] needs a name" + at);
+  spec.name = **name;
+  const toml::node* port = t->get("port");
+  if (!port || !port->is_integer() || port->as_integer()->get() < 1 || port->as_integer()->get() > 65535) {
+    return fail(path + ": service '" + spec.name + "' needs a port 1..65535" + at);
+  }
+  spec.port = static_cast<std::uint16_t>(port->as_integer()->get());
+  if (const toml::node* tags = t->get("tags")) {
+    const toml::array* a = tags->as_array();
+    if (!a) return fail(path + ": service '" + spec.name + "': tags must be an array of strings" + at);
+    for (const toml::node& e : *a) {
+      if (!e.is_string()) return fail(path + ": service '" + spec.name + "': tags must be strings" + at);
+      spec.tags.push_back(e.as_string()->get());
+    }
+  }
+  auto check = get_string(*t, "check", path);
+  if (!check) return Unexpected<Error>(check.error());
+  if (*check) spec.check = **check;
+  auto interval = get_string(*t, "interval", path);
+  if (!interval) return Unexpected<Error>(interval.error());
+  if (*interval) {
+    auto d = parse_duration(**interval);
+    if (!d) return fail(path + ": service '" + spec.name + "': interval: " + d.error().message + at);
+    spec.interval = *d;
+  }
+  if (auto r = check_service_spec(spec); !r) return fail(path + ": service '" + spec.name + "': " + r.error().message + at);
+  return spec;
+}
+
 Result<FileSettings> read_file(const std::string& path) {
   FileSettings s;
   toml::table t;
@@ -104,7 +150,7 @@ Result<FileSettings> read_file(const std::string& path) {
     return fail(path + ": " + e.what());
   }
   static const char* const kKnown[] = {"node", "bind", "advertise", "join", "data_dir", "rpc", "key_file",
-                                       "insecure_plaintext", "log_level", "log_json", "tags", "gossip"};
+                                       "insecure_plaintext", "log_level", "log_json", "tags", "gossip", "service"};
   for (const auto& [k, v] : t) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k.str()) == std::end(kKnown)) {
       return fail(path + ": unknown setting '" + std::string(k.str()) + "' (" + where(v) + ")");
@@ -139,6 +185,18 @@ Result<FileSettings> read_file(const std::string& path) {
     for (const auto& [k, v] : *tt) {
       if (!v.is_string()) return fail(path + ": tags." + std::string(k.str()) + " must be a string (" + where(v) + ")");
       s.tags[std::string(k.str())] = v.as_string()->get();
+    }
+  }
+  if (const toml::node* sv = t.get("service")) {
+    const toml::array* a = sv->as_array();
+    if (!a) return fail(path + ": 'service' must be an array of tables ([[service]]) (" + where(*sv) + ")");
+    for (const toml::node& e : *a) {
+      auto spec = read_service(e, path);
+      if (!spec) return Unexpected<Error>(spec.error());
+      for (const ServiceSpec& other : s.services) {
+        if (other.name == spec->name) return fail(path + ": service '" + spec->name + "' is declared twice (" + where(e) + ")");
+      }
+      s.services.push_back(std::move(*spec));
     }
   }
   if (const toml::node* g = t.get("gossip")) {
@@ -187,6 +245,17 @@ Result<void> check_node_name(std::string_view name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
                     c == '_' || c == '-';
     if (!ok) return fail("node name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
+  }
+  return {};
+}
+
+Result<void> check_service_name(std::string_view name) {
+  if (name.empty()) return fail("service name is empty");
+  if (name.size() > 128) return fail("service name is longer than 128 bytes");
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return fail("service name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
   }
   return {};
 }
@@ -252,6 +321,7 @@ Result<AgentConfig> resolve_config(const AgentFlags& flags) {
     return fail("--log-level: '" + c.log_level + "' is not one of trace, debug, info, warn, error, critical, off");
   }
   c.tags = f.tags;
+  c.services = f.services;
   for (const std::string& t : flags.tags) {
     const auto eq = t.find('=');
     if (eq == std::string::npos || eq == 0) return fail("--tag: '" + t + "' is not KEY=VALUE");

@@ -25,6 +25,8 @@ enum class FrameKind : std::uint8_t {
   kGossipStream = 0,  // body: a gossip push-pull stream (weft::gossip codec)
   kKeyRequest = 1,    // body: msgpack map (keyops.cpp)
   kKeyResponse = 2,
+  kCatalogRequest = 3,   // body: catalog.h
+  kCatalogResponse = 4,
 };
 
 struct FrameView {

@@ -288,6 +288,71 @@ TEST(AgentProcess, MalformedInputIsCountedAndDropped) {
   EXPECT_TRUE(c.agents[1]->running());
 }
 
+// The service catalog: registrations spread to every agent (100 services on one node: more than
+// one datagram could hold), deregistration spreads, a crashed node's services turn critical and
+// come back, persisted, when it restarts without --join.
+TEST(AgentProcess, ServiceCatalogSpreadsPersistsAndFollowsHealth) {
+  TempDir keys;
+  write_key(keys, "key");
+  Cluster c(5, 3, keys.path + "/key");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(3); }, 15s)) << c.logs();
+  auto& a0 = *c.agents[0];
+  auto& a1 = *c.agents[1];
+  auto& a2 = *c.agents[2];
+
+  RunResult r = run({weft_bin(), "service", "register", "web", "--port", "8080", "--tag", "v1", "--rpc", a0.rpc()});
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (int i = 0; i < 100; ++i) {
+    auto reply = a1.call("service.register", json{{"name", "s" + std::to_string(i)}, {"port", 10000 + i}});
+    ASSERT_TRUE(reply && reply->contains("registered")) << (reply ? reply->dump() : "no reply");
+  }
+  auto services_of = [](AgentProc& a) {
+    auto reply = a.call("services");
+    return reply && reply->contains("services") ? (*reply)["services"] : json::array();
+  };
+  auto count = [&](AgentProc& a, const std::string& node, const std::string& health) {
+    std::size_t n = 0;
+    for (const json& s : services_of(a)) n += s["node"] == node && s["health"] == health ? 1u : 0u;
+    return n;
+  };
+  ASSERT_TRUE(wait_until([&] { return count(a2, "n1", "passing") == 100 && count(a2, "n0", "passing") == 1; }, 10s))
+      << services_of(a2).dump() << c.logs();
+  RunResult j = run({weft_bin(), "services", "--json", "--rpc", a2.rpc()});
+  ASSERT_EQ(j.code, 0) << j.out;
+  bool found = false;
+  for (const json& s : json::parse(j.out)) {
+    for (const char* f : {"service", "node", "addr", "health"}) EXPECT_TRUE(s.contains(f)) << s.dump();
+    if (s["service"] == "web") {
+      found = true;
+      EXPECT_EQ(s["node"], "n0");
+      EXPECT_EQ(s["addr"], a0.addr.substr(0, a0.addr.rfind(':')) + ":8080");
+      EXPECT_EQ(s["tags"], json::array({"v1"}));
+    }
+  }
+  EXPECT_TRUE(found) << j.out;
+
+  // Deregistration spreads; an unknown name is an error with one line.
+  ASSERT_TRUE(a1.call("service.deregister", json{{"name", "s0"}}));
+  EXPECT_TRUE(wait_until([&] { return count(a2, "n1", "passing") == 99; }, 10s)) << services_of(a2).dump();
+  RunResult bad = run({weft_bin(), "service", "deregister", "nope", "--rpc", a1.rpc()});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_EQ(bad.out.rfind("weft: ", 0), 0u) << bad.out;
+  for (const json& params : {json{{"name", "a b"}, {"port", 1}}, json{{"name", "x"}, {"port", 0}},
+                             json{{"name", "x"}, {"port", 1}, {"check", "ftp"}}, json{{"port", 5}}}) {
+    auto reply = a1.call("service.register", params);
+    EXPECT_TRUE(!reply || !reply->contains("registered")) << params.dump();
+  }
+
+  // kill -9: its services turn critical everywhere; a restart without --join brings them back.
+  a1.kill9();
+  EXPECT_TRUE(wait_until([&] { return count(a2, "n1", "critical") == 99; }, 20s)) << services_of(a2).dump();
+  c.start(1, /*join=*/false);
+  ASSERT_TRUE(a1.wait_ready()) << a1.log();
+  EXPECT_TRUE(wait_until([&] { return count(a2, "n1", "passing") == 99 && count(a0, "n1", "passing") == 99; }, 20s))
+      << services_of(a2).dump() << c.logs();
+}
+
 TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
   TempDir t;
   const std::string dir = t.path + "/d";

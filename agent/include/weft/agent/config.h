@@ -27,6 +27,16 @@ namespace weft::agent {
 
 inline constexpr std::uint16_t kDefaultPort = 7946;
 
+// A service on this node, as `weft service register` or a [[service]] table declares it.
+struct ServiceSpec {
+  std::string name;
+  std::uint16_t port = 0;
+  std::vector<std::string> tags;
+  std::string check;  // "" | "tcp" | "http://127.0.0.1:PORT/PATH" | "exec:COMMAND"
+  Duration interval = std::chrono::seconds(10);
+  friend bool operator==(const ServiceSpec&, const ServiceSpec&) = default;
+};
+
 struct AgentConfig {
   std::string node;
   Endpoint bind;
@@ -39,6 +49,7 @@ struct AgentConfig {
   std::string log_level = "info";
   bool log_json = false;
   std::map<std::string, std::string> tags;
+  std::vector<ServiceSpec> services;  // [[service]] tables of the config file
   std::string config_file;  // where the file settings came from (for SIGHUP)
   gossip::Config gossip;
   Duration rejoin_interval = std::chrono::seconds(30);  // retry seeds that are not live members
@@ -67,5 +78,7 @@ struct AgentFlags {
 [[nodiscard]] Result<Duration> parse_duration(std::string_view text);
 // Node names: 1..128 bytes of [A-Za-z0-9._-] (they appear in logs and tables unquoted).
 [[nodiscard]] Result<void> check_node_name(std::string_view name);
+// Service names: the same alphabet and length.
+[[nodiscard]] Result<void> check_service_name(std::string_view name);
 
 }  // namespace weft::agent

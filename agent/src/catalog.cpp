@@ -1,0 +1,250 @@
+#include "catalog.h"
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace weft::agent {
+
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::byte> to_bytes(const json& j) {
+  const std::vector<std::uint8_t> m = json::to_msgpack(j);
+  std::vector<std::byte> out(m.size());
+  if (!m.empty()) std::memcpy(out.data(), m.data(), m.size());
+  return out;
+}
+
+// Untrusted bytes to a JSON object; nullopt unless it is a msgpack map.
+std::optional<json> object_of(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return std::nullopt;
+  try {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+    json j = json::from_msgpack(p, p + bytes.size());
+    if (j.is_object()) return j;
+  } catch (const json::exception&) {
+  }
+  return std::nullopt;
+}
+
+Result<std::uint64_t> get_u64(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_unsigned()) return fail(std::string("'") + key + "' is missing or not an unsigned integer");
+  return it->get<std::uint64_t>();
+}
+
+Result<std::string> get_name(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return fail(std::string("'") + key + "' is missing or not a string");
+  std::string s = it->get<std::string>();
+  if (auto r = check_service_name(s); !r) return fail(r.error().message);
+  return s;
+}
+
+Result<std::vector<std::string>> get_tags(const json& j) {
+  std::vector<std::string> out;
+  auto it = j.find("tags");
+  if (it == j.end()) return out;
+  if (!it->is_array() || it->size() > kMaxServiceTags) return fail("'tags' must be an array of at most 64 strings");
+  for (const json& t : *it) {
+    if (!t.is_string() || t.get_ref<const std::string&>().size() > kMaxTagBytes) {
+      return fail("a tag must be a string of at most 256 bytes");
+    }
+    out.push_back(t.get<std::string>());
+  }
+  return out;
+}
+
+Result<std::uint16_t> get_port(const json& j) {
+  auto p = get_u64(j, "port");
+  if (!p) return fail(p.error().message);
+  if (*p == 0 || *p > 65535) return fail("'port' must be 1..65535");
+  return static_cast<std::uint16_t>(*p);
+}
+
+}  // namespace
+
+Result<void> check_service_spec(const ServiceSpec& s) {
+  if (auto r = check_service_name(s.name); !r) return r;
+  if (s.port == 0) return fail("port must be 1..65535");
+  if (s.tags.size() > kMaxServiceTags) return fail("at most 64 tags");
+  for (const std::string& t : s.tags) {
+    if (t.empty() || t.size() > kMaxTagBytes) return fail("a tag must be 1..256 bytes");
+  }
+  const bool check_ok = s.check.empty() || s.check == "tcp" || (s.check.starts_with("http://") && s.check.size() > 7) ||
+                        (s.check.starts_with("exec:") && s.check.size() > 5);
+  if (!check_ok) return fail("check '" + s.check + "' is not tcp, http://HOST:PORT/PATH or exec:COMMAND");
+  if (s.interval < std::chrono::milliseconds(100) || s.interval > std::chrono::hours(24)) {
+    return fail("interval must be 100ms .. 24h");
+  }
+  return {};
+}
+
+std::vector<std::byte> encode_spec(const ServiceSpec& s) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(s.interval).count();
+  return to_bytes(json{{"name", s.name},
+                       {"port", s.port},
+                       {"tags", s.tags},
+                       {"check", s.check},
+                       {"interval_ms", static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0))}});
+}
+
+Result<ServiceSpec> decode_spec(std::span<const std::byte> bytes) {
+  auto j = object_of(bytes);
+  if (!j) return fail("service spec is not a msgpack map");
+  ServiceSpec s;
+  auto name = get_name(*j, "name");
+  if (!name) return fail(name.error().message);
+  s.name = std::move(*name);
+  auto port = get_port(*j);
+  if (!port) return fail(port.error().message);
+  s.port = *port;
+  auto tags = get_tags(*j);
+  if (!tags) return fail(tags.error().message);
+  s.tags = std::move(*tags);
+  if (auto it = j->find("check"); it != j->end()) {
+    if (!it->is_string()) return fail("'check' is not a string");
+    s.check = it->get<std::string>();
+  }
+  auto interval = get_u64(*j, "interval_ms");
+  if (!interval || *interval == 0 || *interval > 24ull * 3600 * 1000) return fail("'interval_ms' must be 1 ms .. 24 h");
+  s.interval = std::chrono::milliseconds(static_cast<std::int64_t>(*interval));
+  return s;
+}
+
+std::vector<std::byte> encode_catalog(const NodeCatalog& c) {
+  json services = json::array();
+  for (const ServiceEntry& e : c.services) {
+    services.push_back(
+        json{{"name", e.name}, {"port", e.port}, {"tags", e.tags}, {"health", e.passing ? "passing" : "critical"}});
+  }
+  return to_bytes(json{{"node", c.node}, {"version", c.version}, {"services", std::move(services)}});
+}
+
+Result<NodeCatalog> decode_catalog(std::span<const std::byte> bytes) {
+  auto j = object_of(bytes);
+  if (!j) return fail("catalog is not a msgpack map");
+  NodeCatalog c;
+  auto node = j->find("node");
+  if (node == j->end() || !node->is_string() || node->get_ref<const std::string&>().empty() ||
+      node->get_ref<const std::string&>().size() > 128) {
+    return fail("catalog: 'node' is missing or not a name");
+  }
+  c.node = node->get<std::string>();
+  auto version = get_u64(*j, "version");
+  if (!version) return fail("catalog: " + version.error().message);
+  c.version = *version;
+  auto services = j->find("services");
+  if (services == j->end() || !services->is_array()) return fail("catalog: 'services' is not an array");
+  if (services->size() > kMaxServicesPerNode) return fail("catalog: more than 10000 services");
+  for (const json& s : *services) {
+    if (!s.is_object()) return fail("catalog: a service is not a map");
+    ServiceEntry e;
+    auto name = get_name(s, "name");
+    if (!name) return fail("catalog: " + name.error().message);
+    e.name = std::move(*name);
+    auto port = get_port(s);
+    if (!port) return fail("catalog: " + port.error().message);
+    e.port = *port;
+    auto tags = get_tags(s);
+    if (!tags) return fail("catalog: " + tags.error().message);
+    e.tags = std::move(*tags);
+    auto health = s.find("health");
+    if (health == s.end() || !health->is_string()) return fail("catalog: 'health' is missing");
+    e.passing = health->get_ref<const std::string&>() == "passing";
+    c.services.push_back(std::move(e));
+  }
+  std::sort(c.services.begin(), c.services.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  const auto dup = std::adjacent_find(c.services.begin(), c.services.end(),
+                                      [](const auto& a, const auto& b) { return a.name == b.name; });
+  if (dup != c.services.end()) return fail("catalog: service '" + dup->name + "' appears twice");
+  return c;
+}
+
+std::vector<std::byte> encode_catalog_request(std::uint64_t have) { return to_bytes(json{{"have", have}}); }
+
+Result<std::uint64_t> decode_catalog_request(std::span<const std::byte> bytes) {
+  auto j = object_of(bytes);
+  if (!j) return fail("catalog request is not a msgpack map");
+  return get_u64(*j, "have");
+}
+
+std::vector<std::byte> encode_meta(const NodeMeta& m) {
+  if (m.tags.empty() && m.catalog_version == 0) return {};
+  json j = json::object();
+  if (!m.tags.empty()) j["tags"] = m.tags;
+  if (m.catalog_version != 0) j["cat"] = m.catalog_version;
+  return to_bytes(j);
+}
+
+std::optional<NodeMeta> decode_meta(std::span<const std::byte> bytes) {
+  NodeMeta m;
+  if (bytes.empty()) return m;
+  auto j = object_of(bytes);
+  if (!j) return std::nullopt;
+  if (auto it = j->find("tags"); it != j->end()) {
+    if (!it->is_object()) return std::nullopt;
+    for (const auto& [k, v] : it->items()) {
+      if (!v.is_string()) return std::nullopt;
+      m.tags[k] = v.get<std::string>();
+    }
+  }
+  if (auto it = j->find("cat"); it != j->end()) {
+    if (!it->is_number_unsigned()) return std::nullopt;
+    m.catalog_version = it->get<std::uint64_t>();
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void RemoteCatalogs::on_member(TimePoint now, const std::string& node, const Endpoint& addr, bool live,
+                               std::uint64_t advertised_version) {
+  Node& n = nodes_[node];
+  if (n.addr != addr) n.next_ask = now;  // a new address (a restart elsewhere): ask at once
+  n.addr = addr;
+  n.live = live;
+  if (advertised_version != n.advertised) n.next_ask = std::min(n.next_ask, now);
+  n.advertised = advertised_version;
+  // 0: it publishes nothing now. Lower than what we hold: it lost its data dir and counts again
+  // from 1 (gossip orders a member's metadata by incarnation, so this is not an old message).
+  if (advertised_version == 0 || advertised_version < n.catalog.version) n.catalog = NodeCatalog{node, 0, {}};
+}
+
+void RemoteCatalogs::forget(const std::string& node) { nodes_.erase(node); }
+
+bool RemoteCatalogs::on_catalog(const Endpoint& from, NodeCatalog c) {
+  auto it = nodes_.find(c.node);
+  if (it == nodes_.end() || it->second.addr != from || c.version <= it->second.catalog.version) {
+    ++stats_.catalogs_stale;
+    return false;
+  }
+  ++stats_.catalogs_accepted;
+  // A response newer than the gossip we heard: gossip will catch up; hold the newest.
+  it->second.advertised = std::max(it->second.advertised, c.version);
+  it->second.catalog = std::move(c);
+  return true;
+}
+
+std::vector<std::pair<Endpoint, std::uint64_t>> RemoteCatalogs::due_fetches(TimePoint now, Duration retry) {
+  std::vector<std::pair<Endpoint, std::uint64_t>> out;
+  for (auto& [name, n] : nodes_) {
+    if (!n.live || n.advertised <= n.catalog.version || n.next_ask > now) continue;
+    out.emplace_back(n.addr, n.catalog.version);
+    n.next_ask = now + retry;
+    ++stats_.fetches_sent;
+  }
+  return out;
+}
+
+TimePoint RemoteCatalogs::next_fetch() const {
+  TimePoint t = TimePoint::max();
+  for (const auto& [name, n] : nodes_) {
+    if (n.live && n.advertised > n.catalog.version) t = std::min(t, n.next_ask);
+  }
+  return t;
+}
+
+}  // namespace weft::agent
