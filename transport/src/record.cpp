@@ -1,0 +1,346 @@
+#include "weft/transport/record.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "sodium_init.h"
+
+namespace weft::transport {
+
+namespace {
+
+using detail::ensure_sodium;
+
+static_assert(crypto_aead_xchacha20poly1305_ietf_KEYBYTES == 32);
+static_assert(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES == 24);
+static_assert(crypto_aead_xchacha20poly1305_ietf_ABYTES == kRecordTagBytes);
+static_assert(crypto_auth_hmacsha256_KEYBYTES == 32 && crypto_auth_hmacsha256_BYTES == 32);
+static_assert(kMaxRecordBytes < (std::size_t{1} << 24));  // the length fits in 3 bytes
+static_assert(kMaxRecordBytes < (std::size_t{1} << 30));  // and in OpenSSL's int lengths
+
+constexpr char kRekeyLabel[] = "weft rekey";  // used without its NUL
+constexpr std::size_t kGcmNonceBytes = 12;
+
+const unsigned char* as_uchar(const std::byte* p) { return reinterpret_cast<const unsigned char*>(p); }
+unsigned char* as_uchar(std::byte* p) { return reinterpret_cast<unsigned char*>(p); }
+
+// The counter in the last 8 bytes, big-endian, zeros before it.
+template <std::size_t N>
+std::array<unsigned char, N> counter_nonce(std::uint64_t counter) {
+  std::array<unsigned char, N> nonce{};
+  for (std::size_t i = 0; i < 8; ++i) nonce[N - 1 - i] = static_cast<unsigned char>(counter >> (8 * i));
+  return nonce;
+}
+
+bool valid_type(std::uint8_t t) {
+  return t == static_cast<std::uint8_t>(RecordType::kData) || t == static_cast<std::uint8_t>(RecordType::kRekey) ||
+         t == static_cast<std::uint8_t>(RecordType::kClose);
+}
+
+// Checks a header; returns the length of what follows it (ciphertext and tag).
+Result<std::size_t, RecordError> parse_header(const unsigned char* h) {
+  const std::size_t len = (std::size_t{h[1]} << 16) | (std::size_t{h[2]} << 8) | std::size_t{h[3]};
+  if (len > kMaxRecordPlaintext + kRecordTagBytes) return Unexpected<RecordError>(RecordError::kTooLarge);
+  if (!valid_type(h[0]) || len < kRecordTagBytes) return Unexpected<RecordError>(RecordError::kBadHeader);
+  return len;
+}
+
+}  // namespace
+
+namespace detail {
+
+// One direction's AEAD: the key and, for AES-256-GCM, the EVP context that holds its key schedule
+// (initialised once per key, not per record: that set-up is what makes small records slow).
+class RecordAead {
+ public:
+  RecordAead(Cipher cipher, const RecordKey& key, bool encrypt) : cipher_(cipher), encrypt_(encrypt), key_(key) {
+    WEFT_CHECK(cipher == Cipher::kAes256Gcm || cipher == Cipher::kXChaCha20Poly1305);
+    if (cipher_ == Cipher::kAes256Gcm) {
+      ctx_ = EVP_CIPHER_CTX_new();
+      WEFT_CHECK(ctx_ != nullptr);  // out of memory at connection set-up
+      const int rc = encrypt_ ? EVP_EncryptInit_ex(ctx_, EVP_aes_256_gcm(), nullptr, key_.data(), nullptr)
+                              : EVP_DecryptInit_ex(ctx_, EVP_aes_256_gcm(), nullptr, key_.data(), nullptr);
+      WEFT_CHECK(rc == 1);
+    }
+  }
+  ~RecordAead() {
+    EVP_CIPHER_CTX_free(ctx_);  // cleanses the key schedule
+    sodium_memzero(key_.data(), key_.size());
+  }
+  RecordAead(const RecordAead&) = delete;
+  RecordAead& operator=(const RecordAead&) = delete;
+
+  // Writes n + 16 bytes to out.
+  bool seal(std::uint64_t counter, const unsigned char* ad, const unsigned char* plain, std::size_t n,
+            unsigned char* out) {
+    if (cipher_ == Cipher::kXChaCha20Poly1305) {
+      const auto nonce = counter_nonce<crypto_aead_xchacha20poly1305_ietf_NPUBBYTES>(counter);
+      unsigned long long clen = 0;
+      return crypto_aead_xchacha20poly1305_ietf_encrypt(out, &clen, plain, n, ad, kRecordHeaderBytes, nullptr,
+                                                        nonce.data(), key_.data()) == 0;
+    }
+    const auto nonce = counter_nonce<kGcmNonceBytes>(counter);
+    int len = 0;
+    return EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce.data()) == 1 &&
+           EVP_EncryptUpdate(ctx_, nullptr, &len, ad, static_cast<int>(kRecordHeaderBytes)) == 1 &&
+           (n == 0 || EVP_EncryptUpdate(ctx_, out, &len, plain, static_cast<int>(n)) == 1) &&
+           EVP_EncryptFinal_ex(ctx_, out + n, &len) == 1 &&
+           EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kRecordTagBytes), out + n) == 1;
+  }
+
+  // Reads n >= 16 bytes (ciphertext and tag), writes n - 16 bytes to out; false if the tag fails
+  // (out then holds garbage that the caller wipes).
+  bool open(std::uint64_t counter, const unsigned char* ad, const unsigned char* in, std::size_t n,
+            unsigned char* out) {
+    const std::size_t m = n - kRecordTagBytes;
+    if (cipher_ == Cipher::kXChaCha20Poly1305) {
+      const auto nonce = counter_nonce<crypto_aead_xchacha20poly1305_ietf_NPUBBYTES>(counter);
+      unsigned long long plen = 0;
+      return crypto_aead_xchacha20poly1305_ietf_decrypt(out, &plen, nullptr, in, n, ad, kRecordHeaderBytes,
+                                                        nonce.data(), key_.data()) == 0;
+    }
+    const auto nonce = counter_nonce<kGcmNonceBytes>(counter);
+    std::array<unsigned char, kRecordTagBytes> tag{};  // SET_TAG takes a non-const pointer
+    std::copy_n(in + m, tag.size(), tag.begin());
+    int len = 0;
+    return EVP_DecryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce.data()) == 1 &&
+           EVP_DecryptUpdate(ctx_, nullptr, &len, ad, static_cast<int>(kRecordHeaderBytes)) == 1 &&
+           (m == 0 || EVP_DecryptUpdate(ctx_, out, &len, in, static_cast<int>(m)) == 1) &&
+           EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag.size()), tag.data()) == 1 &&
+           EVP_DecryptFinal_ex(ctx_, out + m, &len) == 1;
+  }
+
+  // key' = HMAC-SHA256(key, "weft rekey"): one-way, so a stolen new key does not open old records.
+  void rekey() {
+    RecordKey next{};
+    crypto_auth_hmacsha256(next.data(), reinterpret_cast<const unsigned char*>(kRekeyLabel), sizeof kRekeyLabel - 1,
+                           key_.data());
+    key_ = next;
+    sodium_memzero(next.data(), next.size());
+    if (ctx_ != nullptr) {
+      const int rc = encrypt_ ? EVP_EncryptInit_ex(ctx_, nullptr, nullptr, key_.data(), nullptr)
+                              : EVP_DecryptInit_ex(ctx_, nullptr, nullptr, key_.data(), nullptr);
+      WEFT_CHECK(rc == 1);  // only sets the key on an initialised context
+    }
+  }
+
+ private:
+  Cipher cipher_;
+  bool encrypt_;
+  RecordKey key_;
+  EVP_CIPHER_CTX* ctx_ = nullptr;
+};
+
+}  // namespace detail
+
+const char* to_string(Cipher c) {
+  switch (c) {
+    case Cipher::kAes256Gcm: return "aes-256-gcm";
+    case Cipher::kXChaCha20Poly1305: return "xchacha20-poly1305";
+  }
+  return "unknown";
+}
+
+const char* to_string(RecordError e) {
+  switch (e) {
+    case RecordError::kBadTag: return "bad_tag";
+    case RecordError::kTooLarge: return "too_large";
+    case RecordError::kBadHeader: return "bad_header";
+    case RecordError::kBadControl: return "bad_control";
+    case RecordError::kAfterClose: return "after_close";
+    case RecordError::kTruncated: return "truncated";
+    case RecordError::kExhausted: return "exhausted";
+  }
+  return "unknown";
+}
+
+const char* to_string(SealError e) {
+  switch (e) {
+    case SealError::kTooLarge: return "too_large";
+    case SealError::kClosed: return "closed";
+    case SealError::kExhausted: return "exhausted";
+    case SealError::kControlPayload: return "control_payload";
+    case SealError::kCrypto: return "crypto";
+  }
+  return "unknown";
+}
+
+bool aes_ni_available() {
+  ensure_sodium();
+  return crypto_aead_aes256gcm_is_available() == 1;
+}
+
+Cipher preferred_cipher() { return aes_ni_available() ? Cipher::kAes256Gcm : Cipher::kXChaCha20Poly1305; }
+
+// ---- RecordSealer
+
+RecordSealer::RecordSealer(Cipher cipher, const RecordKey& key, RecordOptions options)
+    : aead_((ensure_sodium(), std::make_unique<detail::RecordAead>(cipher, key, true))),
+      cipher_(cipher),
+      options_(options) {}
+RecordSealer::~RecordSealer() = default;
+RecordSealer::RecordSealer(RecordSealer&&) noexcept = default;
+RecordSealer& RecordSealer::operator=(RecordSealer&&) noexcept = default;
+
+Result<void, SealError> RecordSealer::refuse(SealError e) {
+  ++stats_.seal_refused[static_cast<std::size_t>(e)];
+  return Unexpected<SealError>(e);
+}
+
+bool RecordSealer::seal_one(std::vector<std::byte>& out, RecordType type, std::span<const std::byte> plain) {
+  const std::size_t at = out.size();
+  const std::size_t len = plain.size() + kRecordTagBytes;
+  out.resize(at + kRecordHeaderBytes + len);
+  unsigned char* p = as_uchar(out.data() + at);
+  p[0] = static_cast<unsigned char>(type);
+  p[1] = static_cast<unsigned char>(len >> 16);
+  p[2] = static_cast<unsigned char>(len >> 8);
+  p[3] = static_cast<unsigned char>(len);
+  if (!aead_->seal(counter_, p, as_uchar(plain.data()), plain.size(), p + kRecordHeaderBytes)) return false;
+  ++counter_;
+  ++under_key_;
+  ++stats_.records_sealed;
+  if (type == RecordType::kData) stats_.bytes_sealed += plain.size();
+  if (type == RecordType::kRekey) {
+    aead_->rekey();
+    under_key_ = 0;
+    ++stats_.rekeys;
+  }
+  if (type == RecordType::kClose) closed_ = true;
+  return true;
+}
+
+Result<void, SealError> RecordSealer::seal_into(std::vector<std::byte>& out, RecordType type,
+                                                std::span<const std::byte> plain) {
+  WEFT_CHECK(aead_ != nullptr);  // not moved from
+  WEFT_CHECK(valid_type(static_cast<std::uint8_t>(type)));
+  if (closed_) return refuse(SealError::kClosed);
+  if (plain.size() > kMaxRecordPlaintext) return refuse(SealError::kTooLarge);
+  if (type != RecordType::kData && !plain.empty()) return refuse(SealError::kControlPayload);
+  const bool rekey_due = type == RecordType::kData && under_key_ >= options_.rekey_interval;
+  if (options_.max_records - std::min(counter_, options_.max_records) < (rekey_due ? 2u : 1u)) {
+    return refuse(SealError::kExhausted);
+  }
+  const std::size_t at = out.size();
+  if ((rekey_due && !seal_one(out, RecordType::kRekey, {})) || !seal_one(out, type, plain)) {
+    // Only an allocation failure inside the cipher library gets here; the key may have moved on
+    // already, so this direction cannot continue.
+    out.resize(at);
+    closed_ = true;
+    return refuse(SealError::kCrypto);
+  }
+  return {};
+}
+
+Result<void, SealError> RecordSealer::seal_stream_into(std::vector<std::byte>& out, std::span<const std::byte> plain) {
+  out.reserve(out.size() + plain.size() + (plain.size() / kMaxRecordPlaintext + 2) * kRecordOverhead);
+  while (!plain.empty()) {
+    const std::size_t n = std::min(plain.size(), kMaxRecordPlaintext);
+    auto r = seal_into(out, RecordType::kData, plain.first(n));
+    if (!r) return r;
+    plain = plain.subspan(n);
+  }
+  return {};
+}
+
+// ---- RecordOpener
+
+RecordOpener::RecordOpener(Cipher cipher, const RecordKey& key, RecordOptions options)
+    : aead_((ensure_sodium(), std::make_unique<detail::RecordAead>(cipher, key, false))), options_(options) {}
+RecordOpener::~RecordOpener() = default;
+RecordOpener::RecordOpener(RecordOpener&&) noexcept = default;
+RecordOpener& RecordOpener::operator=(RecordOpener&&) noexcept = default;
+
+Unexpected<RecordError> RecordOpener::fail_with(RecordError e) {
+  if (!failed_) {
+    failed_ = true;
+    error_ = e;
+    ++stats_.open_failed[static_cast<std::size_t>(e)];
+    pending_.clear();
+    pending_.shrink_to_fit();
+  }
+  return Unexpected<RecordError>(error_);
+}
+
+Result<void, RecordError> RecordOpener::open_one(std::span<const std::byte> record, std::vector<std::byte>& plain_out) {
+  const unsigned char* h = as_uchar(record.data());
+  const auto type = static_cast<RecordType>(h[0]);
+  const std::size_t len = record.size() - kRecordHeaderBytes;  // checked by parse_header
+  if (counter_ >= options_.max_records) return fail_with(RecordError::kExhausted);
+  const std::size_t plain_len = len - kRecordTagBytes;
+  const std::size_t at = plain_out.size();
+  plain_out.resize(at + plain_len);
+  unsigned char* dst = as_uchar(plain_out.data() + at);
+  const bool authentic = aead_->open(counter_, h, h + kRecordHeaderBytes, len, dst);
+  if (!authentic || (type != RecordType::kData && plain_len != 0)) {
+    sodium_memzero(dst, plain_len);  // EVP writes plaintext before it checks the tag
+    plain_out.resize(at);
+    return fail_with(authentic ? RecordError::kBadControl : RecordError::kBadTag);
+  }
+  ++counter_;
+  ++stats_.records_opened;
+  if (type == RecordType::kData) stats_.bytes_opened += plain_len;
+  if (type == RecordType::kRekey) {
+    aead_->rekey();
+    ++stats_.rekeys;
+  }
+  if (type == RecordType::kClose) closed_ = true;
+  return {};
+}
+
+Result<RecordOpener::Progress, RecordError> RecordOpener::feed(std::span<const std::byte> in,
+                                                                std::vector<std::byte>& plain_out) {
+  WEFT_CHECK(aead_ != nullptr);  // not moved from
+  if (failed_) return Unexpected<RecordError>(error_);
+  Progress progress;
+  while (!in.empty()) {
+    if (closed_) return fail_with(RecordError::kAfterClose);
+    if (pending_.empty()) {
+      // Fast path: whole records straight from the caller's bytes, no copy.
+      if (in.size() >= kRecordHeaderBytes) {
+        auto len = parse_header(as_uchar(in.data()));
+        if (!len) return fail_with(len.error());
+        const std::size_t total = kRecordHeaderBytes + *len;
+        if (in.size() >= total) {
+          if (auto r = open_one(in.first(total), plain_out); !r) return Unexpected<RecordError>(r.error());
+          ++progress.records;
+          in = in.subspan(total);
+          continue;
+        }
+      }
+      // An incomplete record (its header, if complete, is valid: so at most kMaxRecordBytes).
+      pending_.reserve(kMaxRecordBytes);
+      pending_.assign(in.begin(), in.end());
+      break;
+    }
+    // Top up the buffered record: first its header (checked as soon as it is complete), then the rest.
+    if (pending_.size() < kRecordHeaderBytes) {
+      const std::size_t take = std::min(kRecordHeaderBytes - pending_.size(), in.size());
+      pending_.insert(pending_.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(take));
+      in = in.subspan(take);
+      if (pending_.size() < kRecordHeaderBytes) break;
+    }
+    auto len = parse_header(as_uchar(pending_.data()));
+    if (!len) return fail_with(len.error());
+    const std::size_t want = kRecordHeaderBytes + *len;
+    const std::size_t take = std::min(want - pending_.size(), in.size());
+    pending_.insert(pending_.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(take));
+    in = in.subspan(take);
+    if (pending_.size() < want) break;
+    if (auto r = open_one(pending_, plain_out); !r) return Unexpected<RecordError>(r.error());
+    ++progress.records;
+    pending_.clear();
+  }
+  progress.closed = closed_;
+  return progress;
+}
+
+Result<void, RecordError> RecordOpener::finish() {
+  if (failed_) return Unexpected<RecordError>(error_);
+  if (!closed_ || !pending_.empty()) return fail_with(RecordError::kTruncated);
+  return {};
+}
+
+}  // namespace weft::transport
