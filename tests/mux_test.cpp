@@ -100,7 +100,7 @@ std::size_t deliver(MuxSession& from, MuxSession& to, std::mt19937_64& rng, std:
   return wire.size();
 }
 
-// Delivers both ways until neither side has output; returns the events of each side.
+// Delivers both ways until neither side has output (events stay with the sessions).
 void settle(MuxSession& a, MuxSession& b, std::mt19937_64& rng) {
   for (int i = 0; i < 100; ++i) {
     if (deliver(a, b, rng) + deliver(b, a, rng) == 0) return;
@@ -526,6 +526,7 @@ TEST(MuxSessionTest, GoAwayStopsNewStreamsButNotOpenOnes) {
   const auto gone = events_of<GoAway>(p.a.take_events());
   ASSERT_EQ(gone.size(), 1u);
   EXPECT_EQ(gone[0].reason, GoAwayReason::kNormal);
+  EXPECT_STREQ(to_string(gone[0].reason), "normal");
   EXPECT_FALSE(p.a.open_stream({}));
   EXPECT_FALSE(p.b.open_stream({}));
   ASSERT_EQ(p.a.write(id, bytes_of("still here")), 10u);

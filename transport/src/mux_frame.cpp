@@ -31,6 +31,15 @@ const char* to_string(ResetReason r) {
   return "unknown";
 }
 
+const char* to_string(GoAwayReason r) {
+  switch (r) {
+    case GoAwayReason::kNormal: return "normal";
+    case GoAwayReason::kProtocolError: return "protocol_error";
+    case GoAwayReason::kInternal: return "internal";
+  }
+  return "unknown";
+}
+
 const char* to_string(MuxError e) {
   switch (e) {
     case MuxError::kUnknownType: return "unknown_type";

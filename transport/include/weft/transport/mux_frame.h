@@ -11,7 +11,7 @@
 //   type           stream id   length      payload
 //   DATA (0)       != 0        1 .. 16384  stream bytes
 //   OPEN (1)       != 0        0 .. 1024   opaque bytes from the opener (e.g. the service name)
-//   WINDOW_UPDATE  != 0        4           credit increment u32, > 0
+//   WINDOW_UPD (2) != 0        4           credit increment u32, > 0
 //   FIN (3)        != 0        0           -
 //   RESET (4)      != 0        1           ResetReason u8
 //   PING (5)       0           8           opaque u64, echoed by PONG
@@ -79,6 +79,7 @@ enum class GoAwayReason : std::uint8_t {
   kProtocolError = 1,  // we received a malformed frame; the connection is about to close
   kInternal = 2,
 };
+const char* to_string(GoAwayReason r);
 
 // Session-fatal protocol errors: the decoder's (structure) and the session's (state).
 // append-only: values index MuxStats::protocol_errors, which users see
