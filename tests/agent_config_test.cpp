@@ -154,7 +154,7 @@ TEST(AgentConfig, BadInputNamesTheProblem) {
       {"[[service]]\nname = \"web\"", "port 1..65535"},
       {"[[service]]\nname = \"web\"\nport = 70000", "port 1..65535"},
       {"[[service]]\nname = \"w b\"\nport = 80", "letters"},
-      {"[[service]]\nname = \"web\"\nport = 80\ncheck = \"udp\"", "check 'udp'"},
+      {"[[service]]\nname = \"web\"\nport = 80\ncheck = \"udp\"", "\"udp\""},
       {"[[service]]\nname = \"web\"\nport = 80\ninterval = \"soon\"", "interval"},
       {"[[service]]\nname = \"web\"\nport = 80\ncolour = 1", "colour"},
       {"[[service]]\nname = \"web\"\nport = 80\n[[service]]\nname = \"web\"\nport = 81", "twice"},

@@ -434,12 +434,15 @@ bool readable(zmq::socket_t& s) {
 int Agent::run() {
   // Plain poll(2) on every descriptor, ZeroMQ's included: zmq_poll costs a zero-timeout pass and
   // a mailbox check per socket on every wake-up, and an idle agent wakes a few times a second.
-  pollfd fds[] = {
+  // The four descriptors the agent always watches, then those of health checks in flight.
+  const pollfd base[] = {
       {udp_.fd(), POLLIN, 0},
       {signal_fd_, POLLIN, 0},
       {reliable_.socket().get(zmq::sockopt::fd), POLLIN, 0},
       {rpc_.get(zmq::sockopt::fd), POLLIN, 0},
   };
+  constexpr std::size_t kBase = std::size(base);
+  std::vector<pollfd> fds(std::begin(base), std::end(base));
   TimePoint now = Clock::now();
   while (!stop_) {
     publish_catalog(now);
@@ -449,12 +452,16 @@ int Agent::run() {
     send_catalog_fetches(now);
     if (leaving_ && (node_->leave_done() || now >= leave_deadline_)) break;
 
-    const TimePoint wake = next_wakeup(deadline);
+    const TimePoint wake = std::min(next_wakeup(deadline), health_.tick(now));
+    apply_health_changes();  // a check that timed out in tick()
+    fds.resize(kBase);
+    for (pollfd& p : fds) p.revents = 0;
+    health_.append_pollfds(fds);
     now = Clock::now();
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
     wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000));
     if (readable(reliable_.socket()) || readable(rpc_)) wait = std::chrono::milliseconds(0);
-    if (::poll(fds, std::size(fds), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
+    if (::poll(fds.data(), fds.size(), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
       log_->error("poll failed: {}", std::strerror(errno));
       exit_code_ = 1;
       break;
@@ -483,6 +490,10 @@ int Agent::run() {
     }
     if (readable(rpc_)) on_rpc();
     if (fds[1].revents & POLLIN) on_signal(now);
+    if (fds.size() > kBase) {
+      health_.on_poll(now, std::span<const pollfd>(fds).subspan(kBase));
+      apply_health_changes();
+    }
 
     if (now >= next_persist_) {
       next_persist_ = TimePoint::max();

@@ -19,6 +19,7 @@
 
 #include "catalog.h"
 #include "frame.h"
+#include "health.h"
 #include "weft/agent/agent.h"
 #include "weft/agent/rpc.h"
 #include "weft/gossip/node.h"
@@ -110,6 +111,8 @@ class Agent {
   Result<void> register_service(const ServiceSpec& spec);
   Result<bool> deregister_service(const std::string& name);
   void set_service_health(const std::string& name, bool passing);
+  void start_check(TimePoint now, const ServiceSpec& spec);
+  void apply_health_changes();
   void on_member_catalog(TimePoint now, const std::string& name);
   void send_catalog_fetches(TimePoint now);
   void on_catalog_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
@@ -163,6 +166,7 @@ class Agent {
   std::uint64_t catalog_version_ = 0;
   bool catalog_dirty_ = false;
   TimePoint publish_at_ = TimePoint::max();
+  HealthChecker health_;
   RemoteCatalogs remote_;
 
   std::vector<Waiter> join_waiters_;

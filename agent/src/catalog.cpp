@@ -1,5 +1,7 @@
 #include "catalog.h"
 
+#include "health.h"
+
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -73,12 +75,8 @@ Result<void> check_service_spec(const ServiceSpec& s) {
   for (const std::string& t : s.tags) {
     if (t.empty() || t.size() > kMaxTagBytes) return fail("a tag must be 1..256 bytes");
   }
-  const bool check_ok = s.check.empty() || s.check == "tcp" || (s.check.starts_with("http://") && s.check.size() > 7) ||
-                        (s.check.starts_with("exec:") && s.check.size() > 5);
-  if (!check_ok) return fail("check '" + s.check + "' is not tcp, http://HOST:PORT/PATH or exec:COMMAND");
-  if (s.interval < std::chrono::milliseconds(100) || s.interval > std::chrono::hours(24)) {
-    return fail("interval must be 100ms .. 24h");
-  }
+  if (s.interval < kMinCheckInterval || s.interval > std::chrono::hours(24)) return fail("interval must be 100ms .. 24h");
+  if (auto c = CheckSpec::parse(s.check, s.interval); !c) return fail(c.error().message);
   return {};
 }
 

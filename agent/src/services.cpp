@@ -40,7 +40,25 @@ Result<void> Agent::load_services() {
     local_services_[s.name] = LocalService{s, s.check.empty()};
   }
   if (auto r = store_.set_catalog_version(catalog_version_); !r) return fail(r.error().message);
+  const TimePoint now = Clock::now();
+  for (const auto& [name, s] : local_services_) start_check(now, s.spec);
   return {};
+}
+
+void Agent::start_check(TimePoint now, const ServiceSpec& spec) {
+  auto check = CheckSpec::parse(spec.check, spec.interval);
+  if (!check) {  // validated when registered; a damaged row lands here
+    log_->warn("service check not started name={} why={}", spec.name, check.error().message);
+    return;
+  }
+  health_.set(now, spec.name, spec.port, *check);  // the loop's next turn starts it
+}
+
+void Agent::apply_health_changes() {
+  for (const auto& [service, h] : health_.take_changes()) {
+    set_service_health(service, h == Health::kPassing);
+    if (h == Health::kCritical) log_->info("service check failed name={} output={}", service, health_.last_output(service));
+  }
 }
 
 std::vector<std::byte> Agent::own_meta() const {
@@ -86,8 +104,10 @@ Result<void> Agent::register_service(const ServiceSpec& spec) {
   auto& s = local_services_[spec.name];
   const bool had_check = !s.spec.check.empty();
   s.spec = spec;
-  // A service without a check is passing; a new check starts critical until it passes.
+  // A service without a check is passing; a new check starts critical until it passes (as the
+  // checker itself does).
   if (spec.check.empty() || !had_check) s.passing = spec.check.empty();
+  start_check(Clock::now(), spec);
   catalog_dirty_ = true;
   log_->info("service registered name={} port={} check={}", spec.name, spec.port, spec.check);
   return {};
@@ -97,6 +117,7 @@ Result<bool> Agent::deregister_service(const std::string& name) {
   auto gone = store_.delete_entry(store::EntryKind::kService, name);
   if (!gone) return fail(gone.error().message);
   const bool had = local_services_.erase(name) > 0;
+  health_.remove(name);
   if (had) {
     catalog_dirty_ = true;
     log_->info("service deregistered name={}", name);

@@ -353,6 +353,62 @@ TEST(AgentProcess, ServiceCatalogSpreadsPersistsAndFollowsHealth) {
       << services_of(a2).dump() << c.logs();
 }
 
+// Health checks run by the local agent decide what every agent sees: a tcp check follows a real
+// listener going away and coming back; exec checks pass on exit 0 only.
+TEST(AgentProcess, HealthChecksDecideWhatEveryAgentSees) {
+  TempDir keys;
+  write_key(keys, "key");
+  Cluster c(6, 2, keys.path + "/key");
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(2); }, 15s)) << c.logs();
+  auto& a0 = *c.agents[0];
+  auto& a1 = *c.agents[1];
+
+  // A listener on 127.0.0.1, port chosen by the system.
+  auto listen_on = [](std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    EXPECT_EQ(::listen(fd, 16), 0);
+    return fd;
+  };
+  int lfd = listen_on(0);
+  sockaddr_in bound{};
+  socklen_t len = sizeof bound;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&bound), &len), 0);
+  const std::uint16_t port = ntohs(bound.sin_port);
+
+  RunResult r = run({weft_bin(), "service", "register", "db", "--port", std::to_string(port), "--check", "tcp",
+                     "--interval", "200ms", "--rpc", a0.rpc()});
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const auto& [name, check] : {std::pair{"ok", "exec:true"}, std::pair{"bad", "exec:exit 3"}}) {
+    ASSERT_TRUE(a0.call("service.register", json{{"name", name}, {"port", 1}, {"check", check}, {"interval", "200ms"}}));
+  }
+  auto health = [](AgentProc& a, const std::string& service) -> std::string {
+    auto reply = a.call("services");
+    if (!reply) return "";
+    for (const json& s : (*reply)["services"]) {
+      if (s["service"] == service) return s["health"].get<std::string>();
+    }
+    return "absent";
+  };
+  EXPECT_TRUE(wait_until([&] { return health(a1, "db") == "passing" && health(a1, "ok") == "passing"; }, 10s))
+      << a1.call("services")->dump() << c.logs();
+  EXPECT_TRUE(wait_until([&] { return health(a1, "bad") == "critical"; }, 5s));
+
+  ::close(lfd);  // the service goes away: critical everywhere
+  EXPECT_TRUE(wait_until([&] { return health(a1, "db") == "critical"; }, 10s)) << c.logs();
+  lfd = listen_on(port);  // and comes back
+  EXPECT_TRUE(wait_until([&] { return health(a1, "db") == "passing"; }, 10s)) << c.logs();
+  ::close(lfd);
+  EXPECT_EQ(health(a1, "bad"), "critical") << "it never passed";
+}
+
 TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
   TempDir t;
   const std::string dir = t.path + "/d";
