@@ -47,7 +47,7 @@ struct CheckSpec {
 
   // "" -> kNone, "tcp" -> connect to 127.0.0.1:service_port, "http://HOST[:PORT]/PATH" (plain
   // http; HOST an IPv4 literal or "localhost"; PORT defaults to 80), "exec:COMMAND" (run with
-  // /bin/sh -c). Anything else, or an interval under kMinInterval: an error naming the problem.
+  // /bin/sh -c). Anything else, or an interval under kMinCheckInterval: an error naming the problem.
   static Result<CheckSpec> parse(std::string_view text, Duration interval);
   std::string text() const;  // back to the form parse() takes
 
