@@ -1,0 +1,572 @@
+// The mesh data plane proxy (transport/proxy.h), end to end in one process on 127.0.0.1: proxies
+// "a" (the app side), "b" and "c" (service sides) with fresh Noise keys, small blocking test
+// services on b / c, and apps that are plain blocking sockets. Every wait polls with a deadline;
+// every socket has a receive/send timeout, so a hang fails the test instead of blocking it.
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "weft/transport/noise.h"
+#include "weft/transport/proxy.h"
+
+namespace weft::transport {
+namespace {
+
+using namespace std::chrono_literals;
+using Digest = std::array<unsigned char, crypto_hash_sha256_BYTES>;
+
+class Sha256 {
+ public:
+  Sha256() { crypto_hash_sha256_init(&state_); }
+  void update(const void* p, std::size_t n) {
+    crypto_hash_sha256_update(&state_, static_cast<const unsigned char*>(p), n);
+  }
+  Digest final() {
+    Digest d{};
+    crypto_hash_sha256_final(&state_, d.data());
+    return d;
+  }
+
+ private:
+  crypto_hash_sha256_state state_{};
+};
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return pred();
+}
+
+void set_timeouts(int fd, std::chrono::seconds t) {
+  timeval tv{};
+  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(t.count());
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sin;
+}
+
+// A blocking client socket connected to 127.0.0.1:port; -1 if refused.
+int dial(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  set_timeouts(fd, 20s);
+  const sockaddr_in sin = loopback(port);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool send_all(int fd, const void* p, std::size_t n) {
+  const auto* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::send(fd, b, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    b += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// Reads until EOF (true) or an error / timeout (false).
+bool read_all(int fd, std::string& out) {
+  char buf[65536];
+  for (;;) {
+    const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r == 0) return true;
+    if (r < 0) return false;
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+}
+
+// How a connection through the proxy ended, seen by the app: EOF, RST, or neither (timeout).
+enum class End { kEof, kReset, kTimeout };
+End wait_end(int fd) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r == 0) return End::kEof;
+    if (r < 0) return errno == ECONNRESET ? End::kReset : End::kTimeout;
+  }
+}
+
+// A local service: blocking threads, one per connection.
+class TestService {
+ public:
+  enum class Mode {
+    kEcho,            // every byte back; EOF -> shutdown(SHUT_WR)
+    kCountThenReply,  // reads to EOF, then answers "n=<bytes>" and closes
+    kSource,          // writes source_bytes, then closes; never reads
+  };
+  explicit TestService(Mode mode, std::size_t source_bytes = 0) : mode_(mode), source_bytes_(source_bytes) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in sin = loopback(0);
+    ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+    ::listen(listen_fd_, 512);
+    socklen_t len = sizeof sin;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sin), &len);
+    port_ = ntohs(sin.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~TestService() {
+    close_listener();
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : workers_) t.join();
+  }
+  void close_listener() {
+    if (acceptor_.joinable()) {
+      ::shutdown(listen_fd_, SHUT_RDWR);
+      acceptor_.join();
+      ::close(listen_fd_);
+    }
+  }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+
+  std::atomic<int> accepted{0};
+  std::atomic<std::size_t> written{0};
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      set_timeouts(fd, 30s);
+      ++accepted;
+      std::lock_guard lock(mu_);
+      fds_.push_back(fd);
+      workers_.emplace_back([this, fd] { serve(fd); });
+    }
+  }
+  void serve(int fd) {
+    std::vector<char> buf(256 * 1024);
+    if (mode_ == Mode::kEcho) {
+      for (;;) {
+        const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+        if (r <= 0) break;
+        if (!send_all(fd, buf.data(), static_cast<std::size_t>(r))) break;
+      }
+      ::shutdown(fd, SHUT_WR);
+    } else if (mode_ == Mode::kCountThenReply) {
+      std::size_t n = 0;
+      for (;;) {
+        const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+        if (r <= 0) break;
+        n += static_cast<std::size_t>(r);
+      }
+      const std::string reply = "n=" + std::to_string(n);
+      send_all(fd, reply.data(), reply.size());
+      ::shutdown(fd, SHUT_WR);
+    } else {
+      std::memset(buf.data(), 'x', buf.size());
+      while (written < source_bytes_) {
+        const ssize_t w = ::send(fd, buf.data(), std::min(buf.size(), source_bytes_ - written), MSG_NOSIGNAL);
+        if (w <= 0) break;
+        written += static_cast<std::size_t>(w);
+      }
+      ::shutdown(fd, SHUT_WR);
+    }
+  }
+
+  Mode mode_;
+  std::size_t source_bytes_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::thread> workers_;
+};
+
+struct Node {
+  std::string name;
+  NoiseKeyPair kp;
+  std::unique_ptr<Proxy> proxy;
+};
+
+Node make_node(const std::string& name, ProxyConfig base = {}) {
+  Node n;
+  n.name = name;
+  n.kp = NoiseKeyPair::generate();
+  base.node = name;
+  base.mesh_bind = Endpoint::v4(127, 0, 0, 1, 0);
+  base.kx_pk = n.kp.public_key;
+  base.kx_sk = n.kp.secret_key;
+  auto p = Proxy::start(base, nullptr);
+  EXPECT_TRUE(p.has_value()) << (p ? "" : p.error().message);
+  if (p) n.proxy = std::move(*p);
+  return n;
+}
+
+RouteInstance instance(const Node& n, bool healthy = true) { return {n.name, n.proxy->mesh_endpoint(), healthy}; }
+
+std::shared_ptr<const RouteTable> table(std::map<std::string, std::vector<RouteInstance>> services,
+                                        const std::vector<const Node*>& peers,
+                                        std::map<std::string, std::uint16_t> local = {}) {
+  auto t = std::make_shared<RouteTable>();
+  t->services = std::move(services);
+  for (const Node* p : peers) t->peer_keys[p->name] = p->kp.public_key;
+  t->local_services = std::move(local);
+  return t;
+}
+
+// Adds upstream `service` on a (127.0.0.1, port chosen) and returns its port.
+std::uint16_t add_upstream(Node& a, const std::string& service, Balance balance = Balance::kPeakEwma) {
+  UpstreamConfig u;
+  u.name = service;
+  u.listen = Endpoint::v4(127, 0, 0, 1, 0);
+  u.balance = balance;
+  auto r = a.proxy->add_upstream(u);
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
+  return a.proxy->stats().listening[service].port;
+}
+
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_GE(sodium_init(), 0); }
+
+  // a -> b for `service`, b serving it on `port`.
+  void pair(const std::string& service, std::uint16_t port, ProxyConfig cfg = {}) {
+    a_ = make_node("a", cfg);
+    b_ = make_node("b", cfg);
+    ASSERT_TRUE(a_.proxy && b_.proxy);
+    a_.proxy->set_routes(table({{service, {instance(b_)}}}, {&b_}));
+    b_.proxy->set_routes(table({}, {&a_}, {{service, port}}));
+  }
+
+  Node a_;
+  Node b_;
+  Node c_;
+};
+
+// 64 MiB through a -> b -> echo -> b -> a, written in random sizes (1 B .. 1 MiB) while the echo
+// comes back; SHA-256 of what was sent and of what came back must agree, and the counters too.
+TEST_F(ProxyTest, BulkBothWaysByteExact) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  constexpr std::size_t kTotal = 64u << 20;
+  Digest sent{};
+  std::thread writer([&] {
+    Sha256 h;
+    std::mt19937_64 rng(42);
+    std::vector<unsigned char> buf(1u << 20);
+    std::size_t done = 0;
+    while (done < kTotal) {
+      const std::size_t n = std::min<std::size_t>(kTotal - done, 1 + rng() % buf.size());
+      for (std::size_t i = 0; i < n; i += 8) {
+        const std::uint64_t v = rng();
+        std::memcpy(buf.data() + i, &v, std::min<std::size_t>(8, n - i));
+      }
+      h.update(buf.data(), n);
+      if (!send_all(fd, buf.data(), n)) break;
+      done += n;
+    }
+    ::shutdown(fd, SHUT_WR);
+    sent = h.final();
+  });
+  Sha256 h;
+  std::size_t got = 0;
+  std::vector<char> buf(1u << 20);
+  bool eof = false;
+  for (;;) {
+    const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+    if (r <= 0) {
+      eof = r == 0;
+      break;
+    }
+    h.update(buf.data(), static_cast<std::size_t>(r));
+    got += static_cast<std::size_t>(r);
+  }
+  writer.join();
+  ::close(fd);
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got, kTotal);
+  EXPECT_EQ(h.final(), sent);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].active == 0; }));
+  const auto sa = a_.proxy->stats();
+  const auto sb = b_.proxy->stats();
+  EXPECT_EQ(sa.upstreams.at("echo").bytes_out, kTotal);
+  EXPECT_EQ(sa.upstreams.at("echo").bytes_in, kTotal);
+  EXPECT_EQ(sa.upstreams.at("echo").connections, 1u);
+  EXPECT_EQ(sa.upstreams.at("echo").failures, 0u);
+  EXPECT_EQ(sb.services.at("echo").bytes_in, kTotal);
+  EXPECT_EQ(sb.services.at("echo").bytes_out, kTotal);
+  EXPECT_EQ(sa.sessions_initiated, 1u);
+  EXPECT_EQ(sb.sessions_accepted, 1u);
+  EXPECT_EQ(sa.records_rejected + sb.records_rejected + sa.protocol_errors + sb.protocol_errors, 0u);
+}
+
+// 200 app connections at once (most arrive while the session is still handshaking), each with
+// its own bytes; every one comes back intact over one pooled session.
+TEST_F(ProxyTest, TwoHundredConcurrentConnections) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  constexpr int kConns = 200;
+  std::vector<int> fds;
+  for (int i = 0; i < kConns; ++i) {
+    fds.push_back(dial(port));
+    ASSERT_GE(fds.back(), 0);
+  }
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kConns; ++i) {
+    clients.emplace_back([&, i] {
+      std::string msg(4096 + static_cast<std::size_t>(i) * 37, static_cast<char>('A' + i % 26));
+      msg += std::to_string(i);
+      if (!send_all(fds[static_cast<std::size_t>(i)], msg.data(), msg.size())) return;
+      ::shutdown(fds[static_cast<std::size_t>(i)], SHUT_WR);
+      std::string back;
+      if (read_all(fds[static_cast<std::size_t>(i)], back) && back == msg) ++ok;
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int fd : fds) ::close(fd);
+  EXPECT_EQ(ok.load(), kConns);
+  EXPECT_EQ(echo.accepted.load(), kConns);
+  ASSERT_TRUE(wait_until([&] {
+    const auto s = a_.proxy->stats();
+    return s.upstreams.at("echo").active == 0 && s.connections_open == 0;
+  }));
+  const auto s = a_.proxy->stats();
+  EXPECT_EQ(s.sessions_initiated, 1u);
+  EXPECT_EQ(s.upstreams.at("echo").connections, static_cast<std::uint64_t>(kConns));
+  EXPECT_EQ(s.upstreams.at("echo").failures, 0u);
+  EXPECT_EQ(s.bytes_buffered, 0u);
+}
+
+// The app shuts down its write side; the service sees EOF only then, and its answer still
+// reaches the app.
+TEST_F(ProxyTest, HalfCloseCarriesTheReply) {
+  TestService svc(TestService::Mode::kCountThenReply);
+  pair("count", svc.port());
+  const std::uint16_t port = add_upstream(a_, "count");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  const std::string msg(100000, 'z');
+  ASSERT_TRUE(send_all(fd, msg.data(), msg.size()));
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  std::string reply;
+  EXPECT_TRUE(read_all(fd, reply));
+  EXPECT_EQ(reply, "n=100000");
+  ::close(fd);
+}
+
+// The peer does not serve the service: the app's connection is closed, not left hanging, and
+// both ends count it.
+TEST_F(ProxyTest, UnknownServiceClosesTheConnection) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  a_.proxy->set_routes(table({{"nosuch", {instance(b_)}}}, {&b_}));
+  const std::uint16_t port = add_upstream(a_, "nosuch");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  send_all(fd, "hello", 5);
+  EXPECT_NE(wait_end(fd), End::kTimeout);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["nosuch"].failures == 1; }));
+  EXPECT_EQ(b_.proxy->stats().streams_refused, 1u);
+  EXPECT_EQ(echo.accepted.load(), 0);
+}
+
+// b was told a different key for "a": the handshake is refused, counted, and nothing reaches
+// the service.
+TEST_F(ProxyTest, MismatchedPeerKeyIsRefused) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  Node impostor;
+  impostor.name = "a";
+  impostor.kp = NoiseKeyPair::generate();
+  b_.proxy->set_routes(table({}, {&impostor}, {{"echo", echo.port()}}));
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  send_all(fd, "secret", 6);
+  EXPECT_NE(wait_end(fd), End::kTimeout);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().handshakes_failed >= 1; }));
+  EXPECT_EQ(echo.accepted.load(), 0);
+  EXPECT_EQ(b_.proxy->stats().services.count("echo"), 0u);
+  EXPECT_GE(a_.proxy->stats().upstreams["echo"].failures, 1u);
+}
+
+// The service's listener is gone: new connections end at once (RESET connect_failed), counted
+// on both sides.
+TEST_F(ProxyTest, DeadServiceFailsNewConnectionsCleanly) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  {
+    const int fd = dial(port);  // works first
+    ASSERT_GE(fd, 0);
+    send_all(fd, "ping", 4);
+    ::shutdown(fd, SHUT_WR);
+    std::string back;
+    EXPECT_TRUE(read_all(fd, back));
+    EXPECT_EQ(back, "ping");
+    ::close(fd);
+  }
+  echo.close_listener();
+  for (int i = 0; i < 3; ++i) {
+    const int fd = dial(port);
+    ASSERT_GE(fd, 0);
+    send_all(fd, "ping", 4);
+    EXPECT_NE(wait_end(fd), End::kTimeout);
+    ::close(fd);
+  }
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 3; }));
+  EXPECT_EQ(b_.proxy->stats().services["echo"].failures, 3u);
+}
+
+struct Three {
+  TestService sb{TestService::Mode::kEcho};
+  TestService sc{TestService::Mode::kEcho};
+  Node a = make_node("a");
+  Node b = make_node("b");
+  Node c = make_node("c");
+};
+
+bool round_trip(std::uint16_t port, const std::string& msg) {
+  const int fd = dial(port);
+  if (fd < 0) return false;
+  std::string back;
+  const bool ok = send_all(fd, msg.data(), msg.size()) && ::shutdown(fd, SHUT_WR) == 0 && read_all(fd, back) && back == msg;
+  ::close(fd);
+  return ok;
+}
+
+// Two instances; the one marked unhealthy in a new route table gets no new connection.
+TEST_F(ProxyTest, UnhealthyInstanceLeavesTheRotation) {
+  Three t;
+  t.b.proxy->set_routes(table({}, {&t.a}, {{"echo", t.sb.port()}}));
+  t.c.proxy->set_routes(table({}, {&t.a}, {{"echo", t.sc.port()}}));
+  t.a.proxy->set_routes(table({{"echo", {instance(t.b), instance(t.c, false)}}}, {&t.b, &t.c}));
+  const std::uint16_t port = add_upstream(t.a, "echo", Balance::kRoundRobin);
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(round_trip(port, "x" + std::to_string(i)));
+  EXPECT_EQ(t.sb.accepted.load(), 10);
+  EXPECT_EQ(t.sc.accepted.load(), 0);
+  t.a.proxy->set_routes(table({{"echo", {instance(t.b, false), instance(t.c)}}}, {&t.b, &t.c}));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(round_trip(port, "y" + std::to_string(i)));
+  EXPECT_EQ(t.sb.accepted.load(), 10);
+  EXPECT_EQ(t.sc.accepted.load(), 10);
+  const auto s = t.a.proxy->stats();
+  ASSERT_EQ(s.routes.at("echo").size(), 2u);
+  EXPECT_FALSE(s.routes.at("echo")[0].healthy);
+}
+
+// b's service port refuses: connections that try b first are retried on c (the bytes sent
+// before the RESET are replayed), succeed, and count as retries.
+TEST_F(ProxyTest, RefusedInstanceIsRetriedOnAnother) {
+  Three t;
+  std::uint16_t dead_port = 0;
+  {
+    TestService gone(TestService::Mode::kEcho);
+    dead_port = gone.port();
+  }  // closed: connect() to it is refused
+  t.b.proxy->set_routes(table({}, {&t.a}, {{"echo", dead_port}}));
+  t.c.proxy->set_routes(table({}, {&t.a}, {{"echo", t.sc.port()}}));
+  t.a.proxy->set_routes(table({{"echo", {instance(t.b), instance(t.c)}}}, {&t.b, &t.c}));
+  const std::uint16_t port = add_upstream(t.a, "echo", Balance::kRoundRobin);
+  for (int i = 0; i < 6; ++i) EXPECT_TRUE(round_trip(port, std::string(1000, 'r') + std::to_string(i)));
+  EXPECT_EQ(t.sc.accepted.load(), 6);
+  const auto s = t.a.proxy->stats();
+  EXPECT_GE(s.upstreams.at("echo").retries, 1u);
+  EXPECT_EQ(s.upstreams.at("echo").failures, 0u);
+  EXPECT_GE(t.b.proxy->stats().services["echo"].failures, 1u);
+}
+
+// An app that never reads while the service writes 64 MiB: the proxies hold at most about a
+// stream window and a session backlog, and the service is held back by TCP.
+TEST_F(ProxyTest, SlowReaderKeepsMemoryBounded) {
+  constexpr std::size_t kSource = 64u << 20;
+  TestService src(TestService::Mode::kSource, kSource);
+  pair("src", src.port());
+  const std::uint16_t port = add_upstream(a_, "src");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  int small = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  send_all(fd, "go", 2);
+  // Wait until the service is stuck: nothing written for a while.
+  std::size_t last = 0;
+  auto stable_since = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] {
+    const std::size_t w = src.written.load();
+    if (w != last) {
+      last = w;
+      stable_since = std::chrono::steady_clock::now();
+      return false;
+    }
+    return w > 0 && std::chrono::steady_clock::now() - stable_since > 300ms;
+  }, 20s));
+  EXPECT_LT(src.written.load(), kSource / 4);
+  constexpr std::uint64_t kBound = 3u << 20;
+  EXPECT_LT(a_.proxy->stats().bytes_buffered, kBound);
+  EXPECT_LT(b_.proxy->stats().bytes_buffered, kBound);
+  EXPECT_GT(a_.proxy->stats().bytes_buffered + b_.proxy->stats().bytes_buffered, 0u);
+  // Now read everything: the flow resumes and ends intact.
+  std::size_t got = 0;
+  std::vector<char> buf(1u << 20);
+  for (;;) {
+    const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+    if (r <= 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  EXPECT_EQ(got, kSource);
+  ::close(fd);
+}
+
+// remove_upstream closes the listener; a connection already through it finishes.
+TEST_F(ProxyTest, RemoveUpstreamLetsLiveConnectionsFinish) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  send_all(fd, "one", 3);
+  char buf[3];
+  ASSERT_EQ(::recv(fd, buf, 3, MSG_WAITALL), 3);
+  ASSERT_TRUE(a_.proxy->remove_upstream("echo").has_value());
+  EXPECT_EQ(dial(port), -1);
+  send_all(fd, "two", 3);
+  ::shutdown(fd, SHUT_WR);
+  std::string rest;
+  EXPECT_TRUE(read_all(fd, rest));
+  EXPECT_EQ(rest, "two");
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace weft::transport

@@ -1,0 +1,152 @@
+#pragma once
+// The mesh data plane: local apps connect to an upstream listener of their local agent; the proxy
+// carries each connection to a healthy instance of the wanted service on another node, over one
+// pooled, mutually authenticated, encrypted connection per peer node (Noise_IK handshake,
+// AEAD records, stream multiplexer: noise.h, record.h, mux.h), and the peer's proxy hands it to
+// the local service there.
+//
+// Threads: the proxy runs its own event loop (epoll) on its own thread; the bulk path never
+// waits on the agent's gossip loop and the other way round. The agent talks to it only through
+// this class: route snapshots (immutable, swapped atomically), upstream commands and counters.
+//
+//   app --TCP--> upstream listener 127.0.0.1:P ==(session to node X: TCP + Noise + records + mux)==>
+//        mesh listener of X --> 127.0.0.1:<service port> on X
+//
+// Session handshake on a new mesh TCP connection (initiator = the connecting proxy):
+//   each handshake message is framed as [u16 big-endian length][Noise message]
+//   msg1 payload (initiator -> responder): msgpack map {"v": 1, "node": <initiator node name>,
+//                                          "ciphers": [1, 2]}   (record.h Cipher values offered)
+//   msg2 payload (responder -> initiator): msgpack map {"v": 1, "node": <responder node name>,
+//                                          "cipher": <chosen>}
+//   The responder accepts msg1 only if RouteTable::peer_keys holds exactly the remote static key
+//   it saw for the node name claimed in msg1; the initiator checks the name in msg2 against the
+//   node it dialled (the key itself is authenticated by IK). Then records (record.h) with
+//   split() keys, and the stream multiplexer (mux.h; initiator = MuxRole::kInitiator) inside them.
+//   Stream OPEN payload: msgpack map {"v": 1, "service": <destination service name>}.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "weft/base/endpoint.h"
+#include "weft/base/result.h"
+#include "weft/base/time.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace weft::transport {
+
+using KxPublicKey = std::array<unsigned char, 32>;
+
+// One instance of a service, as the agent's catalog and gossip see it.
+struct RouteInstance {
+  std::string node;
+  Endpoint mesh;      // the node's mesh listener
+  bool healthy = true;  // service check passing and node alive (suspect / failed: false)
+};
+
+// An immutable snapshot the agent builds from gossip and the catalog and hands to the proxy.
+struct RouteTable {
+  std::map<std::string, std::vector<RouteInstance>> services;  // remote instances by service
+  std::map<std::string, KxPublicKey> peer_keys;                // node name -> its gossiped kx key
+  std::map<std::string, std::uint16_t> local_services;         // served here: name -> 127.0.0.1 port
+};
+
+enum class Balance : std::uint8_t { kPeakEwma = 0, kRoundRobin = 1 };  // append-only
+
+struct UpstreamConfig {
+  std::string name;     // the destination service
+  Endpoint listen;      // where local apps connect (normally 127.0.0.1:PORT)
+  Balance balance = Balance::kPeakEwma;
+};
+
+struct ProxyConfig {
+  std::string node;                       // our node name (sent in the handshake)
+  Endpoint mesh_bind;                     // where other proxies connect to us
+  std::array<unsigned char, 32> kx_pk{};  // our long-term X25519 key pair (NodeIdentity)
+  std::array<unsigned char, 32> kx_sk{};
+  Duration connect_timeout = std::chrono::seconds(5);   // TCP connect + handshake to a peer
+  Duration idle_timeout = std::chrono::minutes(5);      // a proxied connection without traffic
+  Duration session_idle = std::chrono::seconds(60);     // a pooled session without streams
+  unsigned max_attempts = 3;               // instances tried for one app connection
+  unsigned eject_after_failures = 5;       // consecutive failures -> ejected
+  Duration eject_for = std::chrono::seconds(30);
+  std::size_t max_streams_per_session = 4096;
+};
+
+// Counters (monotonic) per upstream and per local service, and for the proxy as a whole.
+struct TrafficCounters {
+  std::uint64_t connections = 0;
+  std::uint64_t active = 0;        // current, not monotonic
+  std::uint64_t bytes_in = 0;      // towards the app / client
+  std::uint64_t bytes_out = 0;     // from the app / client
+  std::uint64_t failures = 0;      // connections that ended in an error (reset, timeout, no route)
+  std::uint64_t retries = 0;
+  std::uint64_t ejections = 0;
+  std::array<std::uint64_t, 16> latency_us_log2{};  // connect/first-byte latency histogram: bucket i < 2^(i+6) us
+};
+
+struct InstanceView {
+  std::string node;
+  Endpoint mesh;
+  bool healthy = true;
+  bool ejected = false;
+  double rtt_ms = 0;      // peak-EWMA estimate
+  double weight = 0;      // load-balancing weight (1 / cost)
+  std::uint64_t active = 0;
+};
+
+struct ProxyStats {
+  std::map<std::string, TrafficCounters> upstreams;  // by upstream (service) name
+  std::map<std::string, TrafficCounters> services;   // local services served to other nodes
+  std::map<std::string, std::vector<InstanceView>> routes;  // by upstream
+  std::map<std::string, Endpoint> listening;  // by upstream: the bound listener (port 0 resolved)
+  std::uint64_t sessions_open = 0;
+  std::uint64_t sessions_initiated = 0;
+  std::uint64_t sessions_accepted = 0;
+  std::uint64_t handshakes_failed = 0;   // bad message, wrong key for the name, unknown node
+  std::uint64_t records_rejected = 0;    // records that failed to open (connection closed)
+  std::uint64_t protocol_errors = 0;     // mux errors (connection closed)
+  std::uint64_t sessions_failed = 0;     // connect / handshake failed or timed out, or cut mid-way
+  std::uint64_t streams_refused = 0;     // peers' OPENs for a service not served here, or malformed
+  std::uint64_t connections_open = 0;    // current proxied connections (both sides), not monotonic
+  // Current bytes held by the proxy for all connections and sessions (stream bytes waiting for a
+  // socket, replay buffers, sealed and mux output not yet sent); bounded per connection by the
+  // stream window whatever the speeds. Not monotonic.
+  std::uint64_t bytes_buffered = 0;
+};
+
+class Proxy {
+ public:
+  // Binds the mesh listener (port 0: the system picks; see mesh_endpoint()) and starts the thread.
+  static Result<std::unique_ptr<Proxy>> start(ProxyConfig cfg, std::shared_ptr<spdlog::logger> log);
+  ~Proxy();  // stops the thread, closes every socket
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  [[nodiscard]] Endpoint mesh_endpoint() const;
+  // Thread-safe; takes effect for new connections at once. An instance that turned unhealthy
+  // leaves the rotation at once (connections in flight to it are not cut).
+  void set_routes(std::shared_ptr<const RouteTable> routes);
+  // Thread-safe; blocks until the proxy thread has bound (or failed to bind) the listener.
+  Result<void> add_upstream(const UpstreamConfig& u);
+  Result<void> remove_upstream(const std::string& name);  // closes the listener; live connections finish
+  // Thread-safe copy.
+  [[nodiscard]] ProxyStats stats() const;
+
+  struct Impl;
+
+ private:
+  explicit Proxy(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::transport

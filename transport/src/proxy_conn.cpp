@@ -1,0 +1,340 @@
+// One proxied connection: an app socket (client side) or a local service socket (server side)
+// pumped to and from one mux stream.
+//
+// Directions. socket -> stream: read only while the stream has credit and the session's backlog
+// is under kSessionBacklog, at most the credit (so write() takes it all); socket EOF -> FIN on the
+// stream. stream -> socket: bytes queue in out until the socket takes them, and are consume()d
+// only then (credit goes back only for delivered bytes); the peer's FIN -> shutdown(SHUT_WR)
+// once out is empty. The conn ends cleanly when both directions ended; any error, reset or
+// timeout ends it with RST (SO_LINGER 0), never a clean EOF in the middle of a stream.
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <spdlog/spdlog.h>
+
+#include "proxy_impl.h"
+
+namespace weft::transport {
+
+Conn* Proxy::Impl::conn(std::uint64_t id) {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second.get();
+}
+
+TrafficCounters& Proxy::Impl::counters(const Conn& c) {
+  return c.client ? stats_.upstreams[c.name] : stats_.services[c.name];
+}
+
+void Proxy::Impl::conn_start_stream(Conn& c, Session& s) {
+  auto id = s.mux->open_stream(encode_open(c.name));
+  if (!id) {  // stream limit, or the session goes away: try another instance
+    c.session = 0;
+    conn_session_failed(c);
+    return;
+  }
+  c.session = s.id;
+  c.stream = *id;
+  c.opened_at = now_;
+  s.streams[*id] = c.id;
+  if (!c.replay.empty()) {
+    // A retry: what the app sent to the failed instance (<= kReplayLimit < kInitialWindow).
+    const std::size_t taken = s.mux->write(*id, c.replay);
+    if (taken != c.replay.size()) {
+      abort_conn(c, ResetReason::kInternal);
+      return;
+    }
+  }
+  if (c.read_eof) s.mux->shutdown_write(*id);
+  dirty_sessions_.insert(s.id);
+  update_conn_interest(c);
+}
+
+void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std::byte> payload) {
+  auto service = decode_open(payload);
+  std::optional<std::uint16_t> port;
+  if (service && routes_) {
+    if (auto it = routes_->local_services.find(*service); it != routes_->local_services.end()) port = it->second;
+  }
+  if (!port) {
+    ++stats_.streams_refused;
+    s.mux->reset(id, ResetReason::kNoRoute);
+    return;
+  }
+  auto& tc = stats_.services[*service];
+  ++tc.connections;
+  std::string err;
+  const int fd = connect_tcp(Endpoint::v4(127, 0, 0, 1, *port), err);
+  if (fd < 0) {
+    ++tc.failures;
+    s.mux->reset(id, ResetReason::kConnectFailed);
+    return;
+  }
+  auto c = std::make_unique<Conn>();
+  c->id = new_id();
+  c->fd = fd;
+  c->client = false;
+  c->connecting = true;
+  c->name = *service;
+  c->node = s.node;
+  c->session = s.id;
+  c->stream = id;
+  c->last_activity = now_;
+  c->opened_at = now_;
+  Conn& ref = *c;
+  conns_[c->id] = std::move(c);
+  s.streams[id] = ref.id;
+  ++tc.active;
+  timers_.push({now_ + cfg_.idle_timeout, Kind::kConn, ref.id});
+  update_conn_interest(ref);
+}
+
+void Proxy::Impl::on_conn_event(Conn& c, std::uint32_t events) {
+  const std::uint64_t id = c.id;
+  if (c.connecting) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
+    if (socket_error(c.fd) != 0) {
+      Session* s = session(c.session);
+      if (s != nullptr && s->mux) {
+        s->mux->reset(c.stream, ResetReason::kConnectFailed);
+        detach_stream(*s, c.stream);
+        dirty_sessions_.insert(s->id);
+      }
+      c.stream = 0;
+      fail_conn(c);
+      return;
+    }
+    c.connecting = false;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now_ - c.opened_at).count();
+    auto& hist = counters(c).latency_us_log2;
+    std::size_t b = 0;
+    while (b + 1 < hist.size() && us >= (std::int64_t{1} << (b + 6))) ++b;
+    ++hist[b];
+    conn_write(c);  // bytes that came with the OPEN
+    return;
+  }
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+    conn_read(c);
+    if (conn(id) == nullptr) return;
+  }
+  if ((events & EPOLLOUT) != 0) conn_write(c);
+}
+
+void Proxy::Impl::conn_read(Conn& c) {
+  Session* s = session(c.session);
+  if (s == nullptr || !s->mux || c.stream == 0 || c.read_eof) return;
+  const std::size_t credit = s->mux->send_credit(c.stream);
+  const std::size_t backlog = s->backlog();
+  if (credit == 0) return;
+  if (backlog >= kSessionBacklog) {
+    s->backlog_blocked = true;
+    update_conn_interest(c);
+    return;
+  }
+  const std::size_t want = std::min({credit, kIoChunk, kSessionBacklog - backlog});
+  const ssize_t n = ::recv(c.fd, scratch_.data(), want, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    abort_conn(c, ResetReason::kCancelled);
+    return;
+  }
+  c.last_activity = now_;
+  dirty_sessions_.insert(s->id);
+  if (n == 0) {
+    c.read_eof = true;
+    s->mux->shutdown_write(c.stream);
+    update_conn_interest(c);
+    maybe_finish(c);
+    return;
+  }
+  const std::span<const std::byte> got(scratch_.data(), static_cast<std::size_t>(n));
+  if (s->mux->write(c.stream, got) != got.size()) {  // cannot happen: we read at most the credit
+    abort_conn(c, ResetReason::kInternal);
+    return;
+  }
+  counters(c).bytes_out += got.size();
+  if (c.client && !c.got_reply && c.replay_ok) {
+    if (c.replay.size() + got.size() <= kReplayLimit) {
+      c.replay.insert(c.replay.end(), got.begin(), got.end());
+    } else {
+      c.replay_ok = false;  // too much to replay: this conn is not retried any more
+      std::vector<std::byte>().swap(c.replay);
+    }
+  }
+  update_conn_interest(c);
+}
+
+void Proxy::Impl::conn_deliver(Conn& c, std::vector<std::byte> bytes) {
+  if (c.client && !c.got_reply) {
+    c.got_reply = true;
+    record_latency(c.name, c.node, now_ - c.opened_at);
+    record_success(c.name, c.node);
+    std::vector<std::byte>().swap(c.replay);
+  }
+  c.out_bytes += bytes.size();
+  c.out.push_back(std::move(bytes));
+  c.last_activity = now_;
+  conn_write(c);
+}
+
+void Proxy::Impl::conn_peer_fin(Conn& c) {
+  if (c.client && !c.got_reply) {
+    c.got_reply = true;  // an answer (the empty one): no retry after it
+    record_success(c.name, c.node);
+    std::vector<std::byte>().swap(c.replay);
+  }
+  c.peer_fin = true;
+  conn_write(c);
+}
+
+void Proxy::Impl::conn_write(Conn& c) {
+  if (c.connecting) return;
+  while (c.out_bytes > 0) {
+    std::array<iovec, kMaxIov> iov{};
+    std::size_t cnt = 0;
+    std::size_t total = 0;
+    std::size_t skip = c.out_head;
+    for (auto it = c.out.begin(); it != c.out.end() && cnt < kMaxIov && total < 4 * kIoChunk; ++it) {
+      iov[cnt].iov_base = it->data() + skip;
+      iov[cnt].iov_len = it->size() - skip;
+      total += it->size() - skip;
+      skip = 0;
+      ++cnt;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = cnt;
+    const ssize_t n = ::sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+      abort_conn(c, ResetReason::kCancelled);
+      return;
+    }
+    auto left = static_cast<std::size_t>(n);
+    c.out_bytes -= left;
+    counters(c).bytes_in += left;
+    c.last_activity = now_;
+    if (Session* s = session(c.session); s != nullptr && s->mux && c.stream != 0) {
+      s->mux->consume(c.stream, left);  // credit back only for bytes the socket took
+      dirty_sessions_.insert(s->id);
+    }
+    while (left > 0) {
+      const std::size_t in_front = c.out.front().size() - c.out_head;
+      if (left >= in_front) {
+        left -= in_front;
+        c.out.pop_front();
+        c.out_head = 0;
+      } else {
+        c.out_head += left;
+        left = 0;
+      }
+    }
+    if (static_cast<std::size_t>(n) < total) break;
+  }
+  if (c.out_bytes == 0 && !c.out.empty()) c.out.clear();
+  if (c.out.empty()) c.out.shrink_to_fit();  // an idle conn keeps no buffer
+  if (c.out_bytes == 0 && c.peer_fin && !c.shut_wr) {
+    ::shutdown(c.fd, SHUT_WR);
+    c.shut_wr = true;
+  }
+  update_conn_interest(c);
+  maybe_finish(c);
+}
+
+void Proxy::Impl::conn_stream_reset(Conn& c, ResetReason reason) {
+  c.stream = 0;
+  c.session = 0;
+  const bool retryable = reason == ResetReason::kNoRoute || reason == ResetReason::kConnectFailed;
+  if (c.client && retryable) record_failure(c.name, c.node);
+  if (c.client && retryable && !c.got_reply && c.replay_ok) {
+    instance_active(c.name, c.node, false);
+    c.counted_instance = false;
+    dispatch(c);
+    return;
+  }
+  fail_conn(c);
+}
+
+void Proxy::Impl::conn_session_failed(Conn& c) {
+  c.stream = 0;
+  c.session = 0;
+  if (c.client) record_failure(c.name, c.node);
+  if (c.client && !c.got_reply && c.replay_ok) {
+    instance_active(c.name, c.node, false);
+    c.counted_instance = false;
+    dispatch(c);
+    return;
+  }
+  fail_conn(c);
+}
+
+void Proxy::Impl::fail_conn(Conn& c) {
+  ++counters(c).failures;
+  destroy_conn(c, true);
+}
+
+void Proxy::Impl::abort_conn(Conn& c, ResetReason reason) {
+  if (Session* s = session(c.session); s != nullptr && s->mux && c.stream != 0) {
+    s->mux->reset(c.stream, reason);
+    detach_stream(*s, c.stream);
+    dirty_sessions_.insert(s->id);
+  }
+  c.stream = 0;
+  fail_conn(c);
+}
+
+void Proxy::Impl::maybe_finish(Conn& c) {
+  if (c.read_eof && c.shut_wr) destroy_conn(c, false);
+}
+
+void Proxy::Impl::update_conn_interest(Conn& c) {
+  std::uint32_t want = 0;
+  if (c.connecting) {
+    want = EPOLLOUT;
+  } else {
+    Session* s = session(c.session);
+    if (!c.read_eof && s != nullptr && s->state == Session::State::kUp && c.stream != 0) {
+      if (s->mux->send_credit(c.stream) == 0) s->credit_blocked.insert(c.id);
+      else if (s->backlog() < kSessionBacklog) want |= EPOLLIN;
+      else s->backlog_blocked = true;
+    }
+    if (c.out_bytes > 0) want |= EPOLLOUT;
+  }
+  set_interest(c.fd, c.interest, want, token(Kind::kConn, c.id));
+}
+
+void Proxy::Impl::destroy_conn(Conn& c, bool reset) {
+  if (Session* s = session(c.session)) {
+    if (c.stream != 0) {
+      if (reset && s->mux && s->mux->has_stream(c.stream)) {
+        s->mux->reset(c.stream, ResetReason::kCancelled);
+        dirty_sessions_.insert(s->id);
+      }
+      if (auto it = s->streams.find(c.stream); it != s->streams.end() && it->second == c.id) detach_stream(*s, c.stream);
+    }
+    std::erase(s->waiting, c.id);
+    s->credit_blocked.erase(c.id);
+  }
+  if (c.counted_instance) instance_active(c.name, c.node, false);
+  auto& tc = counters(c);
+  if (tc.active > 0) --tc.active;
+  if (c.interest != 0) forget_fd(c.fd);
+  if (reset) close_with_reset(c.fd);
+  else ::close(c.fd);
+  conns_.erase(c.id);  // c is gone
+}
+
+void Proxy::Impl::conn_timer(Conn& c) {
+  if (now_ - c.last_activity >= cfg_.idle_timeout) {
+    log_->debug("conn_idle_timeout name={}", c.name);
+    abort_conn(c, ResetReason::kTimeout);
+    return;
+  }
+  timers_.push({c.last_activity + cfg_.idle_timeout, Kind::kConn, c.id});
+}
+
+}  // namespace weft::transport

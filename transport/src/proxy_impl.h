@@ -1,0 +1,274 @@
+#pragma once
+// Private state of the mesh proxy (proxy.h). Everything here lives on the proxy thread, except
+// the few members marked "shared" (guarded by mu_).
+//
+// Ownership. Sessions and connections are kept in maps by a 64-bit id that is never reused, so
+// an epoll event or a timer for an object that is already gone finds nothing and is dropped.
+// A Conn names its session and stream by id; a Session maps its stream ids back to conns.
+//
+// Backpressure invariants (memory per connection is bounded whatever the speeds):
+//  - a conn reads its socket only while its stream has send credit and its session's backlog
+//    (sealed bytes not yet sent + mux output not yet taken) is under kSessionBacklog, and never
+//    more than the credit: mux.write() always takes everything that was read;
+//  - bytes received on a stream wait in the conn's out_ queue until the socket takes them and are
+//    consume()d only then, so out_ never exceeds the stream's receive window (256 KiB);
+//  - a session reads its socket only while its backlog is under 2 * kSessionBacklog (the peer
+//    can make us queue control frames only by sending).
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <random>
+#include <set>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "weft/base/time.h"
+#include "weft/transport/mux.h"
+#include "weft/transport/noise.h"
+#include "weft/transport/proxy.h"
+#include "weft/transport/record.h"
+
+namespace weft::transport {
+
+inline constexpr std::size_t kIoChunk = 256 * 1024;          // bytes per read / write syscall
+inline constexpr std::size_t kSessionBacklog = 1024 * 1024;  // see the invariants above
+inline constexpr std::size_t kReplayLimit = 64 * 1024;       // client bytes kept for a retry
+inline constexpr std::size_t kMaxWaiting = 1024;             // conns waiting for one session
+inline constexpr std::size_t kMaxIov = 64;
+inline constexpr int kMaxAcceptsPerEvent = 64;
+inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
+inline constexpr double kEwmaDecaySeconds = 10.0;
+// Hashed into both ends of every handshake (noise.h): a peer speaking another version fails
+// message 1 instead of being misread.
+inline constexpr std::string_view kPrologue = "weft mesh v1";
+
+// Handshake payloads (msgpack maps, see proxy.h), proxy_wire.cpp.
+struct Hello {
+  std::string node;
+  std::vector<Cipher> ciphers;
+};
+struct Accept {
+  std::string node;
+  Cipher cipher = Cipher::kXChaCha20Poly1305;
+};
+std::vector<std::byte> encode_hello(const Hello& h);
+std::optional<Hello> decode_hello(std::span<const std::byte> bytes);
+std::vector<std::byte> encode_accept(const Accept& a);
+std::optional<Accept> decode_accept(std::span<const std::byte> bytes);
+std::vector<std::byte> encode_open(const std::string& service);
+std::optional<std::string> decode_open(std::span<const std::byte> bytes);
+
+// Socket helpers (proxy_wire.cpp). All sockets are non-blocking and close-on-exec.
+int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err);
+int connect_tcp(const Endpoint& to, std::string& err);  // -1 on immediate failure
+int socket_error(int fd);                                // SO_ERROR
+void close_with_reset(int fd);                           // SO_LINGER 0: the peer sees RST
+
+enum class Kind : std::uint8_t { kWake = 1, kMeshListener = 2, kUpstream = 3, kSession = 4, kConn = 5 };
+inline std::uint64_t token(Kind k, std::uint64_t id) { return (std::uint64_t{static_cast<std::uint8_t>(k)} << 56) | id; }
+
+struct Session {
+  enum class State : std::uint8_t { kConnecting, kHandshake, kUp, kClosing };
+  std::uint64_t id = 0;
+  int fd = -1;
+  std::uint32_t interest = 0;   // epoll events registered
+  bool initiator = false;
+  State state = State::kConnecting;
+  std::string node;              // the peer (initiator: the node dialled; responder: as claimed)
+  bool pooled = false;           // in Impl::pool_ (initiated, not going away)
+  TimePoint started{};
+  TimePoint idle_since{};        // last time the stream count dropped to zero
+  std::optional<Handshake> hs;
+  std::vector<std::byte> hs_in;  // handshake bytes received, framed [u16 len][message]
+  std::optional<RecordSealer> sealer;
+  std::optional<RecordOpener> opener;
+  std::optional<MuxSession> mux;
+  std::vector<std::byte> wbuf;   // sealed bytes to send; wpos of them are sent
+  std::size_t wpos = 0;
+  bool close_sealed = false;     // our close record is in wbuf
+  std::map<StreamId, std::uint64_t> streams;  // -> conn id
+  std::vector<std::uint64_t> waiting;         // conns waiting for the session to come up
+  bool backlog_blocked = false;  // a conn stopped reading on backlog(): wake them when it drains
+  // Conns that stopped reading for want of stream credit. The mux reports StreamWritable only
+  // after a write() was cut short, and we never write more than the credit, so these are
+  // re-checked after each batch of frames from the peer.
+  std::set<std::uint64_t> credit_blocked;
+
+  [[nodiscard]] std::size_t backlog() const {
+    return (wbuf.size() - wpos) + (mux ? mux->pending_output() : 0);
+  }
+};
+
+struct Conn {
+  std::uint64_t id = 0;
+  int fd = -1;
+  std::uint32_t interest = 0;
+  bool client = false;           // true: an app connection to an upstream listener (we opened
+                                 // the stream); false: to a local service for a peer's stream
+  bool connecting = false;       // server side: non-blocking connect to the service in progress
+  std::string name;              // upstream (client) or local service (server)
+  std::string node;              // client: the instance's node currently tried
+  std::uint64_t session = 0;     // 0: none (client: not picked yet / waiting)
+  StreamId stream = 0;           // 0: not open
+  bool read_eof = false;         // socket EOF seen; FIN queued on the stream
+  bool peer_fin = false;         // the stream's FIN arrived
+  bool shut_wr = false;          // shutdown(SHUT_WR) done after peer_fin and out_ drained
+  bool got_reply = false;        // client: a byte or FIN came back (no retry after that)
+  bool counted_instance = false; // client: instance active count was incremented
+  unsigned attempts = 0;
+  std::set<std::string> tried;
+  std::vector<std::byte> replay;  // client bytes sent so far, while replay_ok
+  bool replay_ok = true;
+  std::deque<std::vector<std::byte>> out;  // received on the stream, not yet written
+  std::size_t out_head = 0;                // bytes of out.front() already written
+  std::size_t out_bytes = 0;
+  TimePoint last_activity{};
+  TimePoint opened_at{};
+};
+
+struct InstanceState {
+  double ewma_ms = 0;            // peak-EWMA of latency; 0 = no sample yet
+  TimePoint ewma_at{};
+  std::uint64_t active = 0;
+  unsigned failures = 0;         // consecutive
+  TimePoint ejected_until{};
+};
+
+struct Upstream {
+  UpstreamConfig cfg;
+  std::uint64_t id = 0;
+  int fd = -1;
+  std::size_t rr_next = 0;
+};
+
+struct Timer {
+  TimePoint at;
+  Kind kind;
+  std::uint64_t id;
+  friend bool operator>(const Timer& a, const Timer& b) { return a.at > b.at; }
+};
+
+struct Command {
+  enum class Type : std::uint8_t { kAddUpstream, kRemoveUpstream, kStats, kStop };
+  Type type = Type::kStop;
+  UpstreamConfig upstream;
+  std::string name;
+  std::promise<Result<void>> done;
+  std::promise<ProxyStats> stats;
+};
+
+struct Proxy::Impl {
+  Impl(ProxyConfig c, std::shared_ptr<spdlog::logger> l);
+  ~Impl();
+
+  // --- shared with other threads (mu_) ---
+  std::mutex mu_;
+  std::deque<std::unique_ptr<Command>> commands_;
+  std::shared_ptr<const RouteTable> shared_routes_;
+  bool stopped_ = false;  // the thread has left its loop: commands are refused
+
+  // --- immutable after start ---
+  ProxyConfig cfg_;
+  std::shared_ptr<spdlog::logger> log_;
+  NoiseKeyPair kp_;
+  Endpoint mesh_ep_;
+  int ep_ = -1;
+  int wake_fd_ = -1;
+  int mesh_fd_ = -1;
+  std::thread thread_;
+
+  // --- proxy thread only ---
+  TimePoint now_{};
+  std::shared_ptr<const RouteTable> routes_;
+  std::uint64_t next_id_ = 1;
+  std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+  std::map<std::string, std::uint64_t> pool_;  // node -> initiated session
+  std::map<std::uint64_t, std::unique_ptr<Conn>> conns_;
+  std::map<std::string, Upstream> upstreams_;
+  std::map<std::uint64_t, std::string> upstream_ids_;
+  std::map<std::string, std::map<std::string, InstanceState>> balance_;  // service -> node ->
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::set<std::uint64_t> dirty_sessions_;
+  std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
+  std::vector<std::byte> plain_;    // opened / to-be-sealed plaintext
+  std::mt19937_64 rng_;
+  ProxyStats stats_;
+  bool stop_ = false;
+
+  // proxy.cpp: loop, commands, listeners, timers
+  void run();
+  void wake();
+  void handle_commands();
+  Result<void> do_add_upstream(const UpstreamConfig& u);
+  void do_remove_upstream(const std::string& name);
+  ProxyStats snapshot();
+  void on_accept_app(Upstream& u);
+  void on_accept_mesh();
+  void run_timers();
+  void set_interest(int fd, std::uint32_t& current, std::uint32_t want, std::uint64_t tok);
+  void forget_fd(int fd);
+  std::uint64_t new_id() { return next_id_++; }
+  void shutdown_all();
+
+  // proxy_session.cpp
+  Session* session(std::uint64_t id);
+  Session* session_for(const RouteInstance& inst, std::string& err);
+  void detach_stream(Session& s, StreamId id);
+  void on_session_event(Session& s, std::uint32_t events);
+  void session_connected(Session& s);
+  void session_read(Session& s);
+  bool session_handshake_input(Session& s);
+  void session_up(Session& s);
+  void session_mux_events(Session& s);
+  void flush_session(Session& s);
+  void update_session_interest(Session& s);
+  void kill_session(Session& s, const char* why);
+  void close_session_orderly(Session& s);
+  void session_timer(Session& s);
+  void destroy_session(Session& s);
+
+  // proxy_conn.cpp
+  Conn* conn(std::uint64_t id);
+  void on_conn_event(Conn& c, std::uint32_t events);
+  void conn_read(Conn& c);
+  void conn_write(Conn& c);
+  void conn_deliver(Conn& c, std::vector<std::byte> bytes);
+  void conn_peer_fin(Conn& c);
+  void conn_stream_reset(Conn& c, ResetReason reason);
+  void conn_session_failed(Conn& c);
+  void fail_conn(Conn& c);
+  void conn_start_stream(Conn& c, Session& s);
+  void conn_open_remote(Session& s, StreamId id, std::span<const std::byte> payload);
+  void update_conn_interest(Conn& c);
+  void maybe_finish(Conn& c);
+  void abort_conn(Conn& c, ResetReason reason);
+  void destroy_conn(Conn& c, bool reset);  // reset: RST to the socket and RESET on the stream
+  void conn_timer(Conn& c);
+  TrafficCounters& counters(const Conn& c);
+
+  // proxy_balance.cpp
+  // Picks an instance for `c` (not one it tried) and attaches it to that node's session (waiting
+  // if it is not up yet); with no instance left, or after max_attempts, fails `c` (RST).
+  void dispatch(Conn& c);  // may destroy c
+  std::optional<RouteInstance> pick(const std::string& service, const UpstreamConfig& u, const std::set<std::string>& exclude);
+  void record_latency(const std::string& service, const std::string& node, Duration d);
+  void record_success(const std::string& service, const std::string& node);
+  void record_failure(const std::string& service, const std::string& node);
+  void instance_active(const std::string& service, const std::string& node, bool up);
+  void fill_routes(ProxyStats& s);
+};
+
+}  // namespace weft::transport

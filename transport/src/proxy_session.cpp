@@ -1,0 +1,422 @@
+// One pooled connection to a peer proxy: TCP connect, the Noise_IK handshake framed as
+// [u16 length][message], then AEAD records carrying the stream multiplexer (proxy.h).
+//
+// Lifecycle: kConnecting (initiator only) -> kHandshake -> kUp -> destroyed. Any failure kills
+// the session at once: its streams' conns are reset (RST to their sockets) or retried, and
+// conns waiting for it are retried elsewhere. An orderly end seals the close record first.
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <spdlog/spdlog.h>
+#include <variant>
+
+#include "proxy_impl.h"
+
+namespace weft::transport {
+namespace {
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+std::span<const std::byte> prologue() {
+  return {reinterpret_cast<const std::byte*>(kPrologue.data()), kPrologue.size()};
+}
+
+std::vector<Cipher> offered_ciphers() {
+  if (aes_ni_available()) return {Cipher::kAes256Gcm, Cipher::kXChaCha20Poly1305};
+  return {Cipher::kXChaCha20Poly1305};
+}
+
+void append_framed(std::vector<std::byte>& out, std::span<const std::byte> msg) {
+  out.push_back(static_cast<std::byte>((msg.size() >> 8) & 0xff));
+  out.push_back(static_cast<std::byte>(msg.size() & 0xff));
+  out.insert(out.end(), msg.begin(), msg.end());
+}
+
+}  // namespace
+
+Session* Proxy::Impl::session(std::uint64_t id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+Session* Proxy::Impl::session_for(const RouteInstance& inst, std::string& err) {
+  if (auto it = pool_.find(inst.node); it != pool_.end()) {
+    if (Session* s = session(it->second)) return s;
+    pool_.erase(it);
+  }
+  const KxPublicKey* key = nullptr;
+  if (routes_) {
+    if (auto k = routes_->peer_keys.find(inst.node); k != routes_->peer_keys.end()) key = &k->second;
+  }
+  if (key == nullptr) {
+    err = "no key for node";
+    ++stats_.handshakes_failed;
+    return nullptr;
+  }
+  const int fd = connect_tcp(inst.mesh, err);
+  if (fd < 0) {
+    ++stats_.sessions_failed;
+    return nullptr;
+  }
+  auto s = std::make_unique<Session>();
+  s->id = new_id();
+  s->fd = fd;
+  s->initiator = true;
+  s->state = Session::State::kConnecting;
+  s->node = inst.node;
+  s->pooled = true;
+  s->started = now_;
+  s->hs.emplace(Handshake::initiator(kp_, *key, prologue()));
+  Session& ref = *s;
+  sessions_[s->id] = std::move(s);
+  pool_[inst.node] = ref.id;
+  ++stats_.sessions_initiated;
+  ++stats_.sessions_open;
+  timers_.push({now_ + cfg_.connect_timeout, Kind::kSession, ref.id});
+  update_session_interest(ref);
+  log_->debug("session_connecting node={} mesh={}", inst.node, inst.mesh.to_string());
+  return &ref;
+}
+
+void Proxy::Impl::on_session_event(Session& s, std::uint32_t events) {
+  const std::uint64_t id = s.id;
+  if (s.state == Session::State::kConnecting) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) session_connected(s);
+    return;
+  }
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) session_read(s);
+  if (Session* again = session(id); again != nullptr && (events & EPOLLOUT) != 0) dirty_sessions_.insert(id);
+}
+
+void Proxy::Impl::session_connected(Session& s) {
+  if (const int e = socket_error(s.fd); e != 0) {
+    kill_session(s, "connect_failed");
+    return;
+  }
+  auto msg = s.hs->write_message(encode_hello({cfg_.node, offered_ciphers()}));
+  if (!msg) {
+    ++stats_.handshakes_failed;
+    kill_session(s, "handshake_write");
+    return;
+  }
+  append_framed(s.wbuf, *msg);
+  s.state = Session::State::kHandshake;
+  flush_session(s);
+}
+
+// Returns false when the session was killed.
+bool Proxy::Impl::session_handshake_input(Session& s) {
+  if (s.hs_in.size() < 2) return true;
+  const std::size_t len = (std::to_integer<std::size_t>(s.hs_in[0]) << 8) | std::to_integer<std::size_t>(s.hs_in[1]);
+  if (s.hs_in.size() < 2 + len) return true;
+  const std::span<const std::byte> msg(s.hs_in.data() + 2, len);
+  auto refuse = [&](const char* why) {
+    ++stats_.handshakes_failed;
+    kill_session(s, why);
+    return false;
+  };
+  auto payload = s.hs->read_message(msg);
+  if (!payload) return refuse("handshake_bad_message");
+  Cipher cipher = Cipher::kXChaCha20Poly1305;
+  if (!s.initiator) {
+    auto hello = decode_hello(*payload);
+    if (!hello) return refuse("handshake_bad_hello");
+    // The caller proved it holds the static key it sent; it must be the key gossip gave us for
+    // the name it claims, or anyone in the mesh could pose as any node.
+    const auto rs = s.hs->remote_static();
+    const KxPublicKey* want = nullptr;
+    if (routes_) {
+      if (auto k = routes_->peer_keys.find(hello->node); k != routes_->peer_keys.end()) want = &k->second;
+    }
+    if (want == nullptr || !rs || *rs != *want) return refuse("handshake_key_mismatch");
+    const auto offers = [&](Cipher c) { return std::find(hello->ciphers.begin(), hello->ciphers.end(), c) != hello->ciphers.end(); };
+    if (offers(Cipher::kAes256Gcm) && aes_ni_available()) {
+      cipher = Cipher::kAes256Gcm;
+    } else if (offers(Cipher::kXChaCha20Poly1305)) {
+      cipher = Cipher::kXChaCha20Poly1305;
+    } else {
+      return refuse("handshake_no_cipher");
+    }
+    auto reply = s.hs->write_message(encode_accept({cfg_.node, cipher}));
+    if (!reply) return refuse("handshake_write");
+    append_framed(s.wbuf, *reply);
+    s.node = hello->node;
+  } else {
+    auto accept = decode_accept(*payload);
+    if (!accept) return refuse("handshake_bad_accept");
+    const auto offered = offered_ciphers();
+    if (accept->node != s.node) return refuse("handshake_wrong_node");
+    if (std::find(offered.begin(), offered.end(), accept->cipher) == offered.end()) return refuse("handshake_cipher_not_offered");
+    cipher = accept->cipher;
+  }
+  auto keys = s.hs->split();
+  if (!keys) return refuse("handshake_split");
+  const HandshakeRole role = s.initiator ? HandshakeRole::kInitiator : HandshakeRole::kResponder;
+  s.sealer.emplace(cipher, keys->send_key(role));
+  s.opener.emplace(cipher, keys->receive_key(role));
+  s.hs_in.erase(s.hs_in.begin(), s.hs_in.begin() + static_cast<std::ptrdiff_t>(2 + len));
+  session_up(s);
+  return true;
+}
+
+void Proxy::Impl::session_up(Session& s) {
+  s.state = Session::State::kUp;
+  s.hs.reset();
+  s.idle_since = now_;
+  MuxConfig mc;
+  mc.max_streams = cfg_.max_streams_per_session;
+  s.mux.emplace(s.initiator ? MuxRole::kInitiator : MuxRole::kResponder, mc);
+  log_->debug("session_up node={} initiator={} cipher={}", s.node, s.initiator, to_string(s.sealer->cipher()));
+  std::vector<std::uint64_t> waiting;
+  waiting.swap(s.waiting);
+  for (std::uint64_t cid : waiting) {
+    if (Conn* c = conn(cid)) conn_start_stream(*c, s);
+  }
+  dirty_sessions_.insert(s.id);
+}
+
+void Proxy::Impl::session_read(Session& s) {
+  const ssize_t n = ::recv(s.fd, scratch_.data(), scratch_.size(), 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    kill_session(s, "recv_error");
+    return;
+  }
+  if (n == 0) {
+    if (s.state == Session::State::kHandshake) {
+      ++stats_.handshakes_failed;
+      kill_session(s, "eof_in_handshake");
+      return;
+    }
+    if (!s.opener->finish()) {  // cut without a close record: nothing it sent can be trusted complete
+      ++stats_.records_rejected;
+      kill_session(s, "truncated");
+      return;
+    }
+    close_session_orderly(s);
+    return;
+  }
+  std::vector<std::byte> rest;
+  std::span<const std::byte> bytes(scratch_.data(), static_cast<std::size_t>(n));
+  if (s.state == Session::State::kHandshake) {
+    if (s.hs_in.size() + bytes.size() > 2 + kNoiseMaxMessage + kIoChunk) {
+      ++stats_.handshakes_failed;
+      kill_session(s, "handshake_too_long");
+      return;
+    }
+    s.hs_in.insert(s.hs_in.end(), bytes.begin(), bytes.end());
+    if (!session_handshake_input(s)) return;
+    if (s.state != Session::State::kUp) return;
+    rest.swap(s.hs_in);  // records that followed the handshake in the same read
+    bytes = rest;
+    if (bytes.empty()) return;
+  }
+  plain_.clear();
+  auto opened = s.opener->feed(bytes, plain_);
+  if (!plain_.empty()) {  // records before a bad one were authentic: deliver them
+    if (auto m = s.mux->on_bytes(plain_); !m) {
+      ++stats_.protocol_errors;
+      const std::uint64_t id = s.id;
+      flush_session(s);  // the GOAWAY(protocol_error), best effort; may kill s
+      if (Session* again = session(id)) kill_session(*again, "mux_protocol_error");
+      return;
+    }
+    session_mux_events(s);
+  }
+  if (!opened) {
+    ++stats_.records_rejected;
+    kill_session(s, "record_rejected");
+    return;
+  }
+  if (opened->closed) close_session_orderly(s);
+  else dirty_sessions_.insert(s.id);
+}
+
+void Proxy::Impl::session_mux_events(Session& s) {
+  auto events = s.mux->take_events();
+  auto conn_of = [&](StreamId id) -> Conn* {
+    auto it = s.streams.find(id);
+    return it == s.streams.end() ? nullptr : conn(it->second);
+  };
+  for (auto& ev : events) {
+    std::visit(Overloaded{
+                   [&](StreamOpened& e) { conn_open_remote(s, e.id, e.payload); },
+                   [&](StreamData& e) {
+                     if (Conn* c = conn_of(e.id)) conn_deliver(*c, std::move(e.bytes));
+                   },
+                   [&](StreamFin& e) {
+                     if (Conn* c = conn_of(e.id)) conn_peer_fin(*c);
+                   },
+                   [&](StreamReset& e) {
+                     Conn* c = conn_of(e.id);
+                     detach_stream(s, e.id);
+                     if (c != nullptr) conn_stream_reset(*c, e.reason);
+                   },
+                   [&](StreamWritable& e) {
+                     if (Conn* c = conn_of(e.id)) update_conn_interest(*c);
+                   },
+                   [&](Pong&) {},
+                   [&](GoAway&) {
+                     // Opens no more streams: new conns get a new session.
+                     if (s.pooled) {
+                       if (auto it = pool_.find(s.node); it != pool_.end() && it->second == s.id) pool_.erase(it);
+                       s.pooled = false;
+                     }
+                   },
+                   [&](StreamClosed& e) {
+                     // Both FINs went: the conn may still be writing its last bytes; it no
+                     // longer needs the stream.
+                     detach_stream(s, e.id);
+                   },
+               },
+               ev);
+  }
+  for (auto it = s.credit_blocked.begin(); it != s.credit_blocked.end();) {
+    Conn* c = conn(*it);
+    if (c == nullptr || c->session != s.id || c->stream == 0 || !s.mux->has_stream(c->stream)) {
+      it = s.credit_blocked.erase(it);
+    } else if (s.mux->send_credit(c->stream) > 0) {
+      it = s.credit_blocked.erase(it);
+      update_conn_interest(*c);
+    } else {
+      ++it;
+    }
+  }
+  dirty_sessions_.insert(s.id);
+}
+
+void Proxy::Impl::detach_stream(Session& s, StreamId id) {
+  if (s.streams.erase(id) != 0 && s.streams.empty()) s.idle_since = now_;
+}
+
+void Proxy::Impl::flush_session(Session& s) {
+  for (int round = 0; round < 16; ++round) {
+    if (s.wpos > 0 && s.wpos == s.wbuf.size()) {
+      s.wbuf.clear();
+      s.wpos = 0;
+    }
+    if (s.sealer && s.mux && s.wbuf.size() - s.wpos < kIoChunk && !s.close_sealed) {
+      if (s.wpos > 0) {
+        s.wbuf.erase(s.wbuf.begin(), s.wbuf.begin() + static_cast<std::ptrdiff_t>(s.wpos));
+        s.wpos = 0;
+      }
+      plain_.clear();
+      s.mux->take_output(plain_, kIoChunk);
+      if (!plain_.empty() && !s.sealer->seal_stream_into(s.wbuf, plain_)) {
+        kill_session(s, "seal_failed");
+        return;
+      }
+    }
+    const std::size_t len = s.wbuf.size() - s.wpos;
+    if (len == 0) break;
+    const ssize_t n = ::send(s.fd, s.wbuf.data() + s.wpos, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+      kill_session(s, "send_error");
+      return;
+    }
+    s.wpos += static_cast<std::size_t>(n);
+    if (static_cast<std::size_t>(n) < len) break;
+  }
+  if (s.wpos == s.wbuf.size()) {
+    s.wbuf.clear();
+    s.wpos = 0;
+    if (s.wbuf.capacity() > 4 * kIoChunk) s.wbuf.shrink_to_fit();
+  }
+  update_session_interest(s);
+  if (s.backlog_blocked && s.backlog() < kSessionBacklog) {
+    s.backlog_blocked = false;
+    for (const auto& [sid, cid] : s.streams) {
+      if (Conn* c = conn(cid)) update_conn_interest(*c);
+    }
+  }
+}
+
+void Proxy::Impl::update_session_interest(Session& s) {
+  std::uint32_t want = 0;
+  if (s.state == Session::State::kConnecting) {
+    want = EPOLLOUT;
+  } else {
+    if (s.state == Session::State::kHandshake || s.backlog() < 2 * kSessionBacklog) want |= EPOLLIN;
+    if (s.wbuf.size() > s.wpos) want |= EPOLLOUT;
+  }
+  set_interest(s.fd, s.interest, want, token(Kind::kSession, s.id));
+}
+
+void Proxy::Impl::kill_session(Session& s, const char* why) {
+  ++stats_.sessions_failed;
+  log_->info("session_killed node={} reason={} streams={}", s.node, why, s.streams.size());
+  destroy_session(s);
+}
+
+void Proxy::Impl::close_session_orderly(Session& s) {
+  if (s.state == Session::State::kUp && s.mux && s.sealer && !s.close_sealed) {
+    s.state = Session::State::kClosing;
+    s.mux->go_away();
+    plain_.clear();
+    s.mux->take_output(plain_);
+    if (s.sealer->seal_stream_into(s.wbuf, plain_) && s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
+      s.close_sealed = true;
+      const std::size_t len = s.wbuf.size() - s.wpos;
+      if (len > 0) [[maybe_unused]] const auto n = ::send(s.fd, s.wbuf.data() + s.wpos, len, MSG_NOSIGNAL);
+    }
+  }
+  log_->debug("session_closed node={}", s.node);
+  destroy_session(s);
+}
+
+void Proxy::Impl::destroy_session(Session& s) {
+  const std::uint64_t id = s.id;
+  if (s.pooled) {
+    if (auto it = pool_.find(s.node); it != pool_.end() && it->second == id) pool_.erase(it);
+  }
+  std::vector<std::uint64_t> affected;
+  for (const auto& [sid, cid] : s.streams) affected.push_back(cid);
+  affected.insert(affected.end(), s.waiting.begin(), s.waiting.end());
+  if (s.fd >= 0) {
+    forget_fd(s.fd);
+    ::close(s.fd);
+  }
+  --stats_.sessions_open;
+  dirty_sessions_.erase(id);
+  sessions_.erase(id);  // s is gone
+  // The conns see no session now: each is reset, or retried on another instance.
+  for (std::uint64_t cid : affected) {
+    if (Conn* c = conn(cid)) conn_session_failed(*c);
+  }
+}
+
+void Proxy::Impl::session_timer(Session& s) {
+  if (s.state == Session::State::kConnecting || s.state == Session::State::kHandshake) {
+    if (now_ - s.started >= cfg_.connect_timeout) {
+      if (s.state == Session::State::kHandshake) ++stats_.handshakes_failed;
+      kill_session(s, "connect_timeout");
+    } else {
+      timers_.push({s.started + cfg_.connect_timeout, Kind::kSession, s.id});
+    }
+    return;
+  }
+  // Only the initiator closes idle sessions; the responder waits twice as long, so that it does
+  // not close one under a stream the initiator is opening right now.
+  const Duration limit = s.initiator ? cfg_.session_idle : 2 * cfg_.session_idle;
+  if (s.streams.empty() && s.waiting.empty()) {
+    if (now_ - s.idle_since >= limit) {
+      close_session_orderly(s);
+      return;
+    }
+    timers_.push({s.idle_since + limit, Kind::kSession, s.id});
+  } else {
+    timers_.push({now_ + limit, Kind::kSession, s.id});
+  }
+}
+
+}  // namespace weft::transport

@@ -1,0 +1,238 @@
+// The proxy's wire payloads (handshake and OPEN maps, proxy.h) and its socket helpers.
+// Every payload comes from a peer: msgpack is unpacked with explicit limits inside a try block,
+// and any surprise (wrong type, missing key, trailing bytes) is "no value", never an exception.
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <msgpack.hpp>
+#include <system_error>
+
+#include "proxy_impl.h"
+
+namespace weft::transport {
+namespace {
+
+constexpr std::size_t kMaxPayload = 1024;  // every map here is far smaller
+constexpr std::size_t kMaxName = 255;
+
+std::vector<std::byte> to_bytes(const msgpack::sbuffer& b) {
+  const auto* p = reinterpret_cast<const std::byte*>(b.data());
+  return {p, p + b.size()};
+}
+
+bool reference_input(msgpack::type::object_type /*type*/, std::size_t /*size*/, void* /*user*/) {
+  return true;
+}
+
+// Calls `field(key, value)` for each entry of the one map that fills `bytes`; false on anything
+// else. The object tree references `bytes`, which outlives it.
+template <typename F>
+bool for_each_field(std::span<const std::byte> bytes, F&& field) {
+  if (bytes.empty() || bytes.size() > kMaxPayload) return false;
+  try {
+    msgpack::zone zone;
+    const msgpack::unpack_limit limits(/*array=*/8, /*map=*/8, /*str=*/kMaxName, /*bin=*/0,
+                                       /*ext=*/0, /*depth=*/3);
+    std::size_t off = 0;
+    const msgpack::object obj = msgpack::unpack(zone, reinterpret_cast<const char*>(bytes.data()),
+                                                bytes.size(), off, reference_input, nullptr, limits);
+    if (off != bytes.size() || obj.type != msgpack::type::MAP) return false;
+    for (std::uint32_t i = 0; i < obj.via.map.size; ++i) {
+      const auto& kv = obj.via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR) return false;
+      if (!field(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size), kv.val)) return false;
+    }
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool read_str(const msgpack::object& o, std::string& out) {
+  if (o.type != msgpack::type::STR || o.via.str.size == 0 || o.via.str.size > kMaxName) return false;
+  out.assign(o.via.str.ptr, o.via.str.size);
+  return true;
+}
+
+bool read_uint(const msgpack::object& o, std::uint64_t& out) {
+  if (o.type != msgpack::type::POSITIVE_INTEGER) return false;
+  out = o.via.u64;
+  return true;
+}
+
+bool known_cipher(std::uint64_t v) {
+  return v == static_cast<std::uint64_t>(Cipher::kAes256Gcm) ||
+         v == static_cast<std::uint64_t>(Cipher::kXChaCha20Poly1305);
+}
+
+socklen_t to_sockaddr(const Endpoint& e, sockaddr_storage& ss) {
+  std::memset(&ss, 0, sizeof ss);
+  if (e.family == Endpoint::Family::kV4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(e.port);
+    std::memcpy(&sin->sin_addr, e.ip.data(), 4);
+    return sizeof(sockaddr_in);
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  sin6->sin6_family = AF_INET6;
+  sin6->sin6_port = htons(e.port);
+  std::memcpy(&sin6->sin6_addr, e.ip.data(), 16);
+  return sizeof(sockaddr_in6);
+}
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+}  // namespace
+
+std::vector<std::byte> encode_hello(const Hello& h) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(3);
+  pk.pack(std::string_view("v"));
+  pk.pack(1);
+  pk.pack(std::string_view("node"));
+  pk.pack(h.node);
+  pk.pack(std::string_view("ciphers"));
+  pk.pack_array(static_cast<std::uint32_t>(h.ciphers.size()));
+  for (Cipher c : h.ciphers) pk.pack(static_cast<unsigned>(c));
+  return to_bytes(b);
+}
+
+std::optional<Hello> decode_hello(std::span<const std::byte> bytes) {
+  Hello h;
+  std::uint64_t v = 0;
+  const bool ok = for_each_field(bytes, [&](std::string_view k, const msgpack::object& o) {
+    if (k == "v") return read_uint(o, v);
+    if (k == "node") return read_str(o, h.node);
+    if (k == "ciphers") {
+      if (o.type != msgpack::type::ARRAY) return false;
+      for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+        std::uint64_t c = 0;
+        if (!read_uint(o.via.array.ptr[i], c)) return false;
+        if (known_cipher(c)) h.ciphers.push_back(static_cast<Cipher>(c));  // unknown: a newer peer
+      }
+      return true;
+    }
+    return true;  // unknown keys: a newer peer's additions
+  });
+  if (!ok || v != 1 || h.node.empty()) return std::nullopt;
+  return h;
+}
+
+std::vector<std::byte> encode_accept(const Accept& a) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(3);
+  pk.pack(std::string_view("v"));
+  pk.pack(1);
+  pk.pack(std::string_view("node"));
+  pk.pack(a.node);
+  pk.pack(std::string_view("cipher"));
+  pk.pack(static_cast<unsigned>(a.cipher));
+  return to_bytes(b);
+}
+
+std::optional<Accept> decode_accept(std::span<const std::byte> bytes) {
+  Accept a;
+  std::uint64_t v = 0;
+  std::uint64_t cipher = 0;
+  const bool ok = for_each_field(bytes, [&](std::string_view k, const msgpack::object& o) {
+    if (k == "v") return read_uint(o, v);
+    if (k == "node") return read_str(o, a.node);
+    if (k == "cipher") return read_uint(o, cipher);
+    return true;
+  });
+  if (!ok || v != 1 || a.node.empty() || !known_cipher(cipher)) return std::nullopt;
+  a.cipher = static_cast<Cipher>(cipher);
+  return a;
+}
+
+std::vector<std::byte> encode_open(const std::string& service) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(2);
+  pk.pack(std::string_view("v"));
+  pk.pack(1);
+  pk.pack(std::string_view("service"));
+  pk.pack(service);
+  return to_bytes(b);
+}
+
+std::optional<std::string> decode_open(std::span<const std::byte> bytes) {
+  std::string service;
+  std::uint64_t v = 0;
+  const bool ok = for_each_field(bytes, [&](std::string_view k, const msgpack::object& o) {
+    if (k == "v") return read_uint(o, v);
+    if (k == "service") return read_str(o, service);
+    return true;
+  });
+  if (!ok || v != 1 || service.empty()) return std::nullopt;
+  return service;
+}
+
+int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err) {
+  const int domain = at.family == Endpoint::Family::kV4 ? AF_INET : AF_INET6;
+  const int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = "socket: " + errno_text(errno);
+    return -1;
+  }
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  const socklen_t len = to_sockaddr(at, ss);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 || ::listen(fd, 1024) != 0) {
+    err = "bind/listen " + at.to_string() + ": " + errno_text(errno);
+    ::close(fd);
+    return -1;
+  }
+  sockaddr_storage got{};
+  socklen_t got_len = sizeof got;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &got_len);
+  bound = at;
+  bound.port = ntohs(got.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in*>(&got)->sin_port
+                                              : reinterpret_cast<const sockaddr_in6*>(&got)->sin6_port);
+  return fd;
+}
+
+int connect_tcp(const Endpoint& to, std::string& err) {
+  const int domain = to.family == Endpoint::Family::kV4 ? AF_INET : AF_INET6;
+  const int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = "socket: " + errno_text(errno);
+    return -1;
+  }
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_storage ss{};
+  const socklen_t len = to_sockaddr(to, ss);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
+    err = "connect " + to.to_string() + ": " + errno_text(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int socket_error(int fd) {
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) return errno;
+  return e;
+}
+
+void close_with_reset(int fd) {
+  if (fd < 0) return;
+  const linger l{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  ::close(fd);
+}
+
+}  // namespace weft::transport
