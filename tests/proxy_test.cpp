@@ -568,5 +568,131 @@ TEST_F(ProxyTest, RemoveUpstreamLetsLiveConnectionsFinish) {
   ::close(fd);
 }
 
+
+// The peer proxy goes away in the middle of a stream: the app sees a reset, never a clean EOF
+// that would pass for the end of the data.
+TEST_F(ProxyTest, PeerGoneMidStreamResetsTheApp) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  send_all(fd, "one", 3);
+  char buf[3];
+  ASSERT_EQ(::recv(fd, buf, 3, MSG_WAITALL), 3);
+  b_.proxy.reset();
+  EXPECT_EQ(wait_end(fd), End::kReset);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  EXPECT_EQ(a_.proxy->stats().sessions_open, 0u);
+}
+
+// A mesh endpoint that takes the TCP connection but never answers the handshake: the session
+// times out after connect_timeout, and the app's connection is reset.
+TEST_F(ProxyTest, SilentPeerTimesOut) {
+  ProxyConfig cfg;
+  cfg.connect_timeout = 300ms;
+  a_ = make_node("a", cfg);
+  TestService hole(TestService::Mode::kCountThenReply);  // accepts, reads, never answers in time
+  Node fake;
+  fake.name = "b";
+  fake.kp = NoiseKeyPair::generate();
+  a_.proxy->set_routes(table({{"echo", {{"b", Endpoint::v4(127, 0, 0, 1, hole.port()), true}}}}, {&fake}));
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_end(fd), End::kReset);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 250ms);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  const auto s = a_.proxy->stats();
+  EXPECT_EQ(s.handshakes_failed, 1u);
+  EXPECT_EQ(s.sessions_failed, 1u);
+  EXPECT_EQ(s.sessions_open, 0u);
+}
+
+// A proxied connection without traffic for idle_timeout is reset and counted.
+TEST_F(ProxyTest, IdleConnectionTimesOut) {
+  TestService echo(TestService::Mode::kEcho);
+  ProxyConfig cfg;
+  cfg.idle_timeout = 300ms;
+  pair("echo", echo.port(), cfg);
+  const std::uint16_t port = add_upstream(a_, "echo");
+  const int fd = dial(port);
+  ASSERT_GE(fd, 0);
+  send_all(fd, "one", 3);
+  char buf[3];
+  ASSERT_EQ(::recv(fd, buf, 3, MSG_WAITALL), 3);
+  EXPECT_EQ(wait_end(fd), End::kReset);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().connections_open == 0 && b_.proxy->stats().connections_open == 0; }));
+}
+
+// A session without streams closes after session_idle with close records both ways (nothing
+// counted as an error), and the next connection dials a new one.
+TEST_F(ProxyTest, IdleSessionClosesOrderly) {
+  TestService echo(TestService::Mode::kEcho);
+  ProxyConfig cfg;
+  cfg.session_idle = 200ms;
+  pair("echo", echo.port(), cfg);
+  const std::uint16_t port = add_upstream(a_, "echo");
+  EXPECT_TRUE(round_trip(port, "first"));
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().sessions_open == 0 && b_.proxy->stats().sessions_open == 0; }));
+  for (const auto& s : {a_.proxy->stats(), b_.proxy->stats()}) {
+    EXPECT_EQ(s.sessions_failed, 0u);
+    EXPECT_EQ(s.records_rejected, 0u);
+    EXPECT_EQ(s.protocol_errors, 0u);
+  }
+  EXPECT_TRUE(round_trip(port, "second"));
+  EXPECT_EQ(a_.proxy->stats().sessions_initiated, 2u);
+}
+
+// Consecutive failures eject an instance for eject_for: it shows as ejected and is skipped.
+TEST_F(ProxyTest, FailingInstanceIsEjected) {
+  ProxyConfig cfg;
+  cfg.eject_after_failures = 2;
+  Three t;
+  t.a = make_node("a", cfg);
+  std::uint16_t dead_port = 0;
+  {
+    TestService gone(TestService::Mode::kEcho);
+    dead_port = gone.port();
+  }
+  t.b.proxy->set_routes(table({}, {&t.a}, {{"echo", dead_port}}));
+  t.c.proxy->set_routes(table({}, {&t.a}, {{"echo", t.sc.port()}}));
+  t.a.proxy->set_routes(table({{"echo", {instance(t.b), instance(t.c)}}}, {&t.b, &t.c}));
+  const std::uint16_t port = add_upstream(t.a, "echo", Balance::kRoundRobin);
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(round_trip(port, "e" + std::to_string(i)));
+  const auto s = t.a.proxy->stats();
+  EXPECT_EQ(s.upstreams.at("echo").ejections, 1u);
+  ASSERT_EQ(s.routes.at("echo").size(), 2u);
+  EXPECT_TRUE(s.routes.at("echo")[0].ejected);
+  EXPECT_FALSE(s.routes.at("echo")[1].ejected);
+  // Once ejected, b is not tried: 2 failed tries before the ejection, none after.
+  EXPECT_EQ(t.b.proxy->stats().services["echo"].failures, 2u);
+}
+
+// Idle proxied connections keep no stream buffers in the proxy.
+TEST_F(ProxyTest, IdleConnectionsHoldNoBuffers) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  std::vector<int> fds;
+  const std::string msg(300 * 1024, 'i');
+  for (int i = 0; i < 20; ++i) {
+    const int fd = dial(port);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    ASSERT_TRUE(send_all(fd, msg.data(), msg.size()));
+    std::string back(msg.size(), '\0');
+    ASSERT_EQ(::recv(fd, back.data(), back.size(), MSG_WAITALL), static_cast<ssize_t>(msg.size()));
+  }
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().bytes_buffered == 0 && b_.proxy->stats().bytes_buffered == 0; }));
+  EXPECT_EQ(a_.proxy->stats().connections_open, 20u);
+  for (int fd : fds) ::close(fd);
+}
+
 }  // namespace
 }  // namespace weft::transport

@@ -259,6 +259,7 @@ void Proxy::Impl::on_accept_app(Upstream& u) {
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
     const int fd = ::accept4(u.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE...): try at the next event
+    set_nodelay(fd);
     auto c = std::make_unique<Conn>();
     c->id = new_id();
     c->fd = fd;
@@ -279,6 +280,7 @@ void Proxy::Impl::on_accept_mesh() {
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
     const int fd = ::accept4(mesh_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
+    set_nodelay(fd);
     auto s = std::make_unique<Session>();
     s->id = new_id();
     s->fd = fd;
@@ -291,7 +293,7 @@ void Proxy::Impl::on_accept_mesh() {
     sessions_[s->id] = std::move(s);
     ++stats_.sessions_accepted;
     ++stats_.sessions_open;
-    timers_.push({now_ + cfg_.connect_timeout, Kind::kSession, ref.id});
+    arm_session_timer(ref, now_ + cfg_.connect_timeout);
     update_session_interest(ref);
   }
 }
@@ -301,7 +303,11 @@ void Proxy::Impl::run_timers() {
     const Timer t = timers_.top();
     timers_.pop();
     if (t.kind == Kind::kSession) {
-      if (Session* s = session(t.id)) session_timer(*s);
+      Session* s = session(t.id);
+      if (s != nullptr && s->timer_at == t.at) {
+        s->timer_at = TimePoint::max();
+        session_timer(*s);
+      }
     } else if (t.kind == Kind::kConn) {
       if (Conn* c = conn(t.id)) conn_timer(*c);
     }

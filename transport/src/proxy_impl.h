@@ -75,6 +75,9 @@ std::optional<std::string> decode_open(std::span<const std::byte> bytes);
 int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err);
 int connect_tcp(const Endpoint& to, std::string& err);  // -1 on immediate failure
 int socket_error(int fd);                                // SO_ERROR
+// Every proxy socket: we write whole batches ourselves, so Nagle only adds a delayed-ACK wait
+// (~40 ms on loopback) to small request/response exchanges.
+void set_nodelay(int fd);
 void close_with_reset(int fd);                           // SO_LINGER 0: the peer sees RST
 
 enum class Kind : std::uint8_t { kWake = 1, kMeshListener = 2, kUpstream = 3, kSession = 4, kConn = 5 };
@@ -91,6 +94,9 @@ struct Session {
   bool pooled = false;           // in Impl::pool_ (initiated, not going away)
   TimePoint started{};
   TimePoint idle_since{};        // last time the stream count dropped to zero
+  // The earliest timer armed for this session (arm_session_timer); max(): none. A popped timer
+  // for another instant is stale and ignored: session_timer re-arms whatever is still needed.
+  TimePoint timer_at = TimePoint::max();
   std::optional<Handshake> hs;
   std::vector<std::byte> hs_in;  // handshake bytes received, framed [u16 len][message]
   std::optional<RecordSealer> sealer;
@@ -238,6 +244,7 @@ struct Proxy::Impl {
   void kill_session(Session& s, const char* why);
   void close_session_orderly(Session& s);
   void session_timer(Session& s);
+  void arm_session_timer(Session& s, TimePoint at);
   void destroy_session(Session& s);
 
   // proxy_conn.cpp

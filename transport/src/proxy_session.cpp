@@ -81,7 +81,7 @@ Session* Proxy::Impl::session_for(const RouteInstance& inst, std::string& err) {
   pool_[inst.node] = ref.id;
   ++stats_.sessions_initiated;
   ++stats_.sessions_open;
-  timers_.push({now_ + cfg_.connect_timeout, Kind::kSession, ref.id});
+  arm_session_timer(ref, now_ + cfg_.connect_timeout);
   update_session_interest(ref);
   log_->debug("session_connecting node={} mesh={}", inst.node, inst.mesh.to_string());
   return &ref;
@@ -175,6 +175,7 @@ void Proxy::Impl::session_up(Session& s) {
   MuxConfig mc;
   mc.max_streams = cfg_.max_streams_per_session;
   s.mux.emplace(s.initiator ? MuxRole::kInitiator : MuxRole::kResponder, mc);
+  arm_session_timer(s, now_ + (s.initiator ? cfg_.session_idle : 2 * cfg_.session_idle));
   log_->debug("session_up node={} initiator={} cipher={}", s.node, s.initiator, to_string(s.sealer->cipher()));
   std::vector<std::uint64_t> waiting;
   waiting.swap(s.waiting);
@@ -295,7 +296,16 @@ void Proxy::Impl::session_mux_events(Session& s) {
 }
 
 void Proxy::Impl::detach_stream(Session& s, StreamId id) {
-  if (s.streams.erase(id) != 0 && s.streams.empty()) s.idle_since = now_;
+  if (s.streams.erase(id) != 0 && s.streams.empty()) {
+    s.idle_since = now_;
+    arm_session_timer(s, now_ + (s.initiator ? cfg_.session_idle : 2 * cfg_.session_idle));
+  }
+}
+
+void Proxy::Impl::arm_session_timer(Session& s, TimePoint at) {
+  if (at >= s.timer_at) return;  // an earlier timer is armed; it re-arms this one if needed
+  s.timer_at = at;
+  timers_.push({at, Kind::kSession, s.id});
 }
 
 void Proxy::Impl::flush_session(Session& s) {
@@ -401,7 +411,7 @@ void Proxy::Impl::session_timer(Session& s) {
       if (s.state == Session::State::kHandshake) ++stats_.handshakes_failed;
       kill_session(s, "connect_timeout");
     } else {
-      timers_.push({s.started + cfg_.connect_timeout, Kind::kSession, s.id});
+      arm_session_timer(s, s.started + cfg_.connect_timeout);
     }
     return;
   }
@@ -413,10 +423,9 @@ void Proxy::Impl::session_timer(Session& s) {
       close_session_orderly(s);
       return;
     }
-    timers_.push({s.idle_since + limit, Kind::kSession, s.id});
-  } else {
-    timers_.push({now_ + limit, Kind::kSession, s.id});
+    arm_session_timer(s, s.idle_since + limit);
   }
+  // With streams: detach_stream arms the timer when the last one goes.
 }
 
 }  // namespace weft::transport

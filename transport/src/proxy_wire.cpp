@@ -209,8 +209,7 @@ int connect_tcp(const Endpoint& to, std::string& err) {
     err = "socket: " + errno_text(errno);
     return -1;
   }
-  const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  set_nodelay(fd);
   sockaddr_storage ss{};
   const socklen_t len = to_sockaddr(to, ss);
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
@@ -219,6 +218,11 @@ int connect_tcp(const Endpoint& to, std::string& err) {
     return -1;
   }
   return fd;
+}
+
+void set_nodelay(int fd) {
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 int socket_error(int fd) {
