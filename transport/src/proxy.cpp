@@ -353,7 +353,7 @@ void Proxy::Impl::shutdown_all() {
   while (!sessions_.empty()) {
     Session& s = *sessions_.begin()->second;
     if (s.state == Session::State::kUp) close_session_orderly(s);  // best effort close record
-    destroy_session(s);
+    else destroy_session(s);
   }
 }
 
