@@ -20,8 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "weft/transport/mux_frame.h"
 #include "weft/transport/noise.h"
 #include "weft/transport/proxy.h"
+#include "weft/transport/record.h"
 
 namespace weft::transport {
 namespace {
@@ -692,6 +694,130 @@ TEST_F(ProxyTest, IdleConnectionsHoldNoBuffers) {
   ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().bytes_buffered == 0 && b_.proxy->stats().bytes_buffered == 0; }));
   EXPECT_EQ(a_.proxy->stats().connections_open, 20u);
   for (int fd : fds) ::close(fd);
+}
+
+
+// A hand-made peer "b": completes a real handshake (XChaCha20-Poly1305, which every proxy
+// offers), then misbehaves as `act` says. Blocking sockets on its own thread.
+class FakePeer {
+ public:
+  enum class Act { kCutWithoutClose, kGarbage, kBadMuxFrame };
+  explicit FakePeer(Act act) : act_(act), kp_(NoiseKeyPair::generate()) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sin = loopback(0);
+    ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+    ::listen(listen_fd_, 4);
+    socklen_t len = sizeof sin;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sin), &len);
+    port_ = ntohs(sin.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~FakePeer() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  [[nodiscard]] RouteInstance instance() const { return {"b", Endpoint::v4(127, 0, 0, 1, port_), true}; }
+  [[nodiscard]] const NoiseKeyPair& kp() const { return kp_; }
+  std::atomic<bool> handshake_done{false};
+
+ private:
+  static bool read_exact(int fd, std::byte* p, std::size_t n) {
+    return n == 0 || ::recv(fd, p, n, MSG_WAITALL) == static_cast<ssize_t>(n);
+  }
+  void run() {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    set_timeouts(fd, 10s);
+    serve(fd);
+    ::close(fd);
+  }
+  void serve(int fd) {
+    std::array<std::byte, 2> len{};
+    if (!read_exact(fd, len.data(), 2)) return;
+    std::vector<std::byte> msg1((std::to_integer<std::size_t>(len[0]) << 8) | std::to_integer<std::size_t>(len[1]));
+    if (!read_exact(fd, msg1.data(), msg1.size())) return;
+    const auto* pro = reinterpret_cast<const std::byte*>(kMeshPrologue.data());
+    auto hs = Handshake::responder(kp_, std::span(pro, kMeshPrologue.size()));
+    if (!hs.read_message(msg1)) return;
+    // msgpack {"v": 1, "node": "b", "cipher": 2}, by hand.
+    const unsigned char accept[] = {0x83, 0xa1, 'v', 0x01, 0xa4, 'n', 'o', 'd', 'e', 0xa1, 'b', 0xa6, 'c', 'i', 'p', 'h', 'e', 'r', 0x02};
+    auto msg2 = hs.write_message(std::as_bytes(std::span(accept)));
+    if (!msg2) return;
+    std::vector<std::byte> out{static_cast<std::byte>(msg2->size() >> 8), static_cast<std::byte>(msg2->size() & 0xff)};
+    out.insert(out.end(), msg2->begin(), msg2->end());
+    auto keys = hs.split();
+    if (!keys) return;
+    RecordSealer sealer(Cipher::kXChaCha20Poly1305, keys->send_key(HandshakeRole::kResponder));
+    if (!send_all(fd, out.data(), out.size())) return;
+    handshake_done = true;
+    std::array<std::byte, 64> some{};
+    if (::recv(fd, some.data(), some.size(), 0) <= 0) return;  // the OPEN has come
+    out.clear();
+    switch (act_) {
+      case Act::kCutWithoutClose: return;  // close() without the close record
+      case Act::kGarbage:
+        out.assign(64, std::byte{0x5a});
+        break;
+      case Act::kBadMuxFrame: {
+        const std::vector<std::byte> frame(kFrameHeaderBytes, std::byte{0xff});  // unknown type
+        (void)sealer.seal_into(out, RecordType::kData, frame);
+        break;
+      }
+    }
+    send_all(fd, out.data(), out.size());
+    std::this_thread::sleep_for(50ms);  // let a read it before the FIN
+  }
+
+  Act act_;
+  NoiseKeyPair kp_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// Runs one app connection against a misbehaving peer; returns how it ended for the app.
+End against(FakePeer& peer, Node& a) {
+  Node fake;
+  fake.name = "b";
+  fake.kp = peer.kp();
+  a.proxy->set_routes(table({{"echo", {peer.instance()}}}, {&fake}));
+  const std::uint16_t port = add_upstream(a, "echo");
+  const int fd = dial(port);
+  if (fd < 0) return End::kTimeout;
+  send_all(fd, "data", 4);
+  const End end = wait_end(fd);
+  ::close(fd);
+  return end;
+}
+
+TEST_F(ProxyTest, SessionCutWithoutCloseRecordResetsStreams) {
+  FakePeer peer(FakePeer::Act::kCutWithoutClose);
+  a_ = make_node("a");
+  EXPECT_EQ(against(peer, a_), End::kReset);
+  EXPECT_TRUE(peer.handshake_done.load());
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  const auto s = a_.proxy->stats();
+  EXPECT_EQ(s.records_rejected, 1u);
+  EXPECT_EQ(s.sessions_failed, 1u);
+  EXPECT_EQ(s.sessions_open, 0u);
+}
+
+TEST_F(ProxyTest, ForgedRecordKillsTheSession) {
+  FakePeer peer(FakePeer::Act::kGarbage);
+  a_ = make_node("a");
+  EXPECT_EQ(against(peer, a_), End::kReset);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  EXPECT_EQ(a_.proxy->stats().records_rejected, 1u);
+}
+
+TEST_F(ProxyTest, MuxProtocolErrorKillsTheSession) {
+  FakePeer peer(FakePeer::Act::kBadMuxFrame);
+  a_ = make_node("a");
+  EXPECT_EQ(against(peer, a_), End::kReset);
+  ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
+  EXPECT_EQ(a_.proxy->stats().protocol_errors, 1u);
+  EXPECT_EQ(a_.proxy->stats().records_rejected, 0u);
 }
 
 }  // namespace

@@ -140,6 +140,33 @@ void Proxy::Impl::wake() {
 }
 
 void Proxy::Impl::run() {
+  // Nothing escapes the thread (std::terminate): an exception here can only be an allocation
+  // failure; the proxy then stops, closes every socket and answers every caller.
+  try {
+    loop();
+  } catch (const std::exception& e) {
+    log_->critical("proxy_stopped error={}", e.what());
+  } catch (...) {
+    log_->critical("proxy_stopped error=unknown");
+  }
+  try {
+    shutdown_all();
+  } catch (...) {
+    log_->critical("proxy_shutdown_failed");
+  }
+  std::deque<std::unique_ptr<Command>> left;
+  {
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    left.swap(commands_);
+  }
+  for (auto& c : left) {  // nobody waits forever on a stopped proxy
+    c->done.set_value(fail("proxy stopped"));
+    c->stats.set_value(stats_);
+  }
+}
+
+void Proxy::Impl::loop() {
   std::vector<epoll_event> evs(256);
   while (!stop_) {
     int timeout_ms = -1;
@@ -187,17 +214,6 @@ void Proxy::Impl::run() {
       dirty_sessions_.erase(dirty_sessions_.begin());
       if (Session* s = session(id)) flush_session(*s);
     }
-  }
-  shutdown_all();
-  std::deque<std::unique_ptr<Command>> left;
-  {
-    std::lock_guard lock(mu_);
-    stopped_ = true;
-    left.swap(commands_);
-  }
-  for (auto& c : left) {  // nobody waits forever on a stopped proxy
-    c->done.set_value(fail("proxy stopped"));
-    c->stats.set_value(stats_);
   }
 }
 

@@ -51,9 +51,7 @@ inline constexpr std::size_t kMaxIov = 64;
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
 inline constexpr double kEwmaDecaySeconds = 10.0;
-// Hashed into both ends of every handshake (noise.h): a peer speaking another version fails
-// message 1 instead of being misread.
-inline constexpr std::string_view kPrologue = "weft mesh v1";
+inline constexpr std::string_view kPrologue = kMeshPrologue;
 
 // Handshake payloads (msgpack maps, see proxy.h), proxy_wire.cpp.
 struct Hello {
@@ -215,7 +213,8 @@ struct Proxy::Impl {
   bool stop_ = false;
 
   // proxy.cpp: loop, commands, listeners, timers
-  void run();
+  void run();   // the thread: loop() and, however it ends, shutdown
+  void loop();
   void wake();
   void handle_commands();
   Result<void> do_add_upstream(const UpstreamConfig& u);

@@ -189,6 +189,8 @@ void Proxy::Impl::session_read(Session& s) {
   const ssize_t n = ::recv(s.fd, scratch_.data(), scratch_.size(), 0);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    // ECONNRESET and the like: the stream of records ended without its close record.
+    if (s.state == Session::State::kUp) ++stats_.records_rejected;
     kill_session(s, "recv_error");
     return;
   }

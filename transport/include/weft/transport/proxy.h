@@ -23,6 +23,21 @@
 //   node it dialled (the key itself is authenticated by IK). Then records (record.h) with
 //   split() keys, and the stream multiplexer (mux.h; initiator = MuxRole::kInitiator) inside them.
 //   Stream OPEN payload: msgpack map {"v": 1, "service": <destination service name>}.
+//   The Noise prologue is kMeshPrologue below (both ends: another version fails message 1).
+//   The responder picks AES-256-GCM if it was offered and the responder has AES-NI, else
+//   XChaCha20-Poly1305; the initiator refuses a cipher it did not offer or a name it did not dial.
+//   Unknown map keys are ignored (a newer peer's additions); names are 1..255 bytes.
+//
+// Pooling: the sessions this proxy initiates are pooled, one per peer node (by node name), and
+// carry all our app connections to that node. A session a peer initiated carries only that
+// peer's streams (each side dials its own; no tie-breaking between crossing dials). Only the
+// initiator closes an idle session (after session_idle); the responder waits twice as long.
+//
+// Failure semantics: a session that fails (connect, handshake, a record that does not open, an
+// end without the close record, a mux protocol error, a timeout) is closed at once; its app
+// connections are closed with RST (SO_LINGER 0), or retried on another instance while nothing
+// came back yet and the bytes they sent fit the 64 KiB replay buffer. A peer's RESET(no_route /
+// connect_failed) before any byte came back is retried the same way (max_attempts in all).
 
 #include <array>
 #include <atomic>
@@ -32,6 +47,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "weft/base/endpoint.h"
@@ -45,6 +61,9 @@ class logger;
 namespace weft::transport {
 
 using KxPublicKey = std::array<unsigned char, 32>;
+
+// Hashed into both ends of every mesh handshake (noise.h prologue).
+inline constexpr std::string_view kMeshPrologue = "weft mesh v1";
 
 // One instance of a service, as the agent's catalog and gossip see it.
 struct RouteInstance {
@@ -113,7 +132,8 @@ struct ProxyStats {
   std::uint64_t sessions_initiated = 0;
   std::uint64_t sessions_accepted = 0;
   std::uint64_t handshakes_failed = 0;   // bad message, wrong key for the name, unknown node
-  std::uint64_t records_rejected = 0;    // records that failed to open (connection closed)
+  std::uint64_t records_rejected = 0;    // records that failed to open, or an end (EOF, RST) without
+                                         // the close record (connection closed)
   std::uint64_t protocol_errors = 0;     // mux errors (connection closed)
   std::uint64_t sessions_failed = 0;     // connect / handshake failed or timed out, or cut mid-way
   std::uint64_t streams_refused = 0;     // peers' OPENs for a service not served here, or malformed
