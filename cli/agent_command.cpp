@@ -23,6 +23,7 @@ Command add_agent_command(CLI::App& parent) {
   opt("--bind", flags->bind, "IP:PORT for gossip (UDP) and agent-to-agent messages (TCP)");
   opt("--advertise", flags->advertise, "IP:PORT other agents use to reach this one (default: --bind)");
   app->add_option("--join", flags->join, "IP:PORT of an agent to join (repeatable)");
+  opt("--mesh-bind", flags->mesh_bind, "IP:PORT where other agents' proxies connect (default: --bind's IP, port + 1)");
   opt("--data-dir", flags->data_dir, "Directory for the agent's state (created 0700)");
   opt("--rpc", flags->rpc, "Path of the CLI socket (default: DATA_DIR/rpc.sock)");
   opt("--key-file", flags->key_file, "File with the cluster key in base64 (weft keygen)");

@@ -1,4 +1,5 @@
-// Service catalog subcommands: `weft service register|deregister`, `weft services`.
+// Service catalog and data plane subcommands: `weft service register|deregister`, `weft services`,
+// `weft upstream add|remove`, `weft upstreams`, `weft routes`, `weft stats`.
 
 // GCC 12 reports a false "potential null pointer dereference" inside CLI11's inline string code.
 #pragma GCC diagnostic push
@@ -89,10 +90,130 @@ Command services_command(CLI::App& parent) {
                  }};
 }
 
+struct UpstreamArgs {
+  std::string name;
+  std::string listen;
+  std::string balance = "peak-ewma";
+  std::string remove_name;
+};
+
+Command upstream_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  auto a = std::make_shared<UpstreamArgs>();
+  CLI::App* app = parent.add_subcommand("upstream", "Add or remove a local listener for a mesh service");
+  app->require_subcommand(1);
+  CLI::App* add = app->add_subcommand("add", "Listen locally; each connection goes to a healthy instance of NAME");
+  add_client_options(add, *o, false);
+  add->add_option("name", a->name, "The destination service")->required();
+  add->add_option("--listen", a->listen, "IP:PORT local apps connect to, like 127.0.0.1:9001")->required();
+  add->add_option("--balance", a->balance, "peak-ewma (default) or round-robin")
+      ->check(CLI::IsMember({"peak-ewma", "round-robin"}));
+  CLI::App* rm = app->add_subcommand("remove", "Close the listener (live connections finish)");
+  add_client_options(rm, *o, false);
+  rm->add_option("name", a->remove_name, "The upstream's service name")->required();
+  return Command{app, [o, a, add] {
+                   if (add->parsed()) {
+                     auto r = call(*o, "upstream.add", json{{"name", a->name}, {"listen", a->listen}, {"balance", a->balance}});
+                     if (!r) return kExitFailure;
+                     std::printf("upstream %s listening on %s\n", a->name.c_str(), r->value("listen", a->listen).c_str());
+                     return kExitOk;
+                   }
+                   auto r = call(*o, "upstream.remove", json{{"name", a->remove_name}});
+                   if (!r) return kExitFailure;
+                   std::printf("removed upstream %s\n", a->remove_name.c_str());
+                   return kExitOk;
+                 }};
+}
+
+Command upstreams_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  CLI::App* app = parent.add_subcommand("upstreams", "The upstreams of this agent");
+  add_client_options(app, *o, true);
+  return Command{app, [o] {
+                   auto r = call(*o, "upstreams", json::object());
+                   if (!r) return kExitFailure;
+                   const json& list = (*r)["upstreams"];
+                   if (o->json) {
+                     print_json(list);
+                     return kExitOk;
+                   }
+                   std::vector<std::vector<std::string>> rows = {{"UPSTREAM", "LISTEN", "BALANCE"}};
+                   for (const json& u : list) rows.push_back({u.value("name", ""), u.value("listen", ""), u.value("balance", "")});
+                   print_table(rows);
+                   return kExitOk;
+                 }};
+}
+
+std::string fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+Command routes_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  CLI::App* app = parent.add_subcommand("routes", "For each upstream: its instances, health, RTT and weight");
+  add_client_options(app, *o, true);
+  return Command{app, [o] {
+                   auto r = call(*o, "routes", json::object());
+                   if (!r) return kExitFailure;
+                   const json& list = (*r)["routes"];
+                   if (o->json) {
+                     print_json(list);
+                     return kExitOk;
+                   }
+                   std::vector<std::vector<std::string>> rows = {
+                       {"UPSTREAM", "NODE", "ADDRESS", "HEALTH", "RTT_MS", "WEIGHT", "ACTIVE"}};
+                   for (const json& u : list) {
+                     if (u["instances"].empty()) rows.push_back({u.value("upstream", ""), "-", "-", "no instance", "", "", ""});
+                     for (const json& i : u["instances"]) {
+                       std::string health = i.value("health", "");
+                       if (i.value("ejected", false)) health += " (ejected)";
+                       rows.push_back({u.value("upstream", ""), i.value("node", ""), i.value("addr", ""), health,
+                                       fixed(i.value("rtt_ms", 0.0), 2), fixed(i.value("weight", 0.0), 3),
+                                       std::to_string(i.value("active", std::uint64_t{0}))});
+                     }
+                   }
+                   print_table(rows);
+                   return kExitOk;
+                 }};
+}
+
+Command stats_command(CLI::App& parent) {
+  auto o = std::make_shared<ClientOptions>();
+  CLI::App* app = parent.add_subcommand("stats", "Data plane counters per upstream and per served service");
+  add_client_options(app, *o, true);
+  return Command{app, [o] {
+                   auto r = call(*o, "stats", json::object());
+                   if (!r) return kExitFailure;
+                   if (o->json) {
+                     print_json(*r);
+                     return kExitOk;
+                   }
+                   std::vector<std::vector<std::string>> rows = {
+                       {"KIND", "NAME", "CONNECTIONS", "ACTIVE", "BYTES_IN", "BYTES_OUT", "FAILURES", "RETRIES", "EJECTIONS"}};
+                   for (const char* kind : {"upstreams", "services"}) {
+                     for (const auto& [name, c] : (*r)[kind].items()) {
+                       auto num = [&](const char* k) { return std::to_string(c.value(k, std::uint64_t{0})); };
+                       rows.push_back({kind == std::string("upstreams") ? "upstream" : "service", name, num("connections"),
+                                       num("active"), num("bytes_in"), num("bytes_out"), num("failures"), num("retries"),
+                                       num("ejections")});
+                     }
+                   }
+                   print_table(rows);
+                   for (const char* k : {"sessions_open", "sessions_initiated", "sessions_accepted", "handshakes_failed",
+                                         "records_rejected", "protocol_errors"}) {
+                     std::printf("%s = %llu\n", k, static_cast<unsigned long long>(r->value(k, std::uint64_t{0})));
+                   }
+                   return kExitOk;
+                 }};
+}
+
 }  // namespace
 
 std::vector<Command> add_service_commands(CLI::App& parent) {
-  return {service_command(parent), services_command(parent)};
+  return {service_command(parent), services_command(parent), upstream_command(parent),
+          upstreams_command(parent), routes_command(parent),  stats_command(parent)};
 }
 
 }  // namespace weft::cli

@@ -130,6 +130,36 @@ port = 6379
   EXPECT_EQ(c->services[1], (ServiceSpec{"cache", 6379, {}, "", 10s}));
 }
 
+TEST(AgentConfig, UpstreamsAndMeshBind) {
+  TomlFile t(R"(
+mesh_bind = "127.0.0.1:17947"
+[[upstream]]
+name = "web"
+listen = "127.0.0.1:9000"
+
+[[upstream]]
+name = "db"
+listen = "127.0.0.1:9001"
+balance = "round-robin"
+)");
+  AgentFlags f = minimal();
+  f.config = t.path;
+  auto c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->mesh_bind.to_string(), "127.0.0.1:17947");
+  ASSERT_EQ(c->upstreams.size(), 2u);
+  EXPECT_EQ(c->upstreams[0].name, "web");
+  EXPECT_EQ(c->upstreams[0].listen.to_string(), "127.0.0.1:9000");
+  EXPECT_EQ(c->upstreams[0].balance, "peak-ewma");
+  EXPECT_EQ(c->upstreams[1].balance, "round-robin");
+  // Without mesh_bind: --bind's IP, port + 1.
+  auto d = resolve_config(minimal());
+  ASSERT_TRUE(d) << d.error().message;
+  Endpoint expect = d->bind;
+  expect.port = static_cast<std::uint16_t>(d->bind.port + 1);
+  EXPECT_EQ(d->mesh_bind, expect);
+}
+
 TEST(AgentConfig, BadInputNamesTheProblem) {
   struct Case {
     const char* toml;
@@ -158,6 +188,14 @@ TEST(AgentConfig, BadInputNamesTheProblem) {
       {"[[service]]\nname = \"web\"\nport = 80\ninterval = \"soon\"", "interval"},
       {"[[service]]\nname = \"web\"\nport = 80\ncolour = 1", "colour"},
       {"[[service]]\nname = \"web\"\nport = 80\n[[service]]\nname = \"web\"\nport = 81", "twice"},
+      {"[[upstream]]\nlisten = \"127.0.0.1:9000\"", "needs a name"},
+      {"[[upstream]]\nname = \"web\"", "listen"},
+      {"[[upstream]]\nname = \"web\"\nlisten = \"nowhere\"", "nowhere"},
+      {"[[upstream]]\nname = \"web\"\nlisten = \"127.0.0.1:9000\"\nbalance = \"random\"", "random"},
+      {"[[upstream]]\nname = \"a\"\nlisten = \"127.0.0.1:9000\"\n[[upstream]]\nname = \"b\"\nlisten = "
+       "\"127.0.0.1:9000\"",
+       "same address"},
+      {"mesh_bind = \"127.0.0.1\"", "mesh-bind"},
   };
   for (const Case& k : cases) {
     TomlFile t(k.toml);

@@ -37,8 +37,11 @@ TEST(CatalogWire, CatalogSpecAndMetaRoundTrip) {
   ASSERT_TRUE(ds) << ds.error().message;
   EXPECT_EQ(*ds, s);
 
-  NodeMeta m{{{"dc", "eu"}}, 12};
+  NodeMeta m{{{"dc", "eu"}}, 12, 7947, std::vector<std::byte>(32, std::byte{0xab})};
   EXPECT_EQ(decode_meta(encode_meta(m)), m);
+  NodeMeta short_key = m;
+  short_key.kx_pk.resize(31);
+  EXPECT_FALSE(decode_meta(encode_meta(short_key))) << "a key-exchange key is 32 bytes";
   EXPECT_TRUE(encode_meta(NodeMeta{}).empty()) << "no tags, no catalog: no metadata bytes at all";
   EXPECT_EQ(decode_meta({}), NodeMeta{});
 

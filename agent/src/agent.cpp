@@ -73,10 +73,12 @@ Result<std::vector<transport::Key>> read_key_file(const std::string& path) {
 Agent::Agent(AgentConfig cfg, AgentFlags flags) : cfg_(std::move(cfg)), flags_(std::move(flags)) {
   log_ = make_logger("agent", cfg_.log_level, cfg_.log_json);
   gossip_log_ = make_logger("gossip", cfg_.log_level, cfg_.log_json);
+  proxy_log_ = make_logger("proxy", cfg_.log_level, cfg_.log_json);
   buf_.resize(kMaxDatagram);
 }
 
 Agent::~Agent() {
+  proxy_.reset();  // stop the data plane's thread first
   if (signal_fd_ >= 0) ::close(signal_fd_);
   if (rpc_bound_) ::unlink(cfg_.rpc.c_str());
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -201,6 +203,7 @@ std::optional<int> Agent::start() {
   std::random_device rd;
   const std::uint64_t seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
   node_.emplace(gc, std::move(self), seed, gossip_log_);
+  if (auto err = start_proxy()) return fail_start(*err, 1);
 
   // Seeds: --join, then members we knew before a restart.
   rejoin_seeds_ = cfg_.join;
@@ -396,6 +399,7 @@ void Agent::reload() {
   }
   set_level(*log_, c->log_level);
   set_level(*gossip_log_, c->log_level);
+  set_level(*proxy_log_, c->log_level);
   cfg_.log_level = c->log_level;
   if (c->tags != cfg_.tags) {
     const auto old_tags = cfg_.tags;
@@ -446,6 +450,7 @@ int Agent::run() {
   TimePoint now = Clock::now();
   while (!stop_) {
     publish_catalog(now);
+    publish_routes();
     const TimePoint deadline = node_->tick(now);
     flush_outgoing(now);
     on_events(now);

@@ -26,6 +26,7 @@
 #include "weft/store/store.h"
 #include "weft/transport/identity.h"
 #include "weft/transport/keyring.h"
+#include "weft/transport/proxy.h"
 #include "weft/transport/reliable.h"
 #include "weft/transport/udp.h"
 
@@ -119,6 +120,15 @@ class Agent {
   void on_catalog_response(const Endpoint& from, std::span<const std::byte> body);
   json services_json() const;
 
+  // --- mesh.cpp ---
+  std::optional<std::string> start_proxy();  // an error message, or nullopt
+  Result<void> add_upstream(const UpstreamSpec& u);
+  Result<bool> remove_upstream(const std::string& name);
+  void publish_routes();
+  json upstreams_json() const;
+  json routes_json() const;
+  json proxy_stats_json() const;
+
   // --- keyops.cpp ---
   void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key);
   void on_key_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
@@ -132,6 +142,7 @@ class Agent {
   AgentFlags flags_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> gossip_log_;
+  std::shared_ptr<spdlog::logger> proxy_log_;
 
   zmq::context_t ctx_{1};
   transport::UdpSocket udp_;
@@ -167,6 +178,9 @@ class Agent {
   bool catalog_dirty_ = false;
   TimePoint publish_at_ = TimePoint::max();
   HealthChecker health_;
+  std::unique_ptr<transport::Proxy> proxy_;  // its own thread; stopped in ~Agent before the rest
+  std::map<std::string, UpstreamSpec> upstreams_;
+  bool routes_dirty_ = false;
   RemoteCatalogs remote_;
 
   std::vector<Waiter> join_waiters_;

@@ -167,6 +167,27 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
     reply(peer, json{{"deregistered", name}});
   } else if (method == "services") {
     reply(peer, json{{"services", services_json()}});
+  } else if (method == "upstream.add") {
+    UpstreamSpec u;
+    u.name = params.value("name", "");
+    auto e = Endpoint::parse(params.value("listen", ""));
+    if (!e) return reply_error(peer, "upstream add: --listen must be IP:PORT, like 127.0.0.1:9001");
+    u.listen = *e;
+    u.balance = params.value("balance", "peak-ewma");
+    if (auto r = add_upstream(u); !r) return reply_error(peer, "upstream add: " + r.error().message);
+    reply(peer, json{{"added", u.name}, {"listen", u.listen.to_string()}});
+  } else if (method == "upstream.remove") {
+    const std::string name = params.value("name", "");
+    auto r = remove_upstream(name);
+    if (!r) return reply_error(peer, "upstream remove: " + r.error().message);
+    if (!*r) return reply_error(peer, "upstream remove: no upstream '" + name + "'");
+    reply(peer, json{{"removed", name}});
+  } else if (method == "upstreams") {
+    reply(peer, json{{"upstreams", upstreams_json()}});
+  } else if (method == "routes") {
+    reply(peer, json{{"routes", routes_json()}});
+  } else if (method == "stats") {
+    reply(peer, proxy_stats_json());
   } else if (method == "keys.list" || method == "keys.install" || method == "keys.use" || method == "keys.remove") {
     std::string key;
     if (method != "keys.list") {

@@ -170,10 +170,16 @@ Result<std::uint64_t> decode_catalog_request(std::span<const std::byte> bytes) {
 }
 
 std::vector<std::byte> encode_meta(const NodeMeta& m) {
-  if (m.tags.empty() && m.catalog_version == 0) return {};
+  if (m.tags.empty() && m.catalog_version == 0 && m.mesh_port == 0 && m.kx_pk.empty()) return {};
   json j = json::object();
   if (!m.tags.empty()) j["tags"] = m.tags;
   if (m.catalog_version != 0) j["cat"] = m.catalog_version;
+  if (m.mesh_port != 0) j["mesh"] = m.mesh_port;
+  if (!m.kx_pk.empty()) {
+    std::vector<std::uint8_t> kx(m.kx_pk.size());
+    std::memcpy(kx.data(), m.kx_pk.data(), kx.size());
+    j["kx"] = json::binary(std::move(kx));
+  }
   return to_bytes(j);
 }
 
@@ -192,6 +198,16 @@ std::optional<NodeMeta> decode_meta(std::span<const std::byte> bytes) {
   if (auto it = j->find("cat"); it != j->end()) {
     if (!it->is_number_unsigned()) return std::nullopt;
     m.catalog_version = it->get<std::uint64_t>();
+  }
+  if (auto it = j->find("mesh"); it != j->end()) {
+    if (!it->is_number_unsigned() || it->get<std::uint64_t>() == 0 || it->get<std::uint64_t>() > 65535) return std::nullopt;
+    m.mesh_port = static_cast<std::uint16_t>(it->get<std::uint64_t>());
+  }
+  if (auto it = j->find("kx"); it != j->end()) {
+    if (!it->is_binary() || it->get_binary().size() != 32) return std::nullopt;
+    const auto& b = it->get_binary();
+    m.kx_pk.resize(b.size());
+    std::memcpy(m.kx_pk.data(), b.data(), b.size());
   }
   return m;
 }

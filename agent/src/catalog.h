@@ -13,7 +13,8 @@
 //   request  {"have": u64}                          the version the asker already holds
 //   response {"node": str, "version": u64, "services": [{"name": str, "port": u16,
 //             "tags": [str...], "health": "passing" | "critical"}...]}
-// Gossip metadata (msgpack map; unknown keys ignored): {"tags": {str: str}, "cat": u64}.
+// Gossip metadata (msgpack map; unknown keys ignored): {"tags": {str: str}, "cat": u64,
+//   "mesh": u16 (the proxy's mesh port), "kx": bin 32 (the node's key-exchange public key)}.
 //
 // Pure logic: no sockets, no clock reads (every call takes `now`).
 
@@ -69,6 +70,8 @@ struct NodeCatalog {
 struct NodeMeta {
   std::map<std::string, std::string> tags;
   std::uint64_t catalog_version = 0;  // 0: the node publishes no catalog
+  std::uint16_t mesh_port = 0;        // its proxy's mesh listener (same IP as gossip); 0: none
+  std::vector<std::byte> kx_pk;       // its long-term X25519 key (32 bytes) for the proxy handshake
   friend bool operator==(const NodeMeta&, const NodeMeta&) = default;
 };
 [[nodiscard]] std::vector<std::byte> encode_meta(const NodeMeta& m);

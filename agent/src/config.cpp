@@ -18,11 +18,12 @@ namespace {
 
 // Settings read from the file, before the flags are laid over them.
 struct FileSettings {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level, mesh_bind;
   std::vector<std::string> join;
   std::optional<bool> insecure_plaintext, log_json;
   std::map<std::string, std::string> tags;
   std::vector<ServiceSpec> services;
+  std::vector<UpstreamSpec> upstreams;
   gossip::Config gossip;
 };
 
@@ -95,6 +96,37 @@ Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::
   return {};
 }
 
+Result<Endpoint> parse_addr(const std::string& what, const std::string& text, bool allow_no_port);
+
+// One [[upstream]] table: name, listen, balance (as `weft upstream add`).
+Result<UpstreamSpec> read_upstream(const toml::node& n, const std::string& path) {
+  const toml::table* t = n.as_table();
+  if (!t) return fail(path + ": each [[upstream]] must be a table (" + where(n) + ")");
+  const std::string at = " (" + where(n) + ")";
+  for (const auto& [k, v] : *t) {
+    const std::string_view key = k.str();
+    if (key != "name" && key != "listen" && key != "balance") {
+      return fail(path + ": unknown upstream setting '" + std::string(key) + "' (" + where(v) + ")");
+    }
+  }
+  UpstreamSpec u;
+  auto name = get_string(*t, "name", path);
+  if (!name) return Unexpected<Error>(name.error());
+  if (!*name) return fail(path + ": an [[upstream]] needs a name" + at);
+  u.name = **name;
+  auto listen = get_string(*t, "listen", path);
+  if (!listen) return Unexpected<Error>(listen.error());
+  if (!*listen) return fail(path + ": upstream '" + u.name + "' needs listen = \"127.0.0.1:PORT\"" + at);
+  auto e = Endpoint::parse(**listen);
+  if (!e) return fail(path + ": upstream '" + u.name + "': listen '" + **listen + "' is not IP:PORT" + at);
+  u.listen = *e;
+  auto balance = get_string(*t, "balance", path);
+  if (!balance) return Unexpected<Error>(balance.error());
+  if (*balance) u.balance = **balance;
+  if (auto r = check_upstream(u); !r) return fail(path + ": upstream '" + u.name + "': " + r.error().message + at);
+  return u;
+}
+
 // One [[service]] table: name, port, tags, check, interval (as `weft service register`).
 Result<ServiceSpec> read_service(const toml::node& n, const std::string& path) {
   const toml::table* t = n.as_table();
@@ -150,7 +182,8 @@ Result<FileSettings> read_file(const std::string& path) {
     return fail(path + ": " + e.what());
   }
   static const char* const kKnown[] = {"node", "bind", "advertise", "join", "data_dir", "rpc", "key_file",
-                                       "insecure_plaintext", "log_level", "log_json", "tags", "gossip", "service"};
+                                       "insecure_plaintext", "log_level", "log_json", "tags", "gossip", "service",
+                                       "upstream", "mesh_bind"};
   for (const auto& [k, v] : t) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k.str()) == std::end(kKnown)) {
       return fail(path + ": unknown setting '" + std::string(k.str()) + "' (" + where(v) + ")");
@@ -160,7 +193,8 @@ Result<FileSettings> read_file(const std::string& path) {
     const char* key;
     std::optional<std::string>* out;
   } strings[] = {{"node", &s.node}, {"bind", &s.bind}, {"advertise", &s.advertise}, {"data_dir", &s.data_dir},
-                 {"rpc", &s.rpc}, {"key_file", &s.key_file}, {"log_level", &s.log_level}};
+                 {"rpc", &s.rpc}, {"key_file", &s.key_file}, {"log_level", &s.log_level},
+                 {"mesh_bind", &s.mesh_bind}};
   for (auto& e : strings) {
     auto r = get_string(t, e.key, path);
     if (!r) return Unexpected<Error>(r.error());
@@ -197,6 +231,22 @@ Result<FileSettings> read_file(const std::string& path) {
         if (other.name == spec->name) return fail(path + ": service '" + spec->name + "' is declared twice (" + where(e) + ")");
       }
       s.services.push_back(std::move(*spec));
+    }
+  }
+  if (const toml::node* up = t.get("upstream")) {
+    const toml::array* a = up->as_array();
+    if (!a) return fail(path + ": 'upstream' must be an array of tables ([[upstream]]) (" + where(*up) + ")");
+    for (const toml::node& e : *a) {
+      auto u = read_upstream(e, path);
+      if (!u) return Unexpected<Error>(u.error());
+      for (const UpstreamSpec& other : s.upstreams) {
+        if (other.name == u->name) return fail(path + ": upstream '" + u->name + "' is declared twice (" + where(e) + ")");
+        if (other.listen == u->listen) {
+          return fail(path + ": upstreams '" + other.name + "' and '" + u->name + "' listen on the same address (" +
+                      where(e) + ")");
+        }
+      }
+      s.upstreams.push_back(std::move(*u));
     }
   }
   if (const toml::node* g = t.get("gossip")) {
@@ -260,6 +310,15 @@ Result<void> check_service_name(std::string_view name) {
   return {};
 }
 
+Result<void> check_upstream(const UpstreamSpec& u) {
+  if (auto r = check_service_name(u.name); !r) return r;
+  if (u.listen.port == 0) return fail("listen address needs a port");
+  if (u.balance != "peak-ewma" && u.balance != "round-robin") {
+    return fail("balance '" + u.balance + "' is not peak-ewma or round-robin");
+  }
+  return {};
+}
+
 Result<AgentConfig> resolve_config(const AgentFlags& flags) {
   FileSettings f;
   AgentConfig c;
@@ -299,6 +358,16 @@ Result<AgentConfig> resolve_config(const AgentFlags& flags) {
     if (any) return fail("--bind " + c.bind.to_string() + " is a wildcard address: give --advertise IP:PORT");
     if (c.bind.port == 0) return fail("--bind: give a port (other agents must know it)");
   }
+  if (auto mb = pick(flags.mesh_bind, f.mesh_bind)) {
+    auto m = parse_addr("--mesh-bind", *mb, false);
+    if (!m) return Unexpected<Error>(m.error());
+    if (m->port == 0) return fail("--mesh-bind: give a port (other agents must know it)");
+    c.mesh_bind = *m;
+  } else {
+    if (c.bind.port == 0 || c.bind.port == 65535) return fail("--mesh-bind IP:PORT is required when --bind's port is 0 or 65535");
+    c.mesh_bind = c.bind;
+    c.mesh_bind.port = static_cast<std::uint16_t>(c.bind.port + 1);
+  }
   for (const std::string& j : flags.join.empty() ? f.join : flags.join) {
     auto e = parse_addr("--join", j, true);
     if (!e) return Unexpected<Error>(e.error());
@@ -322,6 +391,7 @@ Result<AgentConfig> resolve_config(const AgentFlags& flags) {
   }
   c.tags = f.tags;
   c.services = f.services;
+  c.upstreams = f.upstreams;
   for (const std::string& t : flags.tags) {
     const auto eq = t.find('=');
     if (eq == std::string::npos || eq == 0) return fail("--tag: '" + t + "' is not KEY=VALUE");

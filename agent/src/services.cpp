@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "agent_impl.h"
 
@@ -62,7 +63,10 @@ void Agent::apply_health_changes() {
 }
 
 std::vector<std::byte> Agent::own_meta() const {
-  return encode_meta(NodeMeta{cfg_.tags, local_services_.empty() ? 0 : catalog_version_});
+  std::vector<std::byte> kx(identity_.kx_pk.size());
+  std::memcpy(kx.data(), identity_.kx_pk.data(), kx.size());
+  return encode_meta(
+      NodeMeta{cfg_.tags, local_services_.empty() ? 0 : catalog_version_, cfg_.mesh_bind.port, std::move(kx)});
 }
 
 NodeCatalog Agent::own_catalog() const {
@@ -109,6 +113,7 @@ Result<void> Agent::register_service(const ServiceSpec& spec) {
   if (spec.check.empty() || !had_check) s.passing = spec.check.empty();
   start_check(Clock::now(), spec);
   catalog_dirty_ = true;
+  routes_dirty_ = true;
   log_->info("service registered name={} port={} check={}", spec.name, spec.port, spec.check);
   return {};
 }
@@ -120,6 +125,7 @@ Result<bool> Agent::deregister_service(const std::string& name) {
   health_.remove(name);
   if (had) {
     catalog_dirty_ = true;
+    routes_dirty_ = true;
     log_->info("service deregistered name={}", name);
   }
   return had || *gone;
@@ -130,6 +136,7 @@ void Agent::set_service_health(const std::string& name, bool passing) {
   if (it == local_services_.end() || it->second.passing == passing) return;
   it->second.passing = passing;
   catalog_dirty_ = true;
+  routes_dirty_ = true;
   log_->info("service health name={} health={}", name, passing ? "passing" : "critical");
 }
 
@@ -144,6 +151,7 @@ void Agent::on_member_catalog(TimePoint now, const std::string& name) {
   if (!meta) ++remote_.stats().bad_meta;
   const bool live = m->state == gossip::MemberState::kAlive || m->state == gossip::MemberState::kSuspect;
   remote_.on_member(now, name, m->addr, live, meta ? meta->catalog_version : 0);
+  routes_dirty_ = true;  // state, address or key may have changed
 }
 
 void Agent::send_catalog_fetches(TimePoint now) {
@@ -169,7 +177,10 @@ void Agent::on_catalog_response(const Endpoint& from, std::span<const std::byte>
   }
   const std::string node = c->node;
   const auto count = c->services.size();
-  if (remote_.on_catalog(from, std::move(*c))) log_->debug("catalog node={} services={}", node, count);
+  if (remote_.on_catalog(from, std::move(*c))) {
+    routes_dirty_ = true;
+    log_->debug("catalog node={} services={}", node, count);
+  }
 }
 
 json Agent::services_json() const {

@@ -37,6 +37,14 @@ struct ServiceSpec {
   friend bool operator==(const ServiceSpec&, const ServiceSpec&) = default;
 };
 
+// A local listener whose connections go to a healthy instance of service `name`.
+struct UpstreamSpec {
+  std::string name;
+  Endpoint listen;
+  std::string balance = "peak-ewma";  // or "round-robin"
+  friend bool operator==(const UpstreamSpec&, const UpstreamSpec&) = default;
+};
+
 struct AgentConfig {
   std::string node;
   Endpoint bind;
@@ -49,7 +57,9 @@ struct AgentConfig {
   std::string log_level = "info";
   bool log_json = false;
   std::map<std::string, std::string> tags;
-  std::vector<ServiceSpec> services;  // [[service]] tables of the config file
+  std::vector<ServiceSpec> services;    // [[service]] tables of the config file
+  std::vector<UpstreamSpec> upstreams;  // [[upstream]] tables
+  Endpoint mesh_bind;                   // the proxy's listener; default: bind IP, bind port + 1
   std::string config_file;  // where the file settings came from (for SIGHUP)
   gossip::Config gossip;
   Duration rejoin_interval = std::chrono::seconds(30);  // retry seeds that are not live members
@@ -59,7 +69,7 @@ struct AgentConfig {
 
 // What the command line gave; unset fields fall back to the file, then to defaults.
 struct AgentFlags {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level, mesh_bind;
   std::vector<std::string> join;
   std::vector<std::string> tags;  // KEY=VALUE
   bool insecure_plaintext = false;
@@ -80,5 +90,8 @@ struct AgentFlags {
 [[nodiscard]] Result<void> check_node_name(std::string_view name);
 // Service names: the same alphabet and length.
 [[nodiscard]] Result<void> check_service_name(std::string_view name);
+// Name, listen address (an IP literal with a non-zero port) and balance ("peak-ewma" or
+// "round-robin"). One line naming the problem.
+[[nodiscard]] Result<void> check_upstream(const UpstreamSpec& u);
 
 }  // namespace weft::agent

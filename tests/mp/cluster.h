@@ -1,0 +1,85 @@
+#pragma once
+// A cluster of real agents for the multi-process tests (tests/mp/): each test gets its own
+// 127.A.B.0/24, agents n0..n(N-1), n0 the seed.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace weft::mptest {
+
+// Each test gets its own 127.A.B.0/24 so that tests (and concurrent ctest runs) never collide.
+inline std::string addr_for(int test, int i) {
+  return "127." + std::to_string(40 + test) + "." + std::to_string(::getpid() % 250 + 1) + "." + std::to_string(i + 1) +
+         ":7946";
+}
+
+inline std::string write_key(const TempDir& t, const std::string& file) {
+  RunResult k = run({weft_bin(), "keygen"});
+  EXPECT_EQ(k.code, 0) << k.out;
+  std::string key = k.out.substr(0, k.out.find('\n'));
+  std::ofstream(t.path + "/" + file) << key << "\n";
+  return key;
+}
+
+struct Cluster {
+  explicit Cluster(int test_no, int n, const std::string& key_file, std::vector<std::string> extra = {},
+                   std::string netns = "")
+      : test(test_no), netns_(std::move(netns)) {
+    for (int i = 0; i < n; ++i) {
+      agents.push_back(std::make_unique<AgentProc>("n" + std::to_string(i), addr_for(test, i),
+                                                   dir.path + "/n" + std::to_string(i)));
+    }
+    base = {"--key-file", key_file};
+    base.insert(base.end(), extra.begin(), extra.end());
+  }
+  void start(int i, bool join = true) {
+    std::vector<std::string> args = base;
+    if (join && i != 0) {
+      args.push_back("--join");
+      args.push_back(agents[0]->addr);
+    }
+    agents[static_cast<std::size_t>(i)]->start(args, netns_);
+  }
+  void start_all() {
+    start(0);
+    ASSERT_TRUE(agents[0]->wait_ready()) << agents[0]->log();
+    for (std::size_t i = 1; i < agents.size(); ++i) start(static_cast<int>(i));
+    for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
+  }
+  // Every running agent sees `name` in `status`, or, with name empty, sees `alive` members alive.
+  bool all_see(const std::string& name, const std::string& status, std::set<std::size_t> skip = {}) {
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      if (skip.contains(i) || !agents[i]->running()) continue;
+      if (agents[i]->status_of(name) != status) return false;
+    }
+    return true;
+  }
+  bool all_count_alive(std::size_t n, std::set<std::size_t> skip = {}) {
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      if (skip.contains(i) || !agents[i]->running()) continue;
+      if (agents[i]->count("alive") != n) return false;
+    }
+    return true;
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
+    return s;
+  }
+
+  int test;
+  std::string netns_;
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProc>> agents;
+  std::vector<std::string> base;
+};
+
+}  // namespace weft::mptest

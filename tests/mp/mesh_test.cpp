@@ -1,0 +1,336 @@
+// Multi-process tests of the data plane: app -> agent -> agent -> service through real `weft agent`
+// processes on 127.0.0.x, bounded in time.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "cluster.h"
+#include "harness.h"
+
+namespace weft::mptest {
+namespace {
+
+// An echo service on 127.0.0.1 (port chosen by the system): every byte goes back, and once the
+// client half-closes and everything is echoed, the server half-closes too. One epoll thread;
+// bounded buffers (it stops reading a connection while 1 MiB is waiting to go back).
+class EchoServer {
+ public:
+  EchoServer() {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    EXPECT_EQ(::listen(lfd_, 4096), 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+    ::pipe2(wake_, O_CLOEXEC | O_NONBLOCK);
+    add(lfd_, EPOLLIN);
+    add(wake_[0], EPOLLIN);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    (void)::write(wake_[1], "x", 1);
+    thread_.join();
+    for (auto& [fd, c] : conns_) ::close(fd);
+    ::close(lfd_);
+    ::close(ep_);
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+  }
+  EchoServer(const EchoServer&) = delete;
+  EchoServer& operator=(const EchoServer&) = delete;
+
+  std::uint16_t port = 0;
+  std::atomic<std::size_t> accepted{0};
+
+ private:
+  struct Conn {
+    std::vector<char> pending;
+    bool eof = false;
+    bool shut = false;
+  };
+  void add(int fd, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  void update(int fd, const Conn& c) {
+    epoll_event ev{};
+    ev.events = (c.pending.size() < (1u << 20) && !c.eof ? EPOLLIN : 0u) | (c.pending.empty() ? 0u : EPOLLOUT);
+    ev.data.fd = fd;
+    ::epoll_ctl(ep_, EPOLL_CTL_MOD, fd, &ev);
+  }
+  void close_conn(int fd) {
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+    conns_.erase(fd);
+  }
+  void loop() {
+    std::vector<char> buf(256 * 1024);
+    epoll_event evs[64];
+    while (!stop_) {
+      const int n = ::epoll_wait(ep_, evs, 64, 200);
+      for (int i = 0; i < n; ++i) {
+        const int fd = evs[i].data.fd;
+        if (fd == wake_[0]) continue;
+        if (fd == lfd_) {
+          for (;;) {
+            const int c = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (c < 0) break;
+            ++accepted;
+            conns_[c] = Conn{};
+            add(c, EPOLLIN);
+          }
+          continue;
+        }
+        auto it = conns_.find(fd);
+        if (it == conns_.end()) continue;
+        Conn& c = it->second;
+        bool dead = false;
+        if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c.eof) {
+          while (c.pending.size() < (1u << 20)) {
+            const ssize_t r = ::read(fd, buf.data(), buf.size());
+            if (r > 0) {
+              c.pending.insert(c.pending.end(), buf.data(), buf.data() + r);
+            } else if (r == 0) {
+              c.eof = true;
+              break;
+            } else {
+              if (errno != EAGAIN) dead = true;
+              break;
+            }
+          }
+        }
+        while (!dead && !c.pending.empty()) {
+          const ssize_t w = ::send(fd, c.pending.data(), c.pending.size(), MSG_NOSIGNAL);
+          if (w > 0) {
+            c.pending.erase(c.pending.begin(), c.pending.begin() + w);
+          } else {
+            if (errno != EAGAIN) dead = true;
+            break;
+          }
+        }
+        if (!dead && c.eof && c.pending.empty() && !c.shut) {
+          ::shutdown(fd, SHUT_WR);
+          c.shut = true;
+        }
+        if (dead || (c.shut && (evs[i].events & EPOLLHUP))) {
+          close_conn(fd);
+        } else {
+          update(fd, c);
+        }
+      }
+    }
+  }
+  int lfd_ = -1;
+  int ep_ = -1;
+  int wake_[2] = {-1, -1};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::map<int, Conn> conns_;
+};
+
+int connect_to(const std::string& ip, std::uint16_t port, std::chrono::seconds io_timeout = 20s) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  ::inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{static_cast<time_t>(io_timeout.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// One echo round trip of `n` bytes; false on any error, short read or timeout.
+bool echo_round(int fd, std::size_t n) {
+  std::vector<char> out(n), in(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<char>(i * 7 + 3);
+  if (::send(fd, out.data(), n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) return false;
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::recv(fd, in.data() + got, n - got, 0);
+    if (r <= 0) return false;
+    got += static_cast<std::size_t>(r);
+  }
+  return in == out;
+}
+
+std::string ip_of(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
+
+// A cluster whose agent 0 has an upstream for "echo" at <n0's IP>:9000 and whose agents 1.. each
+// serve an EchoServer as "echo".
+struct MeshFixture {
+  MeshFixture(int test_no, int n) : c(test_no, n, (write_key(keys, "key"), keys.path + "/key")) {
+    c.start_all();
+    EXPECT_TRUE(wait_until([&] { return c.all_count_alive(static_cast<std::size_t>(n)); }, 15s)) << c.logs();
+    for (int i = 1; i < n; ++i) {
+      servers.push_back(std::make_unique<EchoServer>());
+      auto r = c.agents[static_cast<std::size_t>(i)]->call(
+          "service.register", json{{"name", "echo"}, {"port", servers.back()->port}, {"check", "tcp"}, {"interval", "500ms"}});
+      EXPECT_TRUE(r && r->contains("registered")) << (r ? r->dump() : "no reply");
+    }
+    upstream_ip = ip_of(c.agents[0]->addr);
+    auto r = c.agents[0]->call("upstream.add", json{{"name", "echo"}, {"listen", upstream_ip + ":9000"}});
+    EXPECT_TRUE(r && r->contains("added")) << (r ? r->dump() : "no reply");
+    EXPECT_TRUE(wait_until([&] { return passing_instances() == static_cast<std::size_t>(n - 1); }, 15s))
+        << c.agents[0]->call("routes")->dump() << c.logs();
+  }
+  std::size_t passing_instances() {
+    auto r = c.agents[0]->call("routes");
+    std::size_t k = 0;
+    if (!r) return 0;
+    for (const json& u : (*r)["routes"]) {
+      for (const json& i : u["instances"]) k += i["health"] == "passing" && !i["ejected"].get<bool>() ? 1u : 0u;
+    }
+    return k;
+  }
+  TempDir keys;
+  Cluster c;
+  std::vector<std::unique_ptr<EchoServer>> servers;
+  std::string upstream_ip;
+};
+
+// Random bytes each way through app -> agent -> agent -> service, SHA-256 equal at both ends; the
+// client half-closes and still receives the rest of the echo.
+TEST(MeshProcess, BulkBytesExactBothWaysWithHalfClose) {
+  MeshFixture f(7, 2);
+#ifdef NDEBUG
+  constexpr std::size_t kTotal = std::size_t{1} << 30;  // 1 GiB each way
+#else
+  constexpr std::size_t kTotal = std::size_t{128} << 20;  // sanitizer / debug builds are ~10x slower
+#endif
+  const int fd = connect_to(f.upstream_ip, 9000, 60s);
+  ASSERT_GE(fd, 0);
+  crypto_hash_sha256_state sent_h, recv_h;
+  crypto_hash_sha256_init(&sent_h);
+  crypto_hash_sha256_init(&recv_h);
+  std::atomic<bool> send_ok{true};
+  std::thread writer([&] {
+    std::mt19937_64 rng(42);
+    std::vector<std::uint64_t> chunk(32 * 1024);
+    std::size_t left = kTotal;
+    while (left > 0) {
+      for (auto& w : chunk) w = rng();
+      const std::size_t n = std::min(left, chunk.size() * 8 - (left % 977));  // uneven write sizes
+      const auto* p = reinterpret_cast<const char*>(chunk.data());
+      crypto_hash_sha256_update(&sent_h, reinterpret_cast<const unsigned char*>(p), n);
+      std::size_t off = 0;
+      while (off < n) {
+        const ssize_t w = ::send(fd, p + off, n - off, MSG_NOSIGNAL);
+        if (w <= 0) {
+          send_ok = false;
+          return;
+        }
+        off += static_cast<std::size_t>(w);
+      }
+      left -= n;
+    }
+    ::shutdown(fd, SHUT_WR);  // half-close: the echo of what is in flight must still arrive
+  });
+  std::vector<unsigned char> buf(256 * 1024);
+  std::size_t got = 0;
+  for (;;) {
+    const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+    if (r <= 0) break;
+    crypto_hash_sha256_update(&recv_h, buf.data(), static_cast<std::size_t>(r));
+    got += static_cast<std::size_t>(r);
+  }
+  writer.join();
+  ::close(fd);
+  ASSERT_TRUE(send_ok);
+  EXPECT_EQ(got, kTotal) << f.c.logs();
+  unsigned char a[32], b[32];
+  crypto_hash_sha256_final(&sent_h, a);
+  crypto_hash_sha256_final(&recv_h, b);
+  EXPECT_EQ(std::memcmp(a, b, 32), 0);
+  auto stats = f.c.agents[0]->call("stats");
+  ASSERT_TRUE(stats);
+  EXPECT_GE((*stats)["upstreams"]["echo"]["bytes_out"].get<std::uint64_t>(), kTotal);
+}
+
+// 1000 connections open at once, each with its own echo.
+TEST(MeshProcess, ThousandConcurrentConnections) {
+  MeshFixture f(8, 2);
+  std::vector<int> fds;
+  for (int i = 0; i < 1000; ++i) {
+    const int fd = connect_to(f.upstream_ip, 9000);
+    ASSERT_GE(fd, 0) << i;
+    fds.push_back(fd);
+  }
+  std::size_t ok = 0;
+  for (int fd : fds) ok += echo_round(fd, 1000) ? 1u : 0u;
+  EXPECT_EQ(ok, fds.size());
+  auto stats = f.c.agents[0]->call("stats");
+  ASSERT_TRUE(stats);
+  EXPECT_GE((*stats)["upstreams"]["echo"]["active"].get<std::uint64_t>(), 1000u) << stats->dump();
+  for (int fd : fds) ::close(fd);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto s = f.c.agents[0]->call("stats");
+        return s && (*s)["upstreams"]["echo"]["active"] == 0;
+      },
+      10s));
+  EXPECT_EQ(f.c.agents[0]->call("stats").value()["upstreams"]["echo"]["failures"], 0u);
+}
+
+// Two instances; the agent behind one is killed mid-run: connections through it fail cleanly
+// (an error or EOF, never a hang), new connections go to the other once gossip has seen the crash.
+TEST(MeshProcess, KilledAgentFailsOverToTheOtherInstance) {
+  MeshFixture f(9, 3);
+  std::vector<int> fds;
+  for (int i = 0; i < 20; ++i) {
+    const int fd = connect_to(f.upstream_ip, 9000, 15s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round(fd, 100)) << i;
+    fds.push_back(fd);
+  }
+  ASSERT_GT(f.servers[1]->accepted.load(), 0u) << "both instances were used";
+  ASSERT_GT(f.servers[0]->accepted.load(), 0u) << "both instances were used";
+  f.c.agents[2]->kill9();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::size_t broken = 0;
+  std::size_t alive = 0;
+  for (int fd : fds) (echo_round(fd, 100) ? alive : broken) += 1;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 14s) << "a broken connection hung";
+  EXPECT_GT(broken, 0u);
+  EXPECT_EQ(alive + broken, fds.size());
+  for (int fd : fds) ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return f.passing_instances() == 1; }, 10s)) << f.c.agents[0]->call("routes")->dump();
+  const std::size_t before = f.servers[0]->accepted;
+  for (int i = 0; i < 30; ++i) {
+    const int fd = connect_to(f.upstream_ip, 9000, 10s);
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(echo_round(fd, 100)) << i;
+    ::close(fd);
+  }
+  EXPECT_EQ(f.servers[0]->accepted - before, 30u);
+}
+
+}  // namespace
+}  // namespace weft::mptest
