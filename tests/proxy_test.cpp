@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -744,8 +745,10 @@ class FakePeer {
     const unsigned char accept[] = {0x83, 0xa1, 'v', 0x01, 0xa4, 'n', 'o', 'd', 'e', 0xa1, 'b', 0xa6, 'c', 'i', 'p', 'h', 'e', 'r', 0x02};
     auto msg2 = hs.write_message(std::as_bytes(std::span(accept)));
     if (!msg2) return;
-    std::vector<std::byte> out{static_cast<std::byte>(msg2->size() >> 8), static_cast<std::byte>(msg2->size() & 0xff)};
-    out.insert(out.end(), msg2->begin(), msg2->end());
+    std::vector<std::byte> out(2 + msg2->size());  // [u16 length][message]
+    out[0] = static_cast<std::byte>(msg2->size() >> 8);
+    out[1] = static_cast<std::byte>(msg2->size() & 0xff);
+    std::copy(msg2->begin(), msg2->end(), out.begin() + 2);
     auto keys = hs.split();
     if (!keys) return;
     RecordSealer sealer(Cipher::kXChaCha20Poly1305, keys->send_key(HandshakeRole::kResponder));
