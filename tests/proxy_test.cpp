@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "proxy_impl.h"  // the payload codecs (transport/src)
 #include "weft/transport/mux_frame.h"
 #include "weft/transport/noise.h"
 #include "weft/transport/proxy.h"
@@ -124,6 +125,7 @@ class TestService {
     kEcho,            // every byte back; EOF -> shutdown(SHUT_WR)
     kCountThenReply,  // reads to EOF, then answers "n=<bytes>" and closes
     kSource,          // writes source_bytes, then closes; never reads
+    kStall,           // never reads, never writes (until the test ends)
   };
   explicit TestService(Mode mode, std::size_t source_bytes = 0) : mode_(mode), source_bytes_(source_bytes) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -138,6 +140,7 @@ class TestService {
     acceptor_ = std::thread([this] { accept_loop(); });
   }
   ~TestService() {
+    stopping_ = true;
     close_listener();
     {
       std::lock_guard lock(mu_);
@@ -188,6 +191,12 @@ class TestService {
       const std::string reply = "n=" + std::to_string(n);
       send_all(fd, reply.data(), reply.size());
       ::shutdown(fd, SHUT_WR);
+    } else if (mode_ == Mode::kStall) {
+      char c = 0;
+      while (!stopping_) {  // a peek that times out every 30 s or ends at shutdown
+        if (::recv(fd, &c, 1, MSG_PEEK) <= 0) break;
+        std::this_thread::sleep_for(5ms);
+      }
     } else {
       std::memset(buf.data(), 'x', buf.size());
       while (written < source_bytes_) {
@@ -200,6 +209,7 @@ class TestService {
   }
 
   Mode mode_;
+  std::atomic<bool> stopping_{false};
   std::size_t source_bytes_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
@@ -821,6 +831,82 @@ TEST_F(ProxyTest, MuxProtocolErrorKillsTheSession) {
   ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["echo"].failures == 1; }));
   EXPECT_EQ(a_.proxy->stats().protocol_errors, 1u);
   EXPECT_EQ(a_.proxy->stats().records_rejected, 0u);
+}
+
+
+// The other direction: a service that never reads while the app writes. The app is held back
+// by TCP; neither proxy buffers more than about a window and a session backlog.
+TEST_F(ProxyTest, StalledServiceKeepsMemoryBounded) {
+  TestService stall(TestService::Mode::kStall);
+  pair("stall", stall.port());
+  const std::uint16_t port = add_upstream(a_, "stall");
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const sockaddr_in sin = loopback(port);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin), 0);
+  timeval tv{};
+  tv.tv_usec = 300'000;  // a send that blocks this long: the pipe is full
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::vector<char> buf(256 * 1024, 's');
+  std::size_t sent = 0;
+  for (;;) {
+    const ssize_t w = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (w <= 0) break;
+    sent += static_cast<std::size_t>(w);
+    ASSERT_LT(sent, std::size_t{256} << 20) << "nothing holds the app back";
+  }
+  EXPECT_GT(sent, 0u);
+  constexpr std::uint64_t kBound = 3u << 20;
+  EXPECT_LT(a_.proxy->stats().bytes_buffered, kBound);
+  EXPECT_LT(b_.proxy->stats().bytes_buffered, kBound);
+  ::close(fd);
+}
+
+// Latency samples feed the peak-EWMA view and the histogram: one sample per connection that got
+// an answer.
+TEST_F(ProxyTest, LatencyIsMeasuredPerInstance) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(round_trip(port, "lat" + std::to_string(i)));
+  const auto s = a_.proxy->stats();
+  std::uint64_t samples = 0;
+  for (auto n : s.upstreams.at("echo").latency_us_log2) samples += n;
+  EXPECT_EQ(samples, 5u);
+  ASSERT_EQ(s.routes.at("echo").size(), 1u);
+  const auto& v = s.routes.at("echo")[0];
+  EXPECT_EQ(v.node, "b");
+  EXPECT_GT(v.rtt_ms, 0.0);
+  EXPECT_GT(v.weight, 0.0);
+  EXPECT_EQ(v.active, 0u);
+  EXPECT_FALSE(v.ejected);
+}
+
+// The peer's handshake and OPEN payloads are untrusted: every prefix of a valid one and random
+// bytes give "no value", never an exception or a crash.
+TEST(ProxyWire, PayloadDecodersRejectPrefixesAndNoise) {
+  const auto hello = encode_hello({"node-a", {Cipher::kAes256Gcm, Cipher::kXChaCha20Poly1305}});
+  const auto accept = encode_accept({"node-b", Cipher::kXChaCha20Poly1305});
+  const auto open = encode_open("web");
+  ASSERT_TRUE(decode_hello(hello).has_value());
+  EXPECT_EQ(decode_hello(hello)->node, "node-a");
+  EXPECT_EQ(decode_hello(hello)->ciphers.size(), 2u);
+  ASSERT_TRUE(decode_accept(accept).has_value());
+  EXPECT_EQ(decode_accept(accept)->cipher, Cipher::kXChaCha20Poly1305);
+  ASSERT_EQ(decode_open(open).value_or(""), "web");
+  for (std::size_t n = 0; n < hello.size(); ++n) EXPECT_FALSE(decode_hello(std::span(hello).first(n))) << n;
+  for (std::size_t n = 0; n < accept.size(); ++n) EXPECT_FALSE(decode_accept(std::span(accept).first(n))) << n;
+  for (std::size_t n = 0; n < open.size(); ++n) EXPECT_FALSE(decode_open(std::span(open).first(n))) << n;
+  EXPECT_FALSE(decode_open(accept));  // no "service"
+  std::mt19937_64 rng(7);
+  std::vector<std::byte> noise;
+  for (int i = 0; i < 20000; ++i) {
+    noise.resize(rng() % 64);
+    for (auto& b : noise) b = static_cast<std::byte>(rng());
+    if (!noise.empty() && i % 2 == 0) noise[0] = std::byte{0x82};  // a fixmap header, to go deeper
+    (void)decode_hello(noise);
+    (void)decode_accept(noise);
+    (void)decode_open(noise);
+  }
 }
 
 }  // namespace

@@ -303,8 +303,7 @@ void Proxy::Impl::on_accept_mesh() {
     s->initiator = false;
     s->state = Session::State::kHandshake;
     s->started = now_;
-    const auto* p = reinterpret_cast<const std::byte*>(kPrologue.data());
-    s->hs.emplace(Handshake::responder(kp_, std::span(p, kPrologue.size())));
+    s->hs.emplace(Handshake::responder(kp_, mesh_prologue()));
     Session& ref = *s;
     sessions_[s->id] = std::move(s);
     ++stats_.sessions_accepted;

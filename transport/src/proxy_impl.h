@@ -51,7 +51,9 @@ inline constexpr std::size_t kMaxIov = 64;
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
 inline constexpr double kEwmaDecaySeconds = 10.0;
-inline constexpr std::string_view kPrologue = kMeshPrologue;
+inline std::span<const std::byte> mesh_prologue() {
+  return {reinterpret_cast<const std::byte*>(kMeshPrologue.data()), kMeshPrologue.size()};
+}
 
 // Handshake payloads (msgpack maps, see proxy.h), proxy_wire.cpp.
 struct Hello {
@@ -228,15 +230,17 @@ struct Proxy::Impl {
   std::uint64_t new_id() { return next_id_++; }
   void shutdown_all();
 
+  // proxy_handshake.cpp
+  void session_connected(Session& s);
+  bool session_handshake_input(Session& s);  // false: the session was killed
+  void session_up(Session& s);
+
   // proxy_session.cpp
   Session* session(std::uint64_t id);
   Session* session_for(const RouteInstance& inst, std::string& err);
   void detach_stream(Session& s, StreamId id);
   void on_session_event(Session& s, std::uint32_t events);
-  void session_connected(Session& s);
   void session_read(Session& s);
-  bool session_handshake_input(Session& s);
-  void session_up(Session& s);
   void session_mux_events(Session& s);
   void flush_session(Session& s);
   void update_session_interest(Session& s);
