@@ -82,4 +82,31 @@ struct Cluster {
   std::vector<std::string> base;
 };
 
+// A network namespace with only lo (up), removed at destruction.
+struct NetNs {
+  NetNs() : name("weft-mp-" + std::to_string(::getpid())) {
+    ok = run({"ip", "netns", "add", name}).code == 0 && run({"ip", "-n", name, "link", "set", "lo", "up"}).code == 0;
+  }
+  ~NetNs() { run({"ip", "netns", "delete", name}); }
+  NetNs(const NetNs&) = delete;
+  NetNs& operator=(const NetNs&) = delete;
+  // Runs `nft -f -` inside the namespace with `rules` as the script.
+  bool nft(const std::string& rules) {
+    TempDir t;
+    std::ofstream(t.path + "/rules.nft") << rules;
+    RunResult r = run({"ip", "netns", "exec", name, "nft", "-f", t.path + "/rules.nft"});
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r.code == 0;
+  }
+  // A table `name` whose input hook runs `rules` (one per line): loss and partitions on lo.
+  bool input_rules(const std::string& table, const std::string& rules) {
+    return nft("table inet " + table + " {\n  chain input {\n    type filter hook input priority 0; policy accept;\n" +
+               rules + "  }\n}\n");
+  }
+  std::string name;
+  bool ok = false;
+};
+
+inline bool have_root_tools() { return ::geteuid() == 0 && run({"nft", "--version"}).code == 0; }
+
 }  // namespace weft::mptest

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -183,14 +184,32 @@ bool echo_round(int fd, std::size_t n) {
 
 std::string ip_of(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
+// Runs `f` with the calling thread in network namespace `ns` ("" = stay): sockets made there
+// belong to it for good, whichever thread uses them later.
+template <typename F>
+auto in_netns(const std::string& ns, F&& f) {
+  if (ns.empty()) return f();
+  const int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  const int target = ::open(("/var/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(self, 0);
+  EXPECT_GE(target, 0);
+  EXPECT_EQ(::setns(target, CLONE_NEWNET), 0);
+  auto r = f();
+  EXPECT_EQ(::setns(self, CLONE_NEWNET), 0);
+  ::close(self);
+  ::close(target);
+  return r;
+}
+
 // A cluster whose agent 0 has an upstream for "echo" at <n0's IP>:9000 and whose agents 1.. each
 // serve an EchoServer as "echo".
 struct MeshFixture {
-  MeshFixture(int test_no, int n) : c(test_no, n, (write_key(keys, "key"), keys.path + "/key")) {
+  MeshFixture(int test_no, int n, std::string netns_name = "")
+      : c(test_no, n, (write_key(keys, "key"), keys.path + "/key"), {}, netns_name), netns(std::move(netns_name)) {
     c.start_all();
     EXPECT_TRUE(wait_until([&] { return c.all_count_alive(static_cast<std::size_t>(n)); }, 15s)) << c.logs();
     for (int i = 1; i < n; ++i) {
-      servers.push_back(std::make_unique<EchoServer>());
+      servers.push_back(in_netns(netns, [] { return std::make_unique<EchoServer>(); }));
       auto r = c.agents[static_cast<std::size_t>(i)]->call(
           "service.register", json{{"name", "echo"}, {"port", servers.back()->port}, {"check", "tcp"}, {"interval", "500ms"}});
       EXPECT_TRUE(r && r->contains("registered")) << (r ? r->dump() : "no reply");
@@ -210,31 +229,27 @@ struct MeshFixture {
     }
     return k;
   }
+  int connect(std::chrono::seconds io_timeout = 20s) {
+    return in_netns(netns, [&] { return connect_to(upstream_ip, 9000, io_timeout); });
+  }
   TempDir keys;
   Cluster c;
+  std::string netns;
   std::vector<std::unique_ptr<EchoServer>> servers;
   std::string upstream_ip;
 };
 
-// Random bytes each way through app -> agent -> agent -> service, SHA-256 equal at both ends; the
-// client half-closes and still receives the rest of the echo.
-TEST(MeshProcess, BulkBytesExactBothWaysWithHalfClose) {
-  MeshFixture f(7, 2);
-#ifdef NDEBUG
-  constexpr std::size_t kTotal = std::size_t{1} << 30;  // 1 GiB each way
-#else
-  constexpr std::size_t kTotal = std::size_t{128} << 20;  // sanitizer / debug builds are ~10x slower
-#endif
-  const int fd = connect_to(f.upstream_ip, 9000, 60s);
-  ASSERT_GE(fd, 0);
+// Sends `total` seeded random bytes on `fd` from a second thread, half-closes, and reads the echo
+// to EOF; true if everything came back byte for byte (SHA-256 of both streams).
+bool bulk_echo(int fd, std::size_t total, std::uint64_t seed) {
   crypto_hash_sha256_state sent_h, recv_h;
   crypto_hash_sha256_init(&sent_h);
   crypto_hash_sha256_init(&recv_h);
   std::atomic<bool> send_ok{true};
   std::thread writer([&] {
-    std::mt19937_64 rng(42);
+    std::mt19937_64 rng(seed);
     std::vector<std::uint64_t> chunk(32 * 1024);
-    std::size_t left = kTotal;
+    std::size_t left = total;
     while (left > 0) {
       for (auto& w : chunk) w = rng();
       const std::size_t n = std::min(left, chunk.size() * 8 - (left % 977));  // uneven write sizes
@@ -262,16 +277,61 @@ TEST(MeshProcess, BulkBytesExactBothWaysWithHalfClose) {
     got += static_cast<std::size_t>(r);
   }
   writer.join();
-  ::close(fd);
-  ASSERT_TRUE(send_ok);
-  EXPECT_EQ(got, kTotal) << f.c.logs();
   unsigned char a[32], b[32];
   crypto_hash_sha256_final(&sent_h, a);
   crypto_hash_sha256_final(&recv_h, b);
-  EXPECT_EQ(std::memcmp(a, b, 32), 0);
+  EXPECT_TRUE(send_ok);
+  EXPECT_EQ(got, total);
+  return send_ok && got == total && std::memcmp(a, b, 32) == 0;
+}
+
+// Random bytes each way through app -> agent -> agent -> service, SHA-256 equal at both ends; the
+// client half-closes and still receives the rest of the echo.
+TEST(MeshProcess, BulkBytesExactBothWaysWithHalfClose) {
+  MeshFixture f(7, 2);
+#ifdef NDEBUG
+  constexpr std::size_t kTotal = std::size_t{1} << 30;  // 1 GiB each way
+#else
+  constexpr std::size_t kTotal = std::size_t{128} << 20;  // sanitizer / debug builds are ~10x slower
+#endif
+  const int fd = f.connect(60s);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(bulk_echo(fd, kTotal, 42)) << f.c.logs();
+  ::close(fd);
   auto stats = f.c.agents[0]->call("stats");
   ASSERT_TRUE(stats);
   EXPECT_GE((*stats)["upstreams"]["echo"]["bytes_out"].get<std::uint64_t>(), kTotal);
+}
+
+// 5 % of the packets on the agent-to-agent link (the mesh port, both directions) dropped by
+// nftables in a network namespace: TCP recovers, and every transfer completes byte-exact.
+TEST(MeshNetns, FivePercentLossOnTheMeshLinkEveryTransferExact) {
+  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
+  NetNs ns;
+  ASSERT_TRUE(ns.ok);
+  MeshFixture f(11, 2, ns.name);
+  ASSERT_TRUE(ns.input_rules("weft_mesh_loss",
+                             "    tcp dport 7947 numgen random mod 100 < 5 counter drop\n"
+                             "    tcp sport 7947 numgen random mod 100 < 5 counter drop\n"));
+  std::vector<std::thread> clients;
+  std::atomic<int> exact{0};
+  for (int k = 0; k < 4; ++k) {
+    clients.emplace_back([&, k] {
+      const int fd = f.connect(60s);
+      if (fd < 0) return;
+      if (bulk_echo(fd, std::size_t{8} << 20, 100 + static_cast<std::uint64_t>(k))) ++exact;
+      ::close(fd);
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(exact.load(), 4) << f.c.logs();
+  // The rules did drop packets of these transfers.
+  RunResult listed = run({"ip", "netns", "exec", ns.name, "nft", "list", "table", "inet", "weft_mesh_loss"});
+  std::uint64_t dropped = 0;
+  for (std::size_t at = listed.out.find("packets "); at != std::string::npos; at = listed.out.find("packets ", at + 1)) {
+    dropped += std::stoull(listed.out.substr(at + 8));
+  }
+  EXPECT_GT(dropped, 100u) << listed.out;
 }
 
 // 1000 connections open at once, each with its own echo.
@@ -279,7 +339,7 @@ TEST(MeshProcess, ThousandConcurrentConnections) {
   MeshFixture f(8, 2);
   std::vector<int> fds;
   for (int i = 0; i < 1000; ++i) {
-    const int fd = connect_to(f.upstream_ip, 9000);
+    const int fd = f.connect();
     ASSERT_GE(fd, 0) << i;
     fds.push_back(fd);
   }
@@ -305,7 +365,7 @@ TEST(MeshProcess, KilledAgentFailsOverToTheOtherInstance) {
   MeshFixture f(9, 3);
   std::vector<int> fds;
   for (int i = 0; i < 20; ++i) {
-    const int fd = connect_to(f.upstream_ip, 9000, 15s);
+    const int fd = f.connect(15s);
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(echo_round(fd, 100)) << i;
     fds.push_back(fd);
@@ -324,12 +384,30 @@ TEST(MeshProcess, KilledAgentFailsOverToTheOtherInstance) {
   ASSERT_TRUE(wait_until([&] { return f.passing_instances() == 1; }, 10s)) << f.c.agents[0]->call("routes")->dump();
   const std::size_t before = f.servers[0]->accepted;
   for (int i = 0; i < 30; ++i) {
-    const int fd = connect_to(f.upstream_ip, 9000, 10s);
+    const int fd = f.connect(10s);
     ASSERT_GE(fd, 0);
     EXPECT_TRUE(echo_round(fd, 100)) << i;
     ::close(fd);
   }
   EXPECT_EQ(f.servers[0]->accepted - before, 30u);
+}
+
+// The service (not its agent) behind one of two instances dies: new connections still succeed,
+// first through retries on the other instance, then because the health check takes it out of the
+// rotation.
+TEST(MeshProcess, KilledServiceFailsOverByRetryThenByHealthCheck) {
+  MeshFixture f(10, 3);
+  f.servers[1].reset();  // agent n2's echo service: its port now refuses
+  for (int i = 0; i < 30; ++i) {
+    const int fd = f.connect(10s);
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(echo_round(fd, 100)) << i;
+    ::close(fd);
+  }
+  EXPECT_TRUE(wait_until([&] { return f.passing_instances() == 1; }, 10s)) << f.c.agents[0]->call("routes")->dump();
+  auto stats = f.c.agents[0]->call("stats");
+  ASSERT_TRUE(stats);
+  EXPECT_EQ((*stats)["upstreams"]["echo"]["failures"], 0u) << stats->dump();
 }
 
 }  // namespace
