@@ -38,6 +38,7 @@ Proxy::Impl::Impl(ProxyConfig c, std::shared_ptr<spdlog::logger> l)
 
 Proxy::Impl::~Impl() {
   kp_.wipe();
+  sodium_memzero(cfg_.kx_sk.data(), cfg_.kx_sk.size());
   if (mesh_fd_ >= 0) ::close(mesh_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
   if (ep_ >= 0) ::close(ep_);
@@ -45,6 +46,7 @@ Proxy::Impl::~Impl() {
 
 Result<std::unique_ptr<Proxy>> Proxy::start(ProxyConfig cfg, std::shared_ptr<spdlog::logger> log) {
   if (sodium_init() < 0) return fail("proxy: libsodium failed to initialise");
+  if (cfg.node.empty() || cfg.node.size() > 255) return fail("proxy: node name must be 1..255 bytes");
   auto impl = std::make_unique<Impl>(std::move(cfg), std::move(log));
   impl->ep_ = ::epoll_create1(EPOLL_CLOEXEC);
   impl->wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -272,6 +274,12 @@ void Proxy::Impl::do_remove_upstream(const std::string& name) {
 }
 
 void Proxy::Impl::on_accept_app(Upstream& u) {
+  // accept4 below may take connections made after this turn's epoll_wait returned, so after a
+  // set_routes that the turn's snapshot missed: "takes effect for new connections at once".
+  {
+    std::lock_guard lock(mu_);
+    routes_ = shared_routes_;
+  }
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
     const int fd = ::accept4(u.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE...): try at the next event
