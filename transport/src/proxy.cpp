@@ -173,7 +173,7 @@ void Proxy::Impl::loop() {
   while (!stop_) {
     int timeout_ms = -1;
     if (!timers_.empty()) {
-      const auto wait = timers_.top().at - Clock::now();
+      const auto wait = timers_.begin()->at - Clock::now();
       const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
       timeout_ms = ms <= 0 ? 0 : static_cast<int>(std::min<long long>(ms, 60'000));
     }
@@ -295,7 +295,7 @@ void Proxy::Impl::on_accept_app(Upstream& u) {
     auto& tc = stats_.upstreams[u.cfg.name];
     ++tc.connections;
     ++tc.active;
-    timers_.push({now_ + cfg_.idle_timeout, Kind::kConn, ref.id});
+    arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + cfg_.idle_timeout);
     dispatch(ref);  // may fail and close it
   }
 }
@@ -322,19 +322,32 @@ void Proxy::Impl::on_accept_mesh() {
 }
 
 void Proxy::Impl::run_timers() {
-  while (!timers_.empty() && timers_.top().at <= now_) {
-    const Timer t = timers_.top();
-    timers_.pop();
+  while (!timers_.empty() && timers_.begin()->at <= now_) {
+    const Timer t = *timers_.begin();
+    timers_.erase(timers_.begin());
     if (t.kind == Kind::kSession) {
-      Session* s = session(t.id);
-      if (s != nullptr && s->timer_at == t.at) {
+      if (Session* s = session(t.id)) {
         s->timer_at = TimePoint::max();
         session_timer(*s);
       }
     } else if (t.kind == Kind::kConn) {
-      if (Conn* c = conn(t.id)) conn_timer(*c);
+      if (Conn* c = conn(t.id)) {
+        c->timer_at = TimePoint::max();
+        conn_timer(*c);
+      }
     }
   }
+}
+
+void Proxy::Impl::arm_timer(Kind k, std::uint64_t id, TimePoint& slot, TimePoint at) {
+  disarm_timer(k, id, slot);
+  slot = at;
+  timers_.insert({at, k, id});
+}
+
+void Proxy::Impl::disarm_timer(Kind k, std::uint64_t id, TimePoint& slot) {
+  if (slot != TimePoint::max()) timers_.erase({slot, k, id});
+  slot = TimePoint::max();
 }
 
 void Proxy::Impl::set_interest(int fd, std::uint32_t& current, std::uint32_t want, std::uint64_t tok) {

@@ -89,7 +89,7 @@ void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std:
   conns_[c->id] = std::move(c);
   s.streams[id] = ref.id;
   ++tc.active;
-  timers_.push({now_ + cfg_.idle_timeout, Kind::kConn, ref.id});
+  arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + cfg_.idle_timeout);
   update_conn_interest(ref);
 }
 
@@ -319,6 +319,7 @@ void Proxy::Impl::destroy_conn(Conn& c, bool reset) {
     std::erase(s->waiting, c.id);
     s->credit_blocked.erase(c.id);
   }
+  disarm_timer(Kind::kConn, c.id, c.timer_at);
   if (c.counted_instance) instance_active(c.name, c.node, false);
   auto& tc = counters(c);
   if (tc.active > 0) --tc.active;
@@ -334,7 +335,7 @@ void Proxy::Impl::conn_timer(Conn& c) {
     abort_conn(c, ResetReason::kTimeout);
     return;
   }
-  timers_.push({c.last_activity + cfg_.idle_timeout, Kind::kConn, c.id});
+  arm_timer(Kind::kConn, c.id, c.timer_at, c.last_activity + cfg_.idle_timeout);
 }
 
 }  // namespace weft::transport

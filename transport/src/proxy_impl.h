@@ -27,12 +27,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <queue>
 #include <random>
 #include <set>
 #include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "weft/base/time.h"
@@ -94,9 +94,7 @@ struct Session {
   bool pooled = false;           // in Impl::pool_ (initiated, not going away)
   TimePoint started{};
   TimePoint idle_since{};        // last time the stream count dropped to zero
-  // The earliest timer armed for this session (arm_session_timer); max(): none. A popped timer
-  // for another instant is stale and ignored: session_timer re-arms whatever is still needed.
-  TimePoint timer_at = TimePoint::max();
+  TimePoint timer_at = TimePoint::max();  // its entry in Impl::timers_; max(): none
   std::optional<Handshake> hs;
   std::vector<std::byte> hs_in;  // handshake bytes received, framed [u16 len][message]
   std::optional<RecordSealer> sealer;
@@ -143,6 +141,7 @@ struct Conn {
   std::size_t out_bytes = 0;
   TimePoint last_activity{};
   TimePoint opened_at{};
+  TimePoint timer_at = TimePoint::max();  // its entry in Impl::timers_ (idle check); max(): none
 };
 
 struct InstanceState {
@@ -160,11 +159,15 @@ struct Upstream {
   std::size_t rr_next = 0;
 };
 
+// One entry per armed object (its timer_at says which): destroying the object erases it, so
+// the set never holds more entries than live sessions and conns, whatever the churn.
 struct Timer {
   TimePoint at;
   Kind kind;
   std::uint64_t id;
-  friend bool operator>(const Timer& a, const Timer& b) { return a.at > b.at; }
+  friend bool operator<(const Timer& a, const Timer& b) {
+    return std::tie(a.at, a.kind, a.id) < std::tie(b.at, b.kind, b.id);
+  }
 };
 
 struct Command {
@@ -206,7 +209,7 @@ struct Proxy::Impl {
   std::map<std::string, Upstream> upstreams_;
   std::map<std::uint64_t, std::string> upstream_ids_;
   std::map<std::string, std::map<std::string, InstanceState>> balance_;  // service -> node ->
-  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::set<Timer> timers_;  // by deadline
   std::set<std::uint64_t> dirty_sessions_;
   std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
   std::vector<std::byte> plain_;    // opened / to-be-sealed plaintext
@@ -225,6 +228,9 @@ struct Proxy::Impl {
   void on_accept_app(Upstream& u);
   void on_accept_mesh();
   void run_timers();
+  // Replaces the object's timer (slot = its timer_at) by one at `at`; disarm removes it.
+  void arm_timer(Kind k, std::uint64_t id, TimePoint& slot, TimePoint at);
+  void disarm_timer(Kind k, std::uint64_t id, TimePoint& slot);
   void set_interest(int fd, std::uint32_t& current, std::uint32_t want, std::uint64_t tok);
   void forget_fd(int fd);
   std::uint64_t new_id() { return next_id_++; }

@@ -203,9 +203,7 @@ void Proxy::Impl::detach_stream(Session& s, StreamId id) {
 }
 
 void Proxy::Impl::arm_session_timer(Session& s, TimePoint at) {
-  if (at >= s.timer_at) return;  // an earlier timer is armed; it re-arms this one if needed
-  s.timer_at = at;
-  timers_.push({at, Kind::kSession, s.id});
+  arm_timer(Kind::kSession, s.id, s.timer_at, at);  // the latest need replaces the earlier one
 }
 
 void Proxy::Impl::flush_session(Session& s) {
@@ -297,6 +295,7 @@ void Proxy::Impl::destroy_session(Session& s) {
     ::close(s.fd);
   }
   --stats_.sessions_open;
+  disarm_timer(Kind::kSession, id, s.timer_at);
   dirty_sessions_.erase(id);
   sessions_.erase(id);  // s is gone
   // The conns see no session now: each is reset, or retried on another instance.
