@@ -126,6 +126,7 @@ class TestService {
     kCountThenReply,  // reads to EOF, then answers "n=<bytes>" and closes
     kSource,          // writes source_bytes, then closes; never reads
     kStall,           // never reads, never writes (until the test ends)
+    kSlowEcho,        // as kEcho, but waits 30 ms before its first answer
   };
   explicit TestService(Mode mode, std::size_t source_bytes = 0) : mode_(mode), source_bytes_(source_bytes) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -174,7 +175,8 @@ class TestService {
   }
   void serve(int fd) {
     std::vector<char> buf(256 * 1024);
-    if (mode_ == Mode::kEcho) {
+    if (mode_ == Mode::kEcho || mode_ == Mode::kSlowEcho) {
+      if (mode_ == Mode::kSlowEcho) std::this_thread::sleep_for(30ms);
       for (;;) {
         const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
         if (r <= 0) break;
@@ -907,6 +909,48 @@ TEST(ProxyWire, PayloadDecodersRejectPrefixesAndNoise) {
     (void)decode_accept(noise);
     (void)decode_open(noise);
   }
+}
+
+
+// A peer whose handshake hangs does not hold up traffic to another peer.
+TEST_F(ProxyTest, HungHandshakeDoesNotBlockOtherSessions) {
+  TestService echo(TestService::Mode::kEcho);
+  TestService hole(TestService::Mode::kStall);  // takes the TCP connection, never answers
+  pair("echo", echo.port());
+  Node fake;
+  fake.name = "z";
+  fake.kp = NoiseKeyPair::generate();
+  a_.proxy->set_routes(table({{"echo", {instance(b_)}}, {"hole", {{"z", Endpoint::v4(127, 0, 0, 1, hole.port()), true}}}},
+                             {&b_, &fake}));
+  const std::uint16_t hole_port = add_upstream(a_, "hole");
+  const std::uint16_t echo_port = add_upstream(a_, "echo");
+  const int stuck = dial(hole_port);
+  ASSERT_GE(stuck, 0);
+  ASSERT_TRUE(wait_until([&] { return hole.accepted.load() == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(round_trip(echo_port, "free" + std::to_string(i)));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(a_.proxy->stats().upstreams["hole"].active, 1u);  // still waiting, bounded by connect_timeout
+  ::close(stuck);
+}
+
+// Peak-EWMA P2C: once both instances have been measured, new connections go to the faster one.
+TEST_F(ProxyTest, PeakEwmaPrefersTheFasterInstance) {
+  TestService slow(TestService::Mode::kSlowEcho);
+  TestService fast(TestService::Mode::kEcho);
+  Node a = make_node("a");
+  Node b = make_node("b");
+  Node c = make_node("c");
+  b.proxy->set_routes(table({}, {&a}, {{"echo", slow.port()}}));
+  c.proxy->set_routes(table({}, {&a}, {{"echo", fast.port()}}));
+  a.proxy->set_routes(table({{"echo", {instance(b), instance(c)}}}, {&b, &c}));
+  const std::uint16_t port = add_upstream(a, "echo", Balance::kPeakEwma);
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(round_trip(port, "p" + std::to_string(i)));
+  EXPECT_GE(fast.accepted.load(), 18);
+  EXPECT_LE(slow.accepted.load(), 2);
+  const auto s = a.proxy->stats();
+  ASSERT_EQ(s.routes.at("echo").size(), 2u);
+  EXPECT_GT(s.routes.at("echo")[1].weight, s.routes.at("echo")[0].weight);
 }
 
 }  // namespace
