@@ -706,5 +706,19 @@ TEST(RecordCipher, PreferredFollowsAesNi) {
   EXPECT_EQ(aes_ni_available(), crypto_aead_aes256gcm_is_available() == 1);
 }
 
+// AES-256-GCM runs on libcrypto once a record layer needs it (dlopen), on libsodium when it is
+// missing. WEFT_NO_LIBCRYPTO simulates that: ctest runs this whole binary a second time with it
+// (secure_channel_without_libcrypto), so every record test covers both implementations.
+TEST(RecordCipher, AesGcmUsesLibcryptoWhenPresent) {
+  if (!aes_ni_available()) GTEST_SKIP() << "no AES-NI: AES-GCM is never chosen";
+  RecordKey key{};
+  key[0] = 1;
+  RecordSealer sealer(Cipher::kAes256Gcm, key);
+  std::vector<std::byte> out;
+  const std::byte one{7};
+  ASSERT_TRUE(sealer.seal_into(out, RecordType::kData, std::span(&one, 1)));
+  EXPECT_EQ(libcrypto_loaded(), std::getenv("WEFT_NO_LIBCRYPTO") == nullptr);
+}
+
 }  // namespace
 }  // namespace weft::transport

@@ -59,6 +59,9 @@ const char* to_string(Cipher c);
 [[nodiscard]] bool aes_ni_available();
 // What this node offers first: AES-256-GCM with AES-NI, XChaCha20-Poly1305 without.
 [[nodiscard]] Cipher preferred_cipher();
+// Whether AES-256-GCM runs on libcrypto (loaded on first use; false before any AES-GCM record
+// layer exists, or without libcrypto or with WEFT_NO_LIBCRYPTO set: then it runs on libsodium).
+[[nodiscard]] bool libcrypto_loaded();
 
 // append-only: values are on the wire
 enum class RecordType : std::uint8_t { kData = 1, kRekey = 2, kClose = 3 };
