@@ -953,5 +953,24 @@ TEST_F(ProxyTest, PeakEwmaPrefersTheFasterInstance) {
   EXPECT_GT(s.routes.at("echo")[1].weight, s.routes.at("echo")[0].weight);
 }
 
+
+// A flood of silent TCP connections to the mesh port costs at most kMaxHandshaking sessions;
+// once they go, real peers get through again.
+TEST_F(ProxyTest, HandshakeFloodIsBounded) {
+  TestService echo(TestService::Mode::kEcho);
+  pair("echo", echo.port());
+  const std::uint16_t port = add_upstream(a_, "echo");
+  std::vector<int> silent;
+  for (int i = 0; i < 300; ++i) {
+    silent.push_back(dial(b_.proxy->mesh_endpoint().port));
+    ASSERT_GE(silent.back(), 0);
+  }
+  ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().handshakes_failed == 300 - kMaxHandshaking; }));
+  EXPECT_EQ(b_.proxy->stats().sessions_open, kMaxHandshaking);
+  for (int fd : silent) ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().sessions_open == 0; }));
+  EXPECT_TRUE(round_trip(port, "after the flood"));
+}
+
 }  // namespace
 }  // namespace weft::transport

@@ -304,7 +304,13 @@ void Proxy::Impl::on_accept_mesh() {
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
     const int fd = ::accept4(mesh_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
+    if (handshaking_ >= kMaxHandshaking) {
+      ++stats_.handshakes_failed;
+      close_with_reset(fd);
+      continue;
+    }
     set_nodelay(fd);
+    ++handshaking_;
     auto s = std::make_unique<Session>();
     s->id = new_id();
     s->fd = fd;

@@ -96,6 +96,7 @@ bool Proxy::Impl::session_handshake_input(Session& s) {
 }
 
 void Proxy::Impl::session_up(Session& s) {
+  if (!s.initiator) --handshaking_;
   s.state = Session::State::kUp;
   s.hs.reset();
   s.idle_since = now_;

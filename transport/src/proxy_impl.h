@@ -47,6 +47,9 @@ inline constexpr std::size_t kIoChunk = 256 * 1024;          // bytes per read /
 inline constexpr std::size_t kSessionBacklog = 1024 * 1024;  // see the invariants above
 inline constexpr std::size_t kReplayLimit = 64 * 1024;       // client bytes kept for a retry
 inline constexpr std::size_t kMaxWaiting = 1024;             // conns waiting for one session
+// Accepted mesh connections still in their handshake: a flood of silent TCP connections costs
+// at most this many sessions (each bounded by connect_timeout); more are closed at once.
+inline constexpr std::size_t kMaxHandshaking = 256;
 inline constexpr std::size_t kMaxIov = 64;
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
@@ -206,6 +209,7 @@ struct Proxy::Impl {
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<std::string, std::uint64_t> pool_;  // node -> initiated session
   std::map<std::uint64_t, std::unique_ptr<Conn>> conns_;
+  std::size_t handshaking_ = 0;  // accepted sessions in kHandshake (kMaxHandshaking)
   std::map<std::string, Upstream> upstreams_;
   std::map<std::uint64_t, std::string> upstream_ids_;
   std::map<std::string, std::map<std::string, InstanceState>> balance_;  // service -> node ->

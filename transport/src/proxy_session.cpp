@@ -284,6 +284,7 @@ void Proxy::Impl::close_session_orderly(Session& s) {
 
 void Proxy::Impl::destroy_session(Session& s) {
   const std::uint64_t id = s.id;
+  if (!s.initiator && s.state == Session::State::kHandshake) --handshaking_;
   if (s.pooled) {
     if (auto it = pool_.find(s.node); it != pool_.end() && it->second == id) pool_.erase(it);
   }

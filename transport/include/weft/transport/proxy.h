@@ -131,7 +131,8 @@ struct ProxyStats {
   std::uint64_t sessions_open = 0;
   std::uint64_t sessions_initiated = 0;
   std::uint64_t sessions_accepted = 0;
-  std::uint64_t handshakes_failed = 0;   // bad message, wrong key for the name, unknown node
+  std::uint64_t handshakes_failed = 0;   // bad message, wrong key for the name, unknown node,
+                                         // timeout, or refused (256 accepted handshakes at once)
   std::uint64_t records_rejected = 0;    // records that failed to open, or an end (EOF, RST) without
                                          // the close record (connection closed)
   std::uint64_t protocol_errors = 0;     // mux errors (connection closed)
