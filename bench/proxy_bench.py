@@ -773,6 +773,24 @@ def idle_conns(b, path, count, timeout):
         time.sleep(1.0)
 
 
+def weft_libs(b):
+    """Which AEAD library each agent really runs: libcrypto is dlopen'ed on first use (libsodium
+    is the fallback), so look at the mappings once traffic has gone through."""
+    out = {}
+    for n, p in b.proxies["weft"]:
+        libs = set()
+        try:
+            with open(f"/proc/{p.pid}/maps") as f:
+                for line in f:
+                    base = os.path.basename(line.split()[-1]) if "/" in line else ""
+                    if base.startswith(("libcrypto", "libsodium", "libssl")):
+                        libs.add(base)
+        except OSError:
+            pass
+        out[n] = sorted(libs)
+    return out
+
+
 def haproxy_info(b):
     """`show info` TLS counters of each haproxy (does A resume its TLS sessions to B?)."""
     keys = ("SslFrontendKeyRate", "SslFrontendMaxKeyRate", "SslFrontendSessionReuse_pct", "SslBackendKeyRate",
@@ -827,6 +845,10 @@ def bench(b):
                 log(f"[idle] {path}: {v['count']} idle connections: {v['bytes_per_conn']:.0f} B per connection "
                     f"(RSS KiB {v['rss_before_kib']} -> {v['rss_after_kib']}; {v['closed_at_end']} closed by the path)")
     res["check"] = correctness(b)
+    if "weft" in a.paths:
+        res["weft_crypto_libs"] = weft_libs(b)
+        log("[weft] crypto libraries mapped after the checks: "
+            + "; ".join(f"{n}: {', '.join(v) or 'none'}" for n, v in res["weft_crypto_libs"].items()))
     steps = [("bulk", lambda p, t: run_iperf(b, p, t)),
              ("lat1", lambda p, t: run_wrk(b, p, 1, 1, tag=t)),
              ("c32", lambda p, t: run_wrk(b, p, 32, 2, tag=t)),
@@ -1170,6 +1192,9 @@ def main(argv):
                   f"{st.get('sessions_open')}" + "".join(
                       f"; upstream {u}: connections {v.get('connections')}, failures {v.get('failures')}, "
                       f"retries {v.get('retries')}, ejections {v.get('ejections')}" for u, v in sorted(ups.items())))
+        if res.get("weft_crypto_libs"):
+            print("  weft crypto libraries mapped: " + "; ".join(
+                f"{n} {', '.join(v) or 'none'}" for n, v in res["weft_crypto_libs"].items()))
         for nm, L in res.get("weft_log_lines", {}).items():
             if L["count"]:
                 print(f"  {nm} log ({L['count']} lines at --weft-log-level {args.weft_log_level}): "
