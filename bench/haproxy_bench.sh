@@ -14,7 +14,7 @@
 #     --weft PATH          weft binary (default: build/bench, build/release, build/ under the repo)
 #     --paths LIST         direct,haproxy1,haproxy2,haproxy2tls,weft (default: all)
 #     --quick              1 round of 3 s runs, 200 idle connections, 8 MiB checks (~2 min)
-#     --rounds N           interleaved rounds (3; ~5 min each); --duration S per run (10)
+#     --rounds N           interleaved rounds (3; ~4.7 min each, ~15 min in all); --duration S per run (10)
 #     --idle-conns N       idle proxied connections for the memory figure (1000)
 #     --check-mib N        size of the byte-exact download and upload (64)
 #     --json FILE          write every figure (and every run) as JSON

@@ -22,6 +22,11 @@ listen on 127.0.0.1:
 
 Each HAProxy process runs with `nbthread 1` (one core each, like weft's one data-plane thread).
 
+Every wrk run opens its connections anew, so their setup is in the figures: through HAProxy-TLS,
+256 connections at once mean 256 TLS handshakes A -> B (resumed with tickets, but still ~1.5 ms
+of CPU each here), which is most of that path's p99 at 256 connections. weft's agents keep one
+session per peer, so a new app connection is a new stream, not a handshake.
+
 Measurements, per path (rounds interleaved: round r runs each metric on every path in turn, so
 the paths of one metric are measured minutes apart at most; medians over rounds are reported):
 
