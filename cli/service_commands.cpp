@@ -193,8 +193,10 @@ Command stats_command(CLI::App& parent) {
                    std::vector<std::vector<std::string>> rows = {
                        {"KIND", "NAME", "CONNECTIONS", "ACTIVE", "BYTES_IN", "BYTES_OUT", "FAILURES", "RETRIES", "EJECTIONS"}};
                    for (const char* kind : {"upstreams", "services"}) {
-                     for (const auto& [name, c] : (*r)[kind].items()) {
-                       auto num = [&](const char* k) { return std::to_string(c.value(k, std::uint64_t{0})); };
+                     for (const auto& item : (*r)[kind].items()) {
+                       const std::string name = item.key();
+                       const json& c = item.value();
+                       auto num = [&c](const char* k) { return std::to_string(c.value(k, std::uint64_t{0})); };
                        rows.push_back({kind == std::string("upstreams") ? "upstream" : "service", name, num("connections"),
                                        num("active"), num("bytes_in"), num("bytes_out"), num("failures"), num("retries"),
                                        num("ejections")});
