@@ -11,12 +11,17 @@
 #include <cerrno>
 #include <cstring>
 #include <msgpack.hpp>
-#include <system_error>
 
 #include "proxy_impl.h"
+#include "sockaddr.h"
 
 namespace weft::transport {
 namespace {
+
+using detail::domain_of;
+using detail::errno_text;
+using detail::from_sockaddr;
+using detail::to_sockaddr;
 
 constexpr std::size_t kMaxPayload = 1024;  // every map here is far smaller
 constexpr std::size_t kMaxName = 255;
@@ -71,23 +76,6 @@ bool known_cipher(std::uint64_t v) {
          v == static_cast<std::uint64_t>(Cipher::kXChaCha20Poly1305);
 }
 
-socklen_t to_sockaddr(const Endpoint& e, sockaddr_storage& ss) {
-  std::memset(&ss, 0, sizeof ss);
-  if (e.family == Endpoint::Family::kV4) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(e.port);
-    std::memcpy(&sin->sin_addr, e.ip.data(), 4);
-    return sizeof(sockaddr_in);
-  }
-  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  sin6->sin6_family = AF_INET6;
-  sin6->sin6_port = htons(e.port);
-  std::memcpy(&sin6->sin6_addr, e.ip.data(), 16);
-  return sizeof(sockaddr_in6);
-}
-
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 }  // namespace
 
@@ -178,8 +166,7 @@ std::optional<std::string> decode_open(std::span<const std::byte> bytes) {
 }
 
 int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err) {
-  const int domain = at.family == Endpoint::Family::kV4 ? AF_INET : AF_INET6;
-  const int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(domain_of(at), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     err = "socket: " + errno_text(errno);
     return -1;
@@ -187,7 +174,7 @@ int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err) {
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_storage ss{};
-  const socklen_t len = to_sockaddr(at, ss);
+  const socklen_t len = to_sockaddr(at, domain_of(at), ss);
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 || ::listen(fd, 1024) != 0) {
     err = "bind/listen " + at.to_string() + ": " + errno_text(errno);
     ::close(fd);
@@ -197,21 +184,19 @@ int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err) {
   socklen_t got_len = sizeof got;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &got_len);
   bound = at;
-  bound.port = ntohs(got.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in*>(&got)->sin_port
-                                              : reinterpret_cast<const sockaddr_in6*>(&got)->sin6_port);
+  if (auto name = from_sockaddr(got, got_len)) bound.port = name->port;
   return fd;
 }
 
 int connect_tcp(const Endpoint& to, std::string& err) {
-  const int domain = to.family == Endpoint::Family::kV4 ? AF_INET : AF_INET6;
-  const int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(domain_of(to), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     err = "socket: " + errno_text(errno);
     return -1;
   }
   set_nodelay(fd);
   sockaddr_storage ss{};
-  const socklen_t len = to_sockaddr(to, ss);
+  const socklen_t len = to_sockaddr(to, domain_of(to), ss);
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
     err = "connect " + to.to_string() + ": " + errno_text(errno);
     ::close(fd);
