@@ -954,6 +954,27 @@ TEST_F(ProxyTest, PeakEwmaPrefersTheFasterInstance) {
 }
 
 
+// The slow instance is not starved for good: while it gets no traffic its estimate decays, so under
+// steady traffic it is sampled again now and then (and, still slow, loses again).
+TEST_F(ProxyTest, PeakEwmaSamplesAnIdleSlowInstanceAgain) {
+  TestService slow(TestService::Mode::kSlowEcho);
+  TestService fast(TestService::Mode::kEcho);
+  ProxyConfig cfg;
+  cfg.ewma_decay = 150ms;
+  Node a = make_node("a", cfg);
+  Node b = make_node("b");
+  Node c = make_node("c");
+  b.proxy->set_routes(table({}, {&a}, {{"echo", slow.port()}}));
+  c.proxy->set_routes(table({}, {&a}, {{"echo", fast.port()}}));
+  a.proxy->set_routes(table({{"echo", {instance(b), instance(c)}}}, {&b, &c}));
+  const std::uint16_t port = add_upstream(a, "echo", Balance::kPeakEwma);
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  int i = 0;
+  while (std::chrono::steady_clock::now() < end) EXPECT_TRUE(round_trip(port, "p" + std::to_string(i++)));
+  EXPECT_GE(slow.accepted.load(), 3) << "sampled again after its estimate decayed";
+  EXPECT_GT(fast.accepted.load(), 3 * slow.accepted.load()) << "and still the less chosen";
+}
+
 // A flood of silent TCP connections to the mesh port costs at most kMaxHandshaking sessions;
 // once they go, real peers get through again.
 TEST_F(ProxyTest, HandshakeFloodIsBounded) {

@@ -14,12 +14,18 @@
 namespace weft::transport {
 namespace {
 
-double rtt_ms(const InstanceState& st) {
-  if (st.ewma_ms > 0) return st.ewma_ms;
-  return std::chrono::duration<double, std::milli>(kDefaultRtt).count();
+// The estimate decays towards zero while no sample arrives (as tower's PeakEwma does): an instance
+// that measured slow once and then got no traffic becomes cheap again and is sampled anew, rather
+// than starving for ever behind one that keeps answering fast.
+double rtt_ms(const InstanceState& st, TimePoint now, Duration decay) {
+  if (st.ewma_ms <= 0) return std::chrono::duration<double, std::milli>(kDefaultRtt).count();
+  const double idle = std::chrono::duration<double>(now - st.ewma_at).count();
+  return st.ewma_ms * std::exp(-idle / std::chrono::duration<double>(decay).count());
 }
 
-double cost(const InstanceState& st) { return rtt_ms(st) * static_cast<double>(st.active + 1); }
+double cost(const InstanceState& st, TimePoint now, Duration decay) {
+  return rtt_ms(st, now, decay) * static_cast<double>(st.active + 1);
+}
 
 }  // namespace
 
@@ -48,8 +54,8 @@ std::optional<RouteInstance> Proxy::Impl::pick(const std::string& service, const
   const std::size_t a = static_cast<std::size_t>(rng_() % n);
   std::size_t b = static_cast<std::size_t>(rng_() % (n - 1));
   if (b >= a) ++b;
-  const double ca = cost(states[eligible[a]->node]);
-  const double cb = cost(states[eligible[b]->node]);
+  const double ca = cost(states[eligible[a]->node], now_, cfg_.ewma_decay);
+  const double cb = cost(states[eligible[b]->node], now_, cfg_.ewma_decay);
   return *eligible[cb < ca ? b : a];
 }
 
@@ -94,8 +100,8 @@ void Proxy::Impl::record_latency(const std::string& service, const std::string& 
     st.ewma_ms = ms;  // peak: a slow sample counts at once, fast ones decay it
   } else {
     const double dt = std::chrono::duration<double>(now_ - st.ewma_at).count();
-    const double w = std::exp(-dt / kEwmaDecaySeconds);
-    st.ewma_ms = st.ewma_ms * w + ms * (1 - w);
+    const double w = std::exp(-dt / std::chrono::duration<double>(cfg_.ewma_decay).count());
+    st.ewma_ms = st.ewma_ms * w + ms * (1 - w);  // w: the decay since the last sample
   }
   st.ewma_at = now_;
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -140,8 +146,8 @@ void Proxy::Impl::fill_routes(ProxyStats& s) {
       InstanceState st;
       if (auto f = states.find(inst.node); f != states.end()) st = f->second;
       v.ejected = st.ejected_until > now_;
-      v.rtt_ms = rtt_ms(st);
-      v.weight = 1.0 / cost(st);
+      v.rtt_ms = rtt_ms(st, now_, cfg_.ewma_decay);
+      v.weight = 1.0 / cost(st, now_, cfg_.ewma_decay);
       v.active = st.active;
       views.push_back(std::move(v));
     }

@@ -53,7 +53,6 @@ inline constexpr std::size_t kMaxHandshaking = 256;
 inline constexpr std::size_t kMaxIov = 64;
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
-inline constexpr double kEwmaDecaySeconds = 10.0;
 inline std::span<const std::byte> mesh_prologue() {
   return {reinterpret_cast<const std::byte*>(kMeshPrologue.data()), kMeshPrologue.size()};
 }

@@ -95,6 +95,7 @@ struct ProxyConfig {
   Duration connect_timeout = std::chrono::seconds(5);   // TCP connect + handshake to a peer
   Duration idle_timeout = std::chrono::minutes(5);      // a proxied connection without traffic
   Duration session_idle = std::chrono::seconds(60);     // a pooled session without streams
+  Duration ewma_decay = std::chrono::seconds(10);  // peak-EWMA time constant (proxy_balance.cpp)
   unsigned max_attempts = 3;               // instances tried for one app connection
   unsigned eject_after_failures = 5;       // consecutive failures -> ejected
   Duration eject_for = std::chrono::seconds(30);
