@@ -288,27 +288,27 @@ Result<Duration> parse_duration(std::string_view text) {
   return std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(ms));
 }
 
-Result<void> check_node_name(std::string_view name) {
-  if (name.empty()) return fail("node name is empty");
-  if (name.size() > 128) return fail("node name is longer than 128 bytes");
+namespace {
+
+// Node and service names: 1..128 bytes of [A-Za-z0-9._-] (they appear in logs and tables unquoted).
+Result<void> check_name(const char* what, std::string_view name) {
+  if (name.empty()) return fail(std::string(what) + " name is empty");
+  if (name.size() > 128) return fail(std::string(what) + " name is longer than 128 bytes");
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
                     c == '_' || c == '-';
-    if (!ok) return fail("node name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
+    if (!ok) {
+      return fail(std::string(what) + " name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
+    }
   }
   return {};
 }
 
-Result<void> check_service_name(std::string_view name) {
-  if (name.empty()) return fail("service name is empty");
-  if (name.size() > 128) return fail("service name is longer than 128 bytes");
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
-    if (!ok) return fail("service name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
-  }
-  return {};
-}
+}  // namespace
+
+Result<void> check_node_name(std::string_view name) { return check_name("node", name); }
+
+Result<void> check_service_name(std::string_view name) { return check_name("service", name); }
 
 Result<void> check_upstream(const UpstreamSpec& u) {
   if (auto r = check_service_name(u.name); !r) return r;

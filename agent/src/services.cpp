@@ -99,8 +99,7 @@ void Agent::publish_catalog(TimePoint now) {
 }
 
 Result<void> Agent::register_service(const ServiceSpec& spec) {
-  if (auto r = check_service_name(spec.name); !r) return r;
-  if (spec.port == 0) return fail("give the service's local port (1..65535)");
+  if (auto r = check_service_spec(spec); !r) return r;
   if (!local_services_.contains(spec.name) && local_services_.size() >= kMaxServicesPerNode) {
     return fail("already " + std::to_string(kMaxServicesPerNode) + " services on this node");
   }
