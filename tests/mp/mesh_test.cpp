@@ -23,6 +23,7 @@
 
 #include "cluster.h"
 #include "harness.h"
+#include "weft/agent/rpc.h"
 
 namespace weft::mptest {
 namespace {
@@ -357,6 +358,30 @@ TEST(MeshProcess, ThousandConcurrentConnections) {
       },
       10s));
   EXPECT_EQ(f.c.agents[0]->call("stats").value()["upstreams"]["echo"]["failures"], 0u);
+
+  // Bad upstream requests are errors naming the problem; the upstream keeps serving.
+  auto& a0 = *f.c.agents[0];
+  for (const auto& [params, mentions] :
+       {std::pair{json{{"name", "echo"}, {"listen", f.upstream_ip + ":9001"}}, "exists"},
+        std::pair{json{{"name", "other"}, {"listen", f.upstream_ip + ":9000"}}, "already upstream"},
+        std::pair{json{{"name", "x"}, {"listen", "nowhere"}}, "IP:PORT"},
+        std::pair{json{{"name", "x"}, {"listen", f.upstream_ip + ":9002"}, {"balance", "random"}}, "random"},
+        std::pair{json{{"name", "a b"}, {"listen", f.upstream_ip + ":9003"}}, "letters"}}) {
+    auto r = agent::RpcClient(a0.rpc()).call("upstream.add", params, 5s);
+    ASSERT_FALSE(r) << params.dump() << " was accepted";
+    EXPECT_NE(r.error().message.find(mentions), std::string::npos) << r.error().message;
+  }
+  RunResult rm = run({weft_bin(), "upstream", "remove", "nope", "--rpc", a0.rpc()});
+  EXPECT_NE(rm.code, 0);
+  EXPECT_EQ(rm.out.rfind("weft: ", 0), 0u) << rm.out;
+  const int fd = f.connect();
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round(fd, 10));
+  ::close(fd);
+  // Removed, the listener is gone.
+  RunResult gone = run({weft_bin(), "upstream", "remove", "echo", "--rpc", a0.rpc()});
+  EXPECT_EQ(gone.code, 0) << gone.out;
+  EXPECT_EQ(f.connect(), -1);
 }
 
 // Two instances; the agent behind one is killed mid-run: connections through it fail cleanly
