@@ -800,7 +800,12 @@ End against(FakePeer& peer, Node& a) {
   const std::uint16_t port = add_upstream(a, "echo");
   const int fd = dial(port);
   if (fd < 0) return End::kTimeout;
-  send_all(fd, "data", 4);
+  if (!send_all(fd, "data", 4)) {
+    // The reset can beat the app's first write (the OPEN goes out on accept): the send reports it.
+    const int e = errno;
+    ::close(fd);
+    return e == ECONNRESET || e == EPIPE ? End::kReset : End::kTimeout;
+  }
   const End end = wait_end(fd);
   ::close(fd);
   return end;
