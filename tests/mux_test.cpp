@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <map>
 #include <optional>
@@ -17,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -83,9 +85,42 @@ class Sha256 {
   crypto_hash_sha256_state state_{};
 };
 
+// A session for tests that feed several chunks before they look at the events: StreamData views
+// are good only until the next on_bytes(), so this keeps a copy of each event's bytes (for the
+// test's lifetime) and hands the events out on take_events().
+class TestMux : public MuxSession {
+ public:
+  using MuxSession::MuxSession;
+  Result<void, MuxError> on_bytes(std::span<const std::byte> bytes) {
+    auto r = MuxSession::on_bytes(bytes);
+    collect();
+    return r;
+  }
+  std::vector<MuxEvent> take_events() {
+    collect();  // events of other calls (take_output, reset, ...)
+    return std::exchange(events_, {});
+  }
+
+ private:
+  void collect() {
+    std::vector<MuxEvent> events;
+    MuxSession::take_events(events);
+    for (auto& e : events) {
+      if (auto* d = std::get_if<StreamData>(&e)) {
+        kept_.emplace_back(d->bytes.begin(), d->bytes.end());
+        d->bytes = kept_.back();
+      }
+      events_.push_back(std::move(e));
+    }
+  }
+
+  std::deque<Bytes> kept_;  // a deque: the bytes of earlier events never move
+  std::vector<MuxEvent> events_;
+};
+
 // Moves what `from` has to send to `to` in random chunks (sometimes single bytes); returns the
 // bytes moved. A protocol error on a valid stream fails the test.
-std::size_t deliver(MuxSession& from, MuxSession& to, std::mt19937_64& rng, std::size_t max_bytes = kNoLimit) {
+std::size_t deliver(TestMux& from, TestMux& to, std::mt19937_64& rng, std::size_t max_bytes = kNoLimit) {
   Bytes wire;
   from.take_output(wire, max_bytes);
   std::size_t pos = 0;
@@ -101,7 +136,7 @@ std::size_t deliver(MuxSession& from, MuxSession& to, std::mt19937_64& rng, std:
 }
 
 // Delivers both ways until neither side has output (events stay with the sessions).
-void settle(MuxSession& a, MuxSession& b, std::mt19937_64& rng) {
+void settle(TestMux& a, TestMux& b, std::mt19937_64& rng) {
   for (int i = 0; i < 100; ++i) {
     if (deliver(a, b, rng) + deliver(b, a, rng) == 0) return;
   }
@@ -273,6 +308,41 @@ TEST(MuxFrameTest, RandomBytesNeverCrash) {
   EXPECT_GT(errors, 1000);  // most junk is malformed: the check is not a tautology
 }
 
+// DATA is not copied: a frame that came whole points into the caller's bytes; one that came in
+// pieces points into the decoder, and stays intact while the next chunk starts another frame.
+TEST(MuxFrameTest, DataEventsAreViewsIntoTheInput) {
+  TestMux a(MuxRole::kInitiator);
+  const StreamId id = *a.open_stream({});
+  Bytes wire;
+  a.take_output(wire);
+  ASSERT_EQ(a.write(id, bytes_of("first")), 5u);
+  a.take_output(wire);
+  ASSERT_EQ(a.write(id, bytes_of("second")), 6u);
+  a.take_output(wire);
+  ASSERT_EQ(a.write(id, bytes_of("third")), 5u);
+  a.take_output(wire);
+  MuxSession b(MuxRole::kResponder);
+  const std::size_t second_ends = wire.size() - (kFrameHeaderBytes + 5);
+  const std::size_t split = second_ends - 3;  // inside "second"
+  const std::span<const std::byte> whole(wire);
+  ASSERT_TRUE(b.on_bytes(whole.first(split)));
+  auto first = events_of<StreamData>(b.take_events());
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(Bytes(first[0].bytes.begin(), first[0].bytes.end()), bytes_of("first"));
+  EXPECT_GE(first[0].bytes.data(), wire.data());
+  EXPECT_LT(first[0].bytes.data(), wire.data() + split);
+  // The rest of "second", then "third" cut after 2 of its payload bytes: "second" is assembled
+  // in the decoder and must not be overwritten by the start of "third".
+  ASSERT_TRUE(b.on_bytes(whole.subspan(split, wire.size() - 3 - split)));
+  auto next = events_of<StreamData>(b.take_events());
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(Bytes(next[0].bytes.begin(), next[0].bytes.end()), bytes_of("second"));
+  ASSERT_TRUE(b.on_bytes(whole.subspan(wire.size() - 3)));
+  auto last = events_of<StreamData>(b.take_events());
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(Bytes(last[0].bytes.begin(), last[0].bytes.end()), bytes_of("third"));
+}
+
 // ---- sessions back to back ----
 
 struct Pair {
@@ -281,11 +351,11 @@ struct Pair {
   void ab(std::size_t max_bytes = kNoLimit) { deliver(a, b, rng, max_bytes); }
   void ba(std::size_t max_bytes = kNoLimit) { deliver(b, a, rng, max_bytes); }
   void settle_all() { settle(a, b, rng); }
-  MuxSession a, b;
+  TestMux a, b;
   std::mt19937_64 rng;
 };
 
-StreamId open_ok(MuxSession& s, std::string_view payload = "svc") {
+StreamId open_ok(TestMux& s, std::string_view payload = "svc") {
   auto id = s.open_stream(bytes_of(payload));
   EXPECT_TRUE(id) << id.error().message;
   return id ? *id : 0;
@@ -652,7 +722,7 @@ struct Flow {
 };
 
 struct Side {
-  MuxSession* s;
+  TestMux* s;
   std::map<StreamId, Flow> out;  // what this side sends on each stream
   std::map<StreamId, Flow> in;   // what it receives
   std::map<StreamId, bool> closed;

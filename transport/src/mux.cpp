@@ -105,10 +105,10 @@ Result<void, MuxError> MuxSession::on_bytes(std::span<const std::byte> bytes) {
   if (failed_) return Unexpected<MuxError>(error_);
   stats_.bytes_in += bytes.size();
   for (;;) {
-    auto frame = decoder_.next(bytes);
+    auto frame = decoder_.next_view(bytes);
     if (!frame) return fail_session(frame.error());
     if (!frame->has_value()) break;  // `bytes` is used up inside a frame
-    auto handled = handle(std::move(**frame));
+    auto handled = handle(**frame);
     if (!handled) return fail_session(handled.error());
   }
   return {};
@@ -167,6 +167,11 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max
 
 std::vector<MuxEvent> MuxSession::take_events() { return std::exchange(events_, {}); }
 
+void MuxSession::take_events(std::vector<MuxEvent>& out) {
+  out.clear();
+  out.swap(events_);  // both keep their capacity
+}
+
 std::size_t MuxSession::unconsumed(StreamId id) const {
   auto it = streams_.find(id);
   return it == streams_.end() ? 0 : it->second.unconsumed;
@@ -189,7 +194,7 @@ std::size_t MuxSession::pending_output() const {
 
 // ---- receiving ----
 
-Result<void, MuxError> MuxSession::handle(Frame f) {
+Result<void, MuxError> MuxSession::handle(const FrameView& f) {
   ++stats_.frames_in[index(f.type)];
   switch (f.type) {
     case FrameType::kPing:
@@ -219,7 +224,7 @@ Result<void, MuxError> MuxSession::handle(Frame f) {
   return on_stream_frame(f, **stream);
 }
 
-Result<void, MuxError> MuxSession::on_open(Frame& f) {
+Result<void, MuxError> MuxSession::on_open(const FrameView& f) {
   if (ours(f.stream)) return Unexpected<MuxError>(MuxError::kBadParity);
   if (f.stream <= last_peer_id_) return Unexpected<MuxError>(MuxError::kReusedId);
   last_peer_id_ = f.stream;  // refused or not, the id is used: later frames for it are ignored
@@ -229,7 +234,7 @@ Result<void, MuxError> MuxSession::on_open(Frame& f) {
   }
   add_stream(f.stream);
   ++stats_.streams_opened_remote;
-  events_.emplace_back(StreamOpened{f.stream, std::move(f.payload)});
+  events_.emplace_back(StreamOpened{f.stream, {f.payload.begin(), f.payload.end()}});
   return {};
 }
 
@@ -242,7 +247,7 @@ Result<MuxSession::Stream*, MuxError> MuxSession::find_for_frame(StreamId id) {
   return Unexpected<MuxError>(MuxError::kUnknownStream);
 }
 
-Result<void, MuxError> MuxSession::on_stream_frame(Frame& f, Stream& s) {
+Result<void, MuxError> MuxSession::on_stream_frame(const FrameView& f, Stream& s) {
   const StreamId id = f.stream;
   switch (f.type) {
     case FrameType::kData: {
@@ -252,14 +257,7 @@ Result<void, MuxError> MuxSession::on_stream_frame(Frame& f, Stream& s) {
       s.recv_credit -= static_cast<std::uint32_t>(n);
       s.unconsumed += static_cast<std::uint32_t>(n);
       stats_.data_bytes_in += n;
-      // Consecutive chunks of one stream become one event: fewer events for bulk transfers.
-      if (!events_.empty()) {
-        if (auto* last = std::get_if<StreamData>(&events_.back()); last != nullptr && last->id == id) {
-          last->bytes.insert(last->bytes.end(), f.payload.begin(), f.payload.end());
-          return {};
-        }
-      }
-      events_.emplace_back(StreamData{id, std::move(f.payload)});
+      events_.emplace_back(StreamData{id, f.payload});  // a view: see StreamData
       return {};
     }
     case FrameType::kWindowUpdate: {

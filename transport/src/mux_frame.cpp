@@ -122,35 +122,48 @@ void encode_frame(const Frame& f, std::vector<std::byte>& out) {
 }
 
 Result<std::optional<Frame>, MuxError> FrameDecoder::next(std::span<const std::byte>& in) {
+  auto view = next_view(in);
+  if (!view) return Unexpected<MuxError>(view.error());
+  if (!view->has_value()) return std::optional<Frame>{};
+  const FrameView& v = **view;
+  return std::optional<Frame>{Frame{v.type, v.flags, v.stream, {v.payload.begin(), v.payload.end()}}};
+}
+
+Result<std::optional<FrameView>, MuxError> FrameDecoder::next_view(std::span<const std::byte>& in) {
   if (error_) return Unexpected<MuxError>(*error_);
   if (header_len_ < kFrameHeaderBytes) {
     const std::size_t n = std::min(kFrameHeaderBytes - header_len_, in.size());
     std::copy_n(in.begin(), n, header_.begin() + static_cast<std::ptrdiff_t>(header_len_));
     header_len_ += n;
     in = in.subspan(n);
-    if (header_len_ < kFrameHeaderBytes) return std::optional<Frame>{};
+    if (header_len_ < kFrameHeaderBytes) return std::optional<FrameView>{};
     const std::span<const std::byte> h(header_);
     const auto type = std::to_integer<std::uint8_t>(h[0]);
     const auto flags = std::to_integer<std::uint8_t>(h[1]);
     const StreamId stream = get_u32(h.subspan(2));
     length_ = get_u32(h.subspan(6));
-    // Checked before the reserve below: the bound is at most kMaxFramePayload.
+    // Checked before anything is buffered: the bound is at most kMaxFramePayload.
     if (auto err = check_header(type, flags, stream, length_)) {
       error_ = err;
       return Unexpected<MuxError>(*err);
     }
-    frame_.type = static_cast<FrameType>(type);
-    frame_.flags = flags;
-    frame_.stream = stream;
-    frame_.payload.clear();
-    frame_.payload.reserve(length_);
+    frame_ = FrameView{static_cast<FrameType>(type), flags, stream, {}};
+    partial_.clear();
+    if (in.size() >= length_) {  // the whole payload is here: no copy
+      frame_.payload = in.first(length_);
+      in = in.subspan(length_);
+      header_len_ = 0;
+      return std::optional<FrameView>{frame_};
+    }
   }
-  const std::size_t n = std::min<std::size_t>(length_ - frame_.payload.size(), in.size());
-  frame_.payload.insert(frame_.payload.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(n));
+  const std::size_t n = std::min<std::size_t>(length_ - partial_.size(), in.size());
+  partial_.insert(partial_.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(n));
   in = in.subspan(n);
-  if (frame_.payload.size() < length_) return std::optional<Frame>{};
+  if (partial_.size() < length_) return std::optional<FrameView>{};
   header_len_ = 0;
-  return std::optional<Frame>{std::move(frame_)};
+  partial_.swap(assembled_);  // both keep their capacity: no allocation per frame
+  frame_.payload = assembled_;
+  return std::optional<FrameView>{frame_};
 }
 
 }  // namespace weft::transport

@@ -168,17 +168,15 @@ void Proxy::Impl::conn_read(Conn& c) {
   update_conn_interest(c);
 }
 
-void Proxy::Impl::conn_deliver(Conn& c, std::vector<std::byte> bytes) {
+void Proxy::Impl::conn_deliver(Conn& c, std::span<const std::span<const std::byte>> parts) {
   if (c.client && !c.got_reply) {
     c.got_reply = true;
     record_latency(c.name, c.node, now_ - c.opened_at);
     record_success(c.name, c.node);
     std::vector<std::byte>().swap(c.replay);
   }
-  c.out_bytes += bytes.size();
-  c.out.push_back(std::move(bytes));
   c.last_activity = now_;
-  conn_write(c);
+  conn_write(c, parts);
 }
 
 void Proxy::Impl::conn_peer_fin(Conn& c) {
@@ -191,19 +189,22 @@ void Proxy::Impl::conn_peer_fin(Conn& c) {
   conn_write(c);
 }
 
-void Proxy::Impl::conn_write(Conn& c) {
-  if (c.connecting) return;
-  while (c.out_bytes > 0) {
+void Proxy::Impl::conn_write(Conn& c, std::span<const std::span<const std::byte>> extra) {
+  std::size_t part = 0;      // extra[part] is the first part not (fully) written
+  std::size_t part_off = 0;  // bytes of extra[part] written
+  const auto extra_left = [&] { return part < extra.size(); };
+  while (!c.connecting && (c.out_bytes > 0 || extra_left())) {
     std::array<iovec, kMaxIov> iov{};
     std::size_t cnt = 0;
     std::size_t total = 0;
-    std::size_t skip = c.out_head;
-    for (auto it = c.out.begin(); it != c.out.end() && cnt < kMaxIov && total < 4 * kIoChunk; ++it) {
-      iov[cnt].iov_base = it->data() + skip;
-      iov[cnt].iov_len = it->size() - skip;
-      total += it->size() - skip;
-      skip = 0;
-      ++cnt;
+    if (c.out_bytes > 0) {
+      iov[cnt++] = {c.out.data() + c.out_head, c.out_bytes};
+      total += c.out_bytes;
+    }
+    for (std::size_t i = part, off = part_off; i < extra.size() && cnt < kMaxIov && total < 4 * kIoChunk; ++i, off = 0) {
+      // iovec's base is not const: sendmsg only reads it.
+      iov[cnt++] = {const_cast<std::byte*>(extra[i].data() + off), extra[i].size() - off};
+      total += extra[i].size() - off;
     }
     msghdr msg{};
     msg.msg_iov = iov.data();
@@ -215,28 +216,44 @@ void Proxy::Impl::conn_write(Conn& c) {
       return;
     }
     auto left = static_cast<std::size_t>(n);
-    c.out_bytes -= left;
     counters(c).bytes_in += left;
     c.last_activity = now_;
     if (Session* s = session(c.session); s != nullptr && s->mux && c.stream != 0) {
       s->mux->consume(c.stream, left);  // credit back only for bytes the socket took
       dirty_sessions_.insert(s->id);
     }
+    const std::size_t from_out = std::min(left, c.out_bytes);
+    c.out_head += from_out;
+    c.out_bytes -= from_out;
+    left -= from_out;
     while (left > 0) {
-      const std::size_t in_front = c.out.front().size() - c.out_head;
-      if (left >= in_front) {
-        left -= in_front;
-        c.out.pop_front();
-        c.out_head = 0;
+      const std::size_t in_part = extra[part].size() - part_off;
+      if (left >= in_part) {
+        left -= in_part;
+        ++part;
+        part_off = 0;
       } else {
-        c.out_head += left;
+        part_off += left;
         left = 0;
       }
     }
     if (static_cast<std::size_t>(n) < total) break;
   }
-  if (c.out_bytes == 0 && !c.out.empty()) c.out.clear();
-  if (c.out.empty()) c.out.shrink_to_fit();  // an idle conn keeps no buffer
+  if (c.out_bytes == 0) {
+    c.out.clear();
+    c.out_head = 0;
+  }
+  if (extra_left()) {  // the socket is full: the rest waits in c.out
+    if (c.out_head > 0 && c.out_head >= c.out.size() / 2) {  // moves at most what was written
+      c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_head));
+      c.out_head = 0;
+    }
+    for (std::size_t i = part, off = part_off; i < extra.size(); ++i, off = 0) {
+      c.out.insert(c.out.end(), extra[i].begin() + static_cast<std::ptrdiff_t>(off), extra[i].end());
+      c.out_bytes += extra[i].size() - off;
+    }
+  }
+  if (c.out_bytes == 0 && c.out.capacity() > 0) std::vector<std::byte>().swap(c.out);  // idle: no buffer
   if (c.out_bytes == 0 && c.peer_fin && !c.shut_wr) {
     ::shutdown(c.fd, SHUT_WR);
     c.shut_wr = true;

@@ -102,6 +102,7 @@ void Proxy::Impl::session_up(Session& s) {
   s.idle_since = now_;
   MuxConfig mc;
   mc.max_streams = cfg_.max_streams_per_session;
+  mc.receive_window = cfg_.stream_window;
   s.mux.emplace(s.initiator ? MuxRole::kInitiator : MuxRole::kResponder, mc);
   arm_session_timer(s, now_ + (s.initiator ? cfg_.session_idle : 2 * cfg_.session_idle));
   log_->debug("session_up node={} initiator={} cipher={}", s.node, s.initiator, to_string(s.sealer->cipher()));

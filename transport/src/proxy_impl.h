@@ -138,9 +138,9 @@ struct Conn {
   std::set<std::string> tried;
   std::vector<std::byte> replay;  // client bytes sent so far, while replay_ok
   bool replay_ok = true;
-  std::deque<std::vector<std::byte>> out;  // received on the stream, not yet written
-  std::size_t out_head = 0;                // bytes of out.front() already written
-  std::size_t out_bytes = 0;
+  std::vector<std::byte> out;   // received on the stream, not yet written: out[out_head..]
+  std::size_t out_head = 0;
+  std::size_t out_bytes = 0;    // out.size() - out_head
   TimePoint last_activity{};
   TimePoint opened_at{};
   TimePoint timer_at = TimePoint::max();  // its entry in Impl::timers_ (idle check); max(): none
@@ -215,7 +215,10 @@ struct Proxy::Impl {
   std::set<Timer> timers_;  // by deadline
   std::set<std::uint64_t> dirty_sessions_;
   std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
-  std::vector<std::byte> plain_;    // opened / to-be-sealed plaintext
+  std::vector<std::byte> rx_plain_;  // opened plaintext (mux events point into it while handled)
+  std::vector<std::byte> tx_plain_;  // mux output to seal
+  std::vector<MuxEvent> spare_events_;                 // recycled by session_mux_events
+  std::vector<std::span<const std::byte>> parts_;      // one conn's consecutive StreamData
   std::mt19937_64 rng_;
   ProxyStats stats_;
   bool stop_ = false;
@@ -263,8 +266,12 @@ struct Proxy::Impl {
   Conn* conn(std::uint64_t id);
   void on_conn_event(Conn& c, std::uint32_t events);
   void conn_read(Conn& c);
-  void conn_write(Conn& c);
-  void conn_deliver(Conn& c, std::vector<std::byte> bytes);
+  // Writes c.out, then `extra` (not yet queued), as far as the socket takes them; the rest of
+  // `extra` is copied to c.out. May destroy c.
+  void conn_write(Conn& c, std::span<const std::span<const std::byte>> extra = {});
+  // Stream bytes for the conn's socket: written at once as far as it takes them (one sendmsg
+  // for all parts), the rest copied to c.out. May destroy c.
+  void conn_deliver(Conn& c, std::span<const std::span<const std::byte>> parts);
   void conn_peer_fin(Conn& c);
   void conn_stream_reset(Conn& c, ResetReason reason);
   void conn_session_failed(Conn& c);

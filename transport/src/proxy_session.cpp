@@ -121,10 +121,10 @@ void Proxy::Impl::session_read(Session& s) {
     bytes = rest;
     if (bytes.empty()) return;
   }
-  plain_.clear();
-  auto opened = s.opener->feed(bytes, plain_);
-  if (!plain_.empty()) {  // records before a bad one were authentic: deliver them
-    if (auto m = s.mux->on_bytes(plain_); !m) {
+  rx_plain_.clear();
+  auto opened = s.opener->feed(bytes, rx_plain_);
+  if (!rx_plain_.empty()) {  // records before a bad one were authentic: deliver them
+    if (auto m = s.mux->on_bytes(rx_plain_); !m) {
       ++stats_.protocol_errors;
       const std::uint64_t id = s.id;
       flush_session(s);  // the GOAWAY(protocol_error), best effort; may kill s
@@ -143,17 +143,34 @@ void Proxy::Impl::session_read(Session& s) {
 }
 
 void Proxy::Impl::session_mux_events(Session& s) {
-  auto events = s.mux->take_events();
+  std::vector<MuxEvent> events;
+  events.swap(spare_events_);  // a nested call (none today) would just allocate its own
+  s.mux->take_events(events);
   auto conn_of = [&](StreamId id) -> Conn* {
     auto it = s.streams.find(id);
     return it == s.streams.end() ? nullptr : conn(it->second);
   };
+  // Consecutive DATA of one stream goes to its socket in one sendmsg, straight from the opened
+  // plaintext (the events are views into it).
+  std::vector<std::span<const std::byte>> parts;
+  parts.swap(parts_);
+  StreamId parts_of = 0;
+  const auto deliver = [&] {
+    if (parts.empty()) return;
+    if (Conn* c = conn_of(parts_of)) conn_deliver(*c, parts);
+    parts.clear();
+  };
   for (auto& ev : events) {
+    if (auto* d = std::get_if<StreamData>(&ev)) {
+      if (d->id != parts_of) deliver();
+      parts_of = d->id;
+      parts.push_back(d->bytes);
+      continue;
+    }
+    deliver();
     std::visit(Overloaded{
                    [&](StreamOpened& e) { conn_open_remote(s, e.id, e.payload); },
-                   [&](StreamData& e) {
-                     if (Conn* c = conn_of(e.id)) conn_deliver(*c, std::move(e.bytes));
-                   },
+                   [&](StreamData&) {},  // above
                    [&](StreamFin& e) {
                      if (Conn* c = conn_of(e.id)) conn_peer_fin(*c);
                    },
@@ -181,6 +198,10 @@ void Proxy::Impl::session_mux_events(Session& s) {
                },
                ev);
   }
+  deliver();
+  parts.swap(parts_);
+  events.clear();
+  events.swap(spare_events_);
   for (auto it = s.credit_blocked.begin(); it != s.credit_blocked.end();) {
     Conn* c = conn(*it);
     if (c == nullptr || c->session != s.id || c->stream == 0 || !s.mux->has_stream(c->stream)) {
@@ -213,13 +234,13 @@ void Proxy::Impl::flush_session(Session& s) {
       s.wpos = 0;
     }
     if (s.sealer && s.mux && s.wbuf.size() - s.wpos < kIoChunk && !s.close_sealed) {
-      if (s.wpos > 0) {
+      if (s.wpos > 0 && s.wpos >= s.wbuf.size() / 2) {  // moves at most what was sent
         s.wbuf.erase(s.wbuf.begin(), s.wbuf.begin() + static_cast<std::ptrdiff_t>(s.wpos));
         s.wpos = 0;
       }
-      plain_.clear();
-      s.mux->take_output(plain_, kIoChunk);
-      if (!plain_.empty() && !s.sealer->seal_stream_into(s.wbuf, plain_)) {
+      tx_plain_.clear();
+      s.mux->take_output(tx_plain_, kIoChunk);
+      if (!tx_plain_.empty() && !s.sealer->seal_stream_into(s.wbuf, tx_plain_)) {
         kill_session(s, "seal_failed");
         return;
       }
@@ -270,9 +291,9 @@ void Proxy::Impl::close_session_orderly(Session& s) {
   if (s.state == Session::State::kUp && s.mux && s.sealer && !s.close_sealed) {
     s.state = Session::State::kClosing;
     s.mux->go_away();
-    plain_.clear();
-    s.mux->take_output(plain_);
-    if (s.sealer->seal_stream_into(s.wbuf, plain_) && s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
+    tx_plain_.clear();
+    s.mux->take_output(tx_plain_);
+    if (s.sealer->seal_stream_into(s.wbuf, tx_plain_) && s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
       s.close_sealed = true;
       const std::size_t len = s.wbuf.size() - s.wpos;
       if (len > 0) [[maybe_unused]] const auto n = ::send(s.fd, s.wbuf.data() + s.wpos, len, MSG_NOSIGNAL);

@@ -73,7 +73,10 @@ struct MuxStats {
 
 // Events for the caller, in the order they happened.
 struct StreamOpened { StreamId id; std::vector<std::byte> payload; };  // by the peer
-struct StreamData { StreamId id; std::vector<std::byte> bytes; };      // consume() them when delivered
+// The bytes of one DATA frame, not copied: a view into the bytes given to on_bytes() (or into the
+// decoder, for a frame that came in pieces), valid until the next on_bytes(). consume() them
+// when delivered.
+struct StreamData { StreamId id; std::span<const std::byte> bytes; };
 struct StreamFin { StreamId id; };                                     // peer sends no more
 struct StreamReset { StreamId id; ResetReason reason; };               // by the peer
 struct StreamWritable { StreamId id; };  // credit came back after a write() was cut short
@@ -103,13 +106,15 @@ class MuxSession {
   void ping(std::uint64_t payload);
   void go_away(GoAwayReason reason = GoAwayReason::kNormal);
 
-  // Feeds received bytes, in chunks of any size. Frames before a bad one take effect.
+  // Feeds received bytes, in chunks of any size. Frames before a bad one take effect. The
+  // StreamData events point into `bytes`: keep them alive until the events are handled.
   Result<void, MuxError> on_bytes(std::span<const std::byte> bytes);
   // Appends frames ready to send: control frames all, then DATA while it fits in `max_bytes`
   // (control frames are never held back). Returns the bytes appended.
   std::size_t take_output(std::vector<std::byte>& out,
                           std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
   [[nodiscard]] std::vector<MuxEvent> take_events();
+  void take_events(std::vector<MuxEvent>& out);  // the same into `out` (replaced), no allocation
 
   [[nodiscard]] std::size_t live_streams() const { return streams_.size(); }
   [[nodiscard]] bool has_stream(StreamId id) const { return streams_.count(id) != 0; }
@@ -138,9 +143,9 @@ class MuxSession {
     std::uint32_t to_grant = 0;                  // consumed, not yet granted back
   };
 
-  Result<void, MuxError> handle(Frame f);
-  Result<void, MuxError> on_open(Frame& f);
-  Result<void, MuxError> on_stream_frame(Frame& f, Stream& s);
+  Result<void, MuxError> handle(const FrameView& f);
+  Result<void, MuxError> on_open(const FrameView& f);
+  Result<void, MuxError> on_stream_frame(const FrameView& f, Stream& s);
   // The stream of a stream frame; nullptr when it was forgotten (the frame is ignored); an error
   // when it never existed.
   Result<Stream*, MuxError> find_for_frame(StreamId id);

@@ -116,6 +116,14 @@ void encode_frame(const Frame& f, std::vector<std::byte>& out);
 [[nodiscard]] std::optional<MuxError> check_header(std::uint8_t type, std::uint8_t flags,
                                                    StreamId stream, std::uint32_t length);
 
+// A decoded frame whose payload is not copied (FrameDecoder::next_view).
+struct FrameView {
+  FrameType type = FrameType::kData;
+  std::uint8_t flags = 0;
+  StreamId stream = 0;
+  std::span<const std::byte> payload;
+};
+
 // Incremental decoder: takes any chunk of bytes and yields complete frames. It holds at most one
 // partial frame (header plus at most kMaxFramePayload bytes), never the caller's whole chunk.
 class FrameDecoder {
@@ -124,14 +132,22 @@ class FrameDecoder {
   // nullopt once `in` is used up in the middle of a frame (the part is kept for the next call),
   // or the error. A failed decoder stays failed: every later call returns the same error.
   [[nodiscard]] Result<std::optional<Frame>, MuxError> next(std::span<const std::byte>& in);
+  // As next(), without copying the payload: it is a view into `in` when the whole frame was in
+  // it, or into the decoder's own buffer when the frame was assembled across calls. A view into
+  // `in` lives as long as `in`; one into the decoder lives until the next frame is assembled
+  // across calls, which is never before the next chunk: each chunk completes at most one such
+  // frame (its first) and starts at most one (its last).
+  [[nodiscard]] Result<std::optional<FrameView>, MuxError> next_view(std::span<const std::byte>& in);
   // Bytes of the partial frame held (header and payload).
-  [[nodiscard]] std::size_t buffered() const { return header_len_ + frame_.payload.size(); }
+  [[nodiscard]] std::size_t buffered() const { return header_len_ + partial_.size(); }
 
  private:
   std::array<std::byte, kFrameHeaderBytes> header_{};
   std::size_t header_len_ = 0;  // == kFrameHeaderBytes once the header is checked
   std::uint32_t length_ = 0;    // payload length of the frame in progress
-  Frame frame_;
+  FrameView frame_;             // the header fields of the frame in progress
+  std::vector<std::byte> partial_;    // payload of a frame being assembled across calls
+  std::vector<std::byte> assembled_;  // the last frame assembled (views point here)
   std::optional<MuxError> error_;
 };
 

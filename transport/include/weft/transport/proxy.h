@@ -100,6 +100,9 @@ struct ProxyConfig {
   unsigned eject_after_failures = 5;       // consecutive failures -> ejected
   Duration eject_for = std::chrono::seconds(30);
   std::size_t max_streams_per_session = 4096;
+  // Per stream and direction: what a peer may send before the app reads it. Bounds the memory a
+  // slow reader costs (about this much per stream) and a fast stream's bytes in flight.
+  std::uint32_t stream_window = 1024 * 1024;
 };
 
 // Counters (monotonic) per upstream and per local service, and for the proxy as a whole.
