@@ -212,9 +212,9 @@ void Proxy::Impl::loop() {
     run_timers();
     // Output queued while handling the events goes out in one large write per session.
     while (!dirty_sessions_.empty()) {
-      const std::uint64_t id = *dirty_sessions_.begin();
-      dirty_sessions_.erase(dirty_sessions_.begin());
-      if (Session* s = session(id)) flush_session(*s);
+      const std::uint64_t id = dirty_sessions_.back();
+      dirty_sessions_.pop_back();
+      if (Session* s = session(id)) flush_session(*s);  // a session since destroyed: none
     }
   }
 }

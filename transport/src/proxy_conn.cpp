@@ -50,7 +50,7 @@ void Proxy::Impl::conn_start_stream(Conn& c, Session& s) {
     }
   }
   if (c.read_eof) s.mux->shutdown_write(*id);
-  dirty_sessions_.insert(s.id);
+  mark_dirty(s.id);
   update_conn_interest(c);
 }
 
@@ -102,7 +102,7 @@ void Proxy::Impl::on_conn_event(Conn& c, std::uint32_t events) {
       if (s != nullptr && s->mux) {
         s->mux->reset(c.stream, ResetReason::kConnectFailed);
         detach_stream(*s, c.stream);
-        dirty_sessions_.insert(s->id);
+        mark_dirty(s->id);
       }
       c.stream = 0;
       fail_conn(c);
@@ -143,7 +143,7 @@ void Proxy::Impl::conn_read(Conn& c) {
     return;
   }
   c.last_activity = now_;
-  dirty_sessions_.insert(s->id);
+  mark_dirty(s->id);
   if (n == 0) {
     c.read_eof = true;
     s->mux->shutdown_write(c.stream);
@@ -220,7 +220,7 @@ void Proxy::Impl::conn_write(Conn& c, std::span<const std::span<const std::byte>
     c.last_activity = now_;
     if (Session* s = session(c.session); s != nullptr && s->mux && c.stream != 0) {
       s->mux->consume(c.stream, left);  // credit back only for bytes the socket took
-      dirty_sessions_.insert(s->id);
+      mark_dirty(s->id);
     }
     const std::size_t from_out = std::min(left, c.out_bytes);
     c.out_head += from_out;
@@ -298,7 +298,7 @@ void Proxy::Impl::abort_conn(Conn& c, ResetReason reason) {
   if (Session* s = session(c.session); s != nullptr && s->mux && c.stream != 0) {
     s->mux->reset(c.stream, reason);
     detach_stream(*s, c.stream);
-    dirty_sessions_.insert(s->id);
+    mark_dirty(s->id);
   }
   c.stream = 0;
   fail_conn(c);
@@ -329,7 +329,7 @@ void Proxy::Impl::destroy_conn(Conn& c, bool reset) {
     if (c.stream != 0) {
       if (reset && s->mux && s->mux->has_stream(c.stream)) {
         s->mux->reset(c.stream, ResetReason::kCancelled);
-        dirty_sessions_.insert(s->id);
+        mark_dirty(s->id);
       }
       if (auto it = s->streams.find(c.stream); it != s->streams.end() && it->second == c.id) detach_stream(*s, c.stream);
     }

@@ -111,7 +111,7 @@ void Proxy::Impl::session_up(Session& s) {
   for (std::uint64_t cid : waiting) {
     if (Conn* c = conn(cid)) conn_start_stream(*c, s);
   }
-  dirty_sessions_.insert(s.id);
+  mark_dirty(s.id);
 }
 
 }  // namespace weft::transport

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <future>
@@ -213,7 +214,10 @@ struct Proxy::Impl {
   std::map<std::uint64_t, std::string> upstream_ids_;
   std::map<std::string, std::map<std::string, InstanceState>> balance_;  // service -> node ->
   std::set<Timer> timers_;  // by deadline
-  std::set<std::uint64_t> dirty_sessions_;
+  std::vector<std::uint64_t> dirty_sessions_;  // to flush at the end of the turn (few: no set)
+  void mark_dirty(std::uint64_t id) {
+    if (std::find(dirty_sessions_.begin(), dirty_sessions_.end(), id) == dirty_sessions_.end()) dirty_sessions_.push_back(id);
+  }
   std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
   std::vector<std::byte> rx_plain_;  // opened plaintext (mux events point into it while handled)
   std::vector<std::byte> tx_plain_;  // mux output to seal

@@ -80,7 +80,7 @@ void Proxy::Impl::on_session_event(Session& s, std::uint32_t events) {
     return;
   }
   if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) session_read(s);
-  if (Session* again = session(id); again != nullptr && (events & EPOLLOUT) != 0) dirty_sessions_.insert(id);
+  if (Session* again = session(id); again != nullptr && (events & EPOLLOUT) != 0) mark_dirty(id);
 }
 
 void Proxy::Impl::session_read(Session& s) {
@@ -139,7 +139,7 @@ void Proxy::Impl::session_read(Session& s) {
     return;
   }
   if (opened->closed) close_session_orderly(s);
-  else dirty_sessions_.insert(s.id);
+  else mark_dirty(s.id);
 }
 
 void Proxy::Impl::session_mux_events(Session& s) {
@@ -213,7 +213,7 @@ void Proxy::Impl::session_mux_events(Session& s) {
       ++it;
     }
   }
-  dirty_sessions_.insert(s.id);
+  mark_dirty(s.id);
 }
 
 void Proxy::Impl::detach_stream(Session& s, StreamId id) {
@@ -318,7 +318,6 @@ void Proxy::Impl::destroy_session(Session& s) {
   }
   --stats_.sessions_open;
   disarm_timer(Kind::kSession, id, s.timer_at);
-  dirty_sessions_.erase(id);
   sessions_.erase(id);  // s is gone
   // The conns see no session now: each is reset, or retried on another instance.
   for (std::uint64_t cid : affected) {
