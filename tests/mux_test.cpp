@@ -380,6 +380,31 @@ TEST(MuxSessionTest, StreamIdsHaveTheRoleParity) {
   EXPECT_FALSE(p.a.open_stream(filled(kMaxOpenPayload + 1, 1)));
 }
 
+// write_space/commit_write: the caller fills the stream's queue in place. Room is handed out
+// only when the queue need not grow for it, never beyond the credit, and the bytes arrive as
+// write() would send them.
+TEST(MuxSessionTest, WriteSpaceFillsTheQueueInPlace) {
+  Pair p;
+  const StreamId id = open_ok(p.a);
+  EXPECT_TRUE(p.a.write_space(id, 100).empty());  // a new stream has no room yet: write() copies
+  ASSERT_EQ(p.a.write(id, bytes_of("0123456789")), 10u);
+  p.ab();  // framed: the queue is empty again and keeps its room
+  auto space = p.a.write_space(id, 10);
+  ASSERT_EQ(space.size(), 10u);
+  const Bytes abc = bytes_of("abcdefghij");
+  std::copy(abc.begin(), abc.end(), space.begin());
+  p.a.commit_write(id, 4);  // only what was filled
+  EXPECT_EQ(p.a.send_credit(id), kInitialWindow - 14);
+  EXPECT_TRUE(p.a.write_space(id, 11).empty());  // 11 would not fit the 10-byte room
+  p.a.shutdown_write(id);
+  EXPECT_TRUE(p.a.write_space(id, 1).empty());  // after FIN: nothing
+  p.ab();
+  const auto eb = p.b.take_events();
+  EXPECT_EQ(data_of(eb, id), bytes_of("0123456789abcd"));
+  EXPECT_EQ(events_of<StreamFin>(eb).size(), 1u);
+  EXPECT_TRUE(p.a.write_space(999, 1).empty());  // unknown stream
+}
+
 TEST(MuxSessionTest, HalfCloseEachWay) {
   Pair p;
   const StreamId id = open_ok(p.a);

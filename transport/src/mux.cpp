@@ -8,10 +8,19 @@ namespace weft::transport {
 
 namespace {
 
-// The send queue keeps bytes already framed in front of send_head until this many pile up and
-// they are at least half the queue: one memmove per ~64 KiB instead of one per chunk, and the
-// queue stays below twice the stream's credit however long the stream lives.
-constexpr std::size_t kCompactAfter = 64 * 1024;
+// Makes room for n more bytes at the end of a stream's send queue: the pending bytes move to
+// the front only when that makes the room (so each byte moves at most once, and not at all while
+// the queue drains between writes), and the buffer grows only when even that is not enough. The
+// queue therefore stays within twice the stream's credit.
+void make_room(std::vector<std::byte>& buf, std::size_t& head, std::size_t& tail, std::size_t n) {
+  if (buf.size() - tail >= n) return;
+  if (head > 0) {
+    std::copy(buf.begin() + static_cast<std::ptrdiff_t>(head), buf.begin() + static_cast<std::ptrdiff_t>(tail), buf.begin());
+    tail -= head;
+    head = 0;
+  }
+  if (buf.size() - tail < n) buf.resize(std::max(tail + n, std::min(2 * buf.size(), tail + n + kInitialWindow)));
+}
 
 // open_stream refuses once the next id would wrap: ids must only grow (find_for_frame relies on it).
 constexpr StreamId kMaxStreamIdBeforeWrap = std::numeric_limits<StreamId>::max() - 2;
@@ -54,10 +63,35 @@ std::size_t MuxSession::write(StreamId id, std::span<const std::byte> bytes) {
     ++stats_.window_stalls;
   }
   if (n == 0) return 0;
-  s.send_queue.insert(s.send_queue.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
+  make_room(s.send_buf, s.send_head, s.send_tail, n);
+  std::copy_n(bytes.begin(), n, s.send_buf.begin() + static_cast<std::ptrdiff_t>(s.send_tail));
+  s.send_tail += n;
   s.send_credit -= static_cast<std::uint32_t>(n);
   mark_ready(id, s);
   return n;
+}
+
+std::span<std::byte> MuxSession::write_space(StreamId id, std::size_t n) {
+  auto it = streams_.find(id);
+  if (failed_ || it == streams_.end() || it->second.fin_queued) return {};
+  Stream& s = it->second;
+  n = std::min<std::size_t>(n, s.send_credit);
+  if (n == 0) return {};
+  if (s.send_buf.size() - s.send_tail < n) {
+    if (s.send_buf.size() - s.pending() < n) return {};  // would grow: the caller copies instead
+    make_room(s.send_buf, s.send_head, s.send_tail, n);
+  }
+  return {s.send_buf.data() + s.send_tail, n};
+}
+
+void MuxSession::commit_write(StreamId id, std::size_t n) {
+  auto it = streams_.find(id);
+  if (n == 0 || failed_ || it == streams_.end() || it->second.fin_queued) return;
+  Stream& s = it->second;
+  WEFT_CHECK(n <= s.send_credit && n <= s.send_buf.size() - s.send_tail);  // a caller bug
+  s.send_tail += n;
+  s.send_credit -= static_cast<std::uint32_t>(n);
+  mark_ready(id, s);
 }
 
 void MuxSession::shutdown_write(StreamId id) {
@@ -129,22 +163,15 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max
     Stream& s = it->second;
     if (used() >= max_bytes || max_bytes - used() <= kFrameHeaderBytes) break;
     const std::size_t room = max_bytes - used() - kFrameHeaderBytes;
-    std::size_t pending = s.send_queue.size() - s.send_head;
+    std::size_t pending = s.pending();
     if (pending > 0) {
       const std::size_t n = std::min({pending, cfg_.max_chunk, room});
-      encode_frame(FrameType::kData, id,
-                   std::span<const std::byte>(s.send_queue).subspan(s.send_head, n), out);
+      encode_frame(FrameType::kData, id, std::span<const std::byte>(s.send_buf).subspan(s.send_head, n), out);
       ++stats_.frames_out[index(FrameType::kData)];
       stats_.data_bytes_out += n;
       s.send_head += n;
       pending -= n;
-      if (pending == 0) {
-        s.send_queue.clear();
-        s.send_head = 0;
-      } else if (s.send_head >= kCompactAfter && s.send_head * 2 >= s.send_queue.size()) {
-        s.send_queue.erase(s.send_queue.begin(), s.send_queue.begin() + static_cast<std::ptrdiff_t>(s.send_head));
-        s.send_head = 0;
-      }
+      if (pending == 0) s.send_head = s.send_tail = 0;  // the room stays for the next write
     }
     ready_.pop_front();
     if (pending > 0) {
@@ -185,7 +212,7 @@ std::size_t MuxSession::send_credit(StreamId id) const {
 std::size_t MuxSession::pending_output() const {
   std::size_t n = control_out_.size();
   for (const auto& [id, s] : streams_) {
-    const std::size_t pending = s.send_queue.size() - s.send_head;
+    const std::size_t pending = s.pending();
     n += pending + kFrameHeaderBytes * ((pending + cfg_.max_chunk - 1) / cfg_.max_chunk);
     if (s.fin_queued && !s.fin_sent) n += kFrameHeaderBytes;
   }

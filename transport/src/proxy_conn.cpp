@@ -136,7 +136,11 @@ void Proxy::Impl::conn_read(Conn& c) {
     return;
   }
   const std::size_t want = std::min({credit, kIoChunk, kSessionBacklog - backlog});
-  const ssize_t n = ::recv(c.fd, scratch_.data(), want, 0);
+  // Straight into the stream's send queue when it has the room (a busy stream, after its first
+  // reads), else into scratch_ and copied by write(): an idle stream keeps only a small queue.
+  const std::span<std::byte> space = s->mux->write_space(c.stream, want);
+  std::byte* const into = space.empty() ? scratch_.data() : space.data();
+  const ssize_t n = ::recv(c.fd, into, want, 0);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
     abort_conn(c, ResetReason::kCancelled);
@@ -151,8 +155,10 @@ void Proxy::Impl::conn_read(Conn& c) {
     maybe_finish(c);
     return;
   }
-  const std::span<const std::byte> got(scratch_.data(), static_cast<std::size_t>(n));
-  if (s->mux->write(c.stream, got) != got.size()) {  // cannot happen: we read at most the credit
+  const std::span<const std::byte> got(into, static_cast<std::size_t>(n));
+  if (!space.empty()) {
+    s->mux->commit_write(c.stream, got.size());
+  } else if (s->mux->write(c.stream, got) != got.size()) {  // cannot happen: we read at most the credit
     abort_conn(c, ResetReason::kInternal);
     return;
   }

@@ -96,6 +96,13 @@ class MuxSession {
   // Queues up to the stream's remaining credit; returns how many bytes were taken (0 for an
   // unknown stream or after shutdown_write). A short count means: wait for StreamWritable.
   std::size_t write(StreamId id, std::span<const std::byte> bytes);
+  // Room for up to `n` bytes (at most the credit) at the end of the stream's queue, for the
+  // caller to fill in place (recv into it) and then pass to commit_write(); empty when the queue
+  // would have to grow for it (then write() from the caller's own buffer instead), for an
+  // unknown stream or after shutdown_write. Valid until the next call on this session.
+  [[nodiscard]] std::span<std::byte> write_space(StreamId id, std::size_t n);
+  // Takes the first `n` bytes of the last write_space() (n <= its size), as write() would.
+  void commit_write(StreamId id, std::size_t n);
   // FIN after the bytes already written.
   void shutdown_write(StreamId id);
   // RESET now: queued data is dropped and the stream forgotten. Unknown ids are ignored.
@@ -131,8 +138,12 @@ class MuxSession {
  private:
   struct Stream {
     std::uint32_t send_credit = kInitialWindow;  // what write() may still take
-    std::vector<std::byte> send_queue;           // taken, not yet framed; send_head_ bytes are out
+    // Taken, not yet framed: send_buf[send_head, send_tail). send_buf's size is its allocated
+    // room (zeroed once when it grows), so write_space() hands out room without touching it.
+    std::vector<std::byte> send_buf;
     std::size_t send_head = 0;
+    std::size_t send_tail = 0;
+    [[nodiscard]] std::size_t pending() const { return send_tail - send_head; }
     bool fin_queued = false;    // shutdown_write called
     bool fin_sent = false;
     bool remote_fin = false;
