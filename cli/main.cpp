@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_agent_command(app));
   for (Command& c : add_client_commands(app)) commands.push_back(std::move(c));
   for (Command& c : add_service_commands(app)) commands.push_back(std::move(c));
+  for (Command& c : add_trust_commands(app)) commands.push_back(std::move(c));
   commands.push_back(add_sim_command(app));
 
   try {

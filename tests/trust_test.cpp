@@ -107,7 +107,7 @@ TEST(Trust, ArmorRefusesGarbageTruncationAndTheWrongLabel) {
   EXPECT_FALSE(unarmor("hello world\n", kLabelCert));
   auto wrong = unarmor(text, kLabelOperatorPublic);
   ASSERT_FALSE(wrong);
-  EXPECT_NE(wrong.error().message.find("a WEFT NODE CERTIFICATE, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos)
+  EXPECT_NE(wrong.error().message.find("holds a WEFT NODE CERTIFICATE block, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos)
       << wrong.error().message;
   // Truncated: no END line; and the base64 cut in the middle.
   const auto end_at = text.find("-----END");
@@ -352,7 +352,7 @@ TEST(Trust, OperatorKeyFilesRoundTrip) {
   // Each file is refused under another label.
   auto wrong = decode_operator_public(op.encode_secret(std::nullopt));
   ASSERT_FALSE(wrong);
-  EXPECT_NE(wrong.error().message.find("SECRET KEY, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos);
+  EXPECT_NE(wrong.error().message.find("SECRET KEY block, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos);
   EXPECT_FALSE(parse_operator_secret(op.encode_public()));
   EXPECT_FALSE(decode_node_public(op.encode_public()));
 }

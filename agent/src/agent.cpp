@@ -21,6 +21,7 @@
 
 #include "agent_impl.h"
 #include "logging.h"
+#include "node_identity.h"
 #include "paths.h"
 
 namespace weft::agent {
@@ -135,22 +136,13 @@ std::optional<int> Agent::start() {
     }
   }
 
-  // Identity: created at first start.
-  auto id = store_.identity();
+  // Identity: created at first start (node_identity.cpp, shared with `weft identity init`).
+  auto id = load_or_create_identity(store_, db_path_);
   if (!id) return fail_start(id.error().message, 1);
-  if (*id) {
-    const store::Identity& s = **id;
-    if (!from_bytes(s.sign_pk, identity_.sign_pk) || !from_bytes(s.sign_sk, identity_.sign_sk) ||
-        !from_bytes(s.kx_pk, identity_.kx_pk) || !from_bytes(s.kx_sk, identity_.kx_sk) || !identity_.check()) {
-      return fail_start(db_path_ + ": the stored node identity is damaged", 1);
-    }
-  } else {
-    identity_ = transport::NodeIdentity::generate();
-    store::Identity s{to_bytes(identity_.sign_pk), to_bytes(identity_.sign_sk), to_bytes(identity_.kx_pk),
-                      to_bytes(identity_.kx_sk)};
-    if (auto r = store_.set_identity(s); !r) return fail_start(r.error().message, 1);
-    log_->info("identity created fingerprint={}", transport::fingerprint(identity_));
-  }
+  identity_ = id->id;
+  if (id->created) log_->info("identity created fingerprint={}", transport::fingerprint(identity_));
+  // The public keys for `weft cert sign`, also while this agent holds the data dir's lock.
+  if (auto r = write_node_pub(cfg_.data_dir, identity_); !r) return fail_start(r.error().message, 1);
   if (auto old = store_.node_name(); old && *old && **old != cfg_.node) {
     log_->warn("node renamed old={} new={}", **old, cfg_.node);
   }

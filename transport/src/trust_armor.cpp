@@ -110,7 +110,7 @@ Result<std::vector<std::byte>> unarmor(std::string_view text, std::string_view l
     if (state == kBefore) {
       auto got = marker(line, kBegin);
       if (!got) return fail("not a " + want + " (no -----BEGIN " + want + "----- line)");
-      if (*got != label) return fail("a " + std::string(*got) + ", not a " + want);
+      if (*got != label) return fail("holds a " + std::string(*got) + " block, not a " + want);
       state = kInside;
     } else if (state == kInside) {
       if (auto end = marker(line, kEnd)) {

@@ -59,6 +59,8 @@ inline constexpr std::size_t kMaxArmoredBytes = 64 * 1024;  // a whole armored f
 inline constexpr std::size_t kMaxCertBytes = 16 * 1024;     // envelope bytes
 inline constexpr std::size_t kMaxCertServices = 256;
 inline constexpr std::size_t kMaxTrustNameBytes = 128;      // node and service names
+// Clock difference between the signer and the verifier that verify_cert callers tolerate.
+inline constexpr std::chrono::seconds kDefaultCertSkew{300};
 
 using SignPublicKey = std::array<unsigned char, 32>;
 using KxPublicKey = std::array<unsigned char, 32>;

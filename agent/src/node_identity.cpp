@@ -1,0 +1,55 @@
+#include "node_identity.h"
+
+#include <cstring>
+
+#include "weft/transport/trust.h"
+
+namespace weft::agent {
+
+namespace {
+
+std::vector<std::byte> to_bytes(std::span<const unsigned char> s) {
+  std::vector<std::byte> v(s.size());
+  std::memcpy(v.data(), s.data(), s.size());
+  return v;
+}
+
+template <std::size_t N>
+bool from_bytes(const std::vector<std::byte>& v, std::array<unsigned char, N>& out) {
+  if (v.size() != N) return false;
+  std::memcpy(out.data(), v.data(), N);
+  return true;
+}
+
+}  // namespace
+
+Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::string& db_path) {
+  auto stored = store.identity();
+  if (!stored) return fail(stored.error().message);
+  LoadedIdentity out;
+  if (*stored) {
+    const store::Identity& s = **stored;
+    transport::NodeIdentity& id = out.id;
+    if (!from_bytes(s.sign_pk, id.sign_pk) || !from_bytes(s.sign_sk, id.sign_sk) || !from_bytes(s.kx_pk, id.kx_pk) ||
+        !from_bytes(s.kx_sk, id.kx_sk) || !id.check()) {
+      return fail(db_path + ": the stored node identity is damaged");
+    }
+    return out;
+  }
+  out.id = transport::NodeIdentity::generate();
+  out.created = true;
+  const store::Identity s{to_bytes(out.id.sign_pk), to_bytes(out.id.sign_sk), to_bytes(out.id.kx_pk),
+                          to_bytes(out.id.kx_sk)};
+  if (auto r = store.set_identity(s); !r) return fail(r.error().message);
+  return out;
+}
+
+Result<std::string> write_node_pub(const std::string& data_dir, const transport::NodeIdentity& id) {
+  const std::string path = data_dir + "/node.pub";
+  if (auto r = transport::replace_file(path, transport::encode_node_public(transport::public_keys(id)), 0644); !r) {
+    return fail(r.error().message);
+  }
+  return path;
+}
+
+}  // namespace weft::agent

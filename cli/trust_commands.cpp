@@ -1,0 +1,176 @@
+// The offline trust subcommands (issue 5): `weft operator init`, `weft identity init`,
+// `weft cert sign`, `weft cert show`. They work on files only (no agent needed); the file
+// handling is in weft/agent/trust_files.h, flags and rendering here.
+
+// GCC 12 reports a false "potential null pointer dereference" inside CLI11's inline string code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <CLI/CLI.hpp>
+#pragma GCC diagnostic pop
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client.h"
+#include "commands.h"
+#include "weft/agent/config.h"
+#include "weft/agent/trust_files.h"
+
+namespace weft::cli {
+
+namespace {
+
+// The CLI's one wall-clock read for these commands; the libraries take `now` as an argument.
+agent::UnixSeconds wall_now() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+}
+
+int failed(const std::string& message) {
+  std::fprintf(stderr, "weft: %s\n", message.c_str());
+  return kExitFailure;
+}
+
+Command operator_command(CLI::App& parent) {
+  struct Args {
+    std::string out;
+    std::string passphrase_file;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* app = parent.add_subcommand("operator", "The operator key that signs node certificates (keep it offline)");
+  app->require_subcommand(1);
+  CLI::App* init = app->add_subcommand("init", "Create DIR/operator.key (owner-only) and DIR/operator.pub");
+  init->add_option("--out", a->out, "Directory for the key files (created 0700 if missing)")->required();
+  init->add_option("--passphrase-file", a->passphrase_file,
+                   "Encrypt the secret key with the passphrase on this file's first line (Argon2id)");
+  return Command{app, [a] {
+                   auto r = agent::operator_init(a->out, a->passphrase_file);
+                   if (!r) return failed(r.error().message);
+                   std::printf("operator key %s (secret, keep it offline)\npublic key   %s\nissuer       %s\n",
+                               r->key_path.c_str(), r->pub_path.c_str(), r->issuer.c_str());
+                   return kExitOk;
+                 }};
+}
+
+Command identity_command(CLI::App& parent) {
+  auto dir = std::make_shared<std::string>();
+  CLI::App* app = parent.add_subcommand("identity", "This node's long-term keys");
+  app->require_subcommand(1);
+  CLI::App* init = app->add_subcommand(
+      "init", "Create the node's keys in DATA_DIR if absent (as `weft agent` does) and write DATA_DIR/node.pub");
+  init->add_option("--data-dir", *dir, "The agent's data directory (created 0700)")->required();
+  return Command{app, [dir] {
+                   auto r = agent::identity_init(*dir);
+                   if (!r) return failed(r.error().message);
+                   std::printf("%s node keys, fingerprint %s\npublic keys %s\n", r->created ? "created" : "kept",
+                               r->fingerprint.c_str(), r->pub_path.c_str());
+                   return kExitOk;
+                 }};
+}
+
+std::string join(const json& arr) {
+  std::string s;
+  for (const json& v : arr) {
+    if (!s.empty()) s += ", ";
+    s += v.get<std::string>();
+  }
+  return s.empty() ? "(none)" : s;
+}
+
+void print_cert(const json& c) {
+  const std::vector<std::vector<std::string>> rows = {
+      {"node:", c["node"].get<std::string>()},
+      {"serial:", std::to_string(c["serial"].get<std::uint64_t>())},
+      {"issuer:", c["issuer"].get<std::string>()},
+      {"signing key:", c["sign_pk"].get<std::string>()},
+      {"key-exchange key:", c["kx_pk"].get<std::string>()},
+      {"fingerprint:", c["fingerprint"].get<std::string>()},
+      {"services:", join(c["services"])},
+      {"not before:", c["not_before"].get<std::string>()},
+      {"not after:", c["not_after"].get<std::string>()}};
+  print_table(rows);
+  if (c.contains("verification")) {
+    const json& v = c["verification"];
+    if (v["valid"].get<bool>()) {
+      std::printf("verified: valid\n");
+    } else {
+      std::printf("verified: INVALID (%s): %s\n", v["status"].get<std::string>().c_str(),
+                  v["reason"].get<std::string>().c_str());
+    }
+  }
+}
+
+struct CertArgs {
+  agent::CertSignRequest sign;
+  std::string ttl = "720h";
+  std::string show_file;
+  std::vector<std::string> operator_pubs;
+  bool json = false;
+};
+
+Command cert_command(CLI::App& parent) {
+  auto a = std::make_shared<CertArgs>();
+  CLI::App* app = parent.add_subcommand("cert", "Node certificates signed by the operator key");
+  app->require_subcommand(1);
+  CLI::App* sign = app->add_subcommand("sign", "Sign a certificate binding a node name to its public keys");
+  sign->add_option("--operator-key", a->sign.operator_key, "The operator's secret key file (operator.key)")->required();
+  sign->add_option("--passphrase-file", a->sign.passphrase_file, "File whose first line unlocks the operator key");
+  sign->add_option("--node", a->sign.node, "The node's name (as its agent's --node)")->required();
+  sign->add_option("--node-key", a->sign.node_key, "The node's public keys (DATA_DIR/node.pub)")->required();
+  sign->add_option("--service", a->sign.services, "A service the node may serve and call (repeatable; none: neither)");
+  sign->add_option("--ttl", a->ttl, "How long the certificate is valid, like 24h (default 720h = 30 days)");
+  sign->add_option("--out", a->sign.out, "The certificate file to write")->required();
+  CLI::App* show = app->add_subcommand("show", "Print a certificate; with --operator-pub also verify it");
+  show->add_option("certfile", a->show_file, "The certificate file")->required();
+  show->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
+  show->add_flag("--json", a->json, "Print JSON");
+  return Command{app, [a, sign] {
+                   if (sign->parsed()) {
+                     if (auto r = agent::check_node_name(a->sign.node); !r) {
+                       std::fprintf(stderr, "weft: --node: %s\n", r.error().message.c_str());
+                       return kExitUsage;
+                     }
+                     for (const std::string& s : a->sign.services) {
+                       if (auto r = agent::check_service_name(s); !r) {
+                         std::fprintf(stderr, "weft: --service: %s\n", r.error().message.c_str());
+                         return kExitUsage;
+                       }
+                     }
+                     auto ttl = agent::parse_duration(a->ttl);
+                     if (!ttl || *ttl < std::chrono::seconds(1)) {
+                       std::fprintf(stderr, "weft: --ttl: %s\n",
+                                    ttl ? "must be at least 1s" : ttl.error().message.c_str());
+                       return kExitUsage;
+                     }
+                     a->sign.ttl = *ttl;
+                     a->sign.now = wall_now();
+                     auto r = agent::cert_sign(a->sign);
+                     if (!r) return failed(r.error().message);
+                     std::printf("certificate %s: node %s, serial %s, issuer %s, valid until %s\n", a->sign.out.c_str(),
+                                 (*r)["node"].get<std::string>().c_str(),
+                                 std::to_string((*r)["serial"].get<std::uint64_t>()).c_str(),
+                                 (*r)["issuer"].get<std::string>().c_str(),
+                                 (*r)["not_after"].get<std::string>().c_str());
+                     return kExitOk;
+                   }
+                   auto r = agent::cert_show(a->show_file, a->operator_pubs, wall_now());
+                   if (!r) return failed(r.error().message);
+                   if (a->json) {
+                     print_json(*r);
+                   } else {
+                     print_cert(*r);
+                   }
+                   // A certificate that does not verify is a failure for scripts, after it is shown.
+                   if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>()) return kExitFailure;
+                   return kExitOk;
+                 }};
+}
+
+}  // namespace
+
+std::vector<Command> add_trust_commands(CLI::App& parent) {
+  return {operator_command(parent), identity_command(parent), cert_command(parent)};
+}
+
+}  // namespace weft::cli
