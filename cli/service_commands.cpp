@@ -204,7 +204,8 @@ Command stats_command(CLI::App& parent) {
                    }
                    print_table(rows);
                    for (const char* k : {"sessions_open", "sessions_initiated", "sessions_accepted", "handshakes_failed",
-                                         "records_rejected", "protocol_errors"}) {
+                                         "records_rejected", "protocol_errors", "sessions_failed", "streams_refused",
+                                         "connections_open", "bytes_buffered", "buffer_bytes_allocated"}) {
                      std::printf("%s = %llu\n", k, static_cast<unsigned long long>(r->value(k, std::uint64_t{0})));
                    }
                    return kExitOk;

@@ -706,6 +706,11 @@ TEST_F(ProxyTest, IdleConnectionsHoldNoBuffers) {
   }
   ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().bytes_buffered == 0 && b_.proxy->stats().bytes_buffered == 0; }));
   EXPECT_EQ(a_.proxy->stats().connections_open, 20u);
+  // The room that carried the 300 KiB each way is given back too, within a sweep or two (~1 s
+  // each): while they were busy, each stream's send queue held about that much.
+  ASSERT_TRUE(wait_until([&] {
+    return a_.proxy->stats().buffer_bytes_allocated < 64 * 1024 && b_.proxy->stats().buffer_bytes_allocated < 64 * 1024;
+  }));
   for (int fd : fds) ::close(fd);
 }
 

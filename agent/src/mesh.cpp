@@ -201,7 +201,12 @@ json Agent::proxy_stats_json() const {
               {"sessions_accepted", s.sessions_accepted},
               {"handshakes_failed", s.handshakes_failed},
               {"records_rejected", s.records_rejected},
-              {"protocol_errors", s.protocol_errors}};
+              {"protocol_errors", s.protocol_errors},
+              {"sessions_failed", s.sessions_failed},
+              {"streams_refused", s.streams_refused},
+              {"connections_open", s.connections_open},
+              {"bytes_buffered", s.bytes_buffered},
+              {"buffer_bytes_allocated", s.buffer_bytes_allocated}};
 }
 
 }  // namespace weft::agent

@@ -66,6 +66,7 @@ std::size_t MuxSession::write(StreamId id, std::span<const std::byte> bytes) {
   make_room(s.send_buf, s.send_head, s.send_tail, n);
   std::copy_n(bytes.begin(), n, s.send_buf.begin() + static_cast<std::ptrdiff_t>(s.send_tail));
   s.send_tail += n;
+  s.written = true;
   s.send_credit -= static_cast<std::uint32_t>(n);
   mark_ready(id, s);
   return n;
@@ -90,8 +91,28 @@ void MuxSession::commit_write(StreamId id, std::size_t n) {
   Stream& s = it->second;
   WEFT_CHECK(n <= s.send_credit && n <= s.send_buf.size() - s.send_tail);  // a caller bug
   s.send_tail += n;
+  s.written = true;
   s.send_credit -= static_cast<std::uint32_t>(n);
   mark_ready(id, s);
+}
+
+std::size_t MuxSession::release_idle_buffers() {
+  std::size_t holding = 0;
+  for (auto& [id, s] : streams_) {
+    if (!s.written && s.pending() == 0) {
+      std::vector<std::byte>().swap(s.send_buf);
+      s.send_head = s.send_tail = 0;
+    }
+    s.written = false;
+    if (s.send_buf.capacity() > 0) ++holding;
+  }
+  return holding;
+}
+
+std::size_t MuxSession::send_buffer_bytes() const {
+  std::size_t n = 0;
+  for (const auto& [id, s] : streams_) n += s.send_buf.capacity();
+  return n;
 }
 
 void MuxSession::shutdown_write(StreamId id) {

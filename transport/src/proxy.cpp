@@ -177,6 +177,11 @@ void Proxy::Impl::loop() {
       const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
       timeout_ms = ms <= 0 ? 0 : static_cast<int>(std::min<long long>(ms, 60'000));
     }
+    if (sweep_wanted_) {
+      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next_sweep_ - Clock::now()).count();
+      const int sweep_ms = ms <= 0 ? 0 : static_cast<int>(std::min<long long>(ms, 60'000));
+      timeout_ms = timeout_ms < 0 ? sweep_ms : std::min(timeout_ms, sweep_ms);
+    }
     const int n = ::epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), timeout_ms);
     now_ = Clock::now();
     {
@@ -210,6 +215,7 @@ void Proxy::Impl::loop() {
       }
     }
     run_timers();
+    if (sweep_wanted_ && now_ >= next_sweep_) sweep_buffers();
     // Output queued while handling the events goes out in one large write per session.
     while (!dirty_sessions_.empty()) {
       const std::uint64_t id = dirty_sessions_.back();
@@ -327,6 +333,19 @@ void Proxy::Impl::on_accept_mesh() {
   }
 }
 
+void Proxy::Impl::sweep_buffers() {
+  std::size_t holding = 0;
+  for (auto& [id, s] : sessions_) {
+    if (s->mux) holding += s->mux->release_idle_buffers();
+    if (s->wbuf.empty() && s->wbuf.capacity() > 0) {
+      std::vector<std::byte>().swap(s->wbuf);  // nothing to send since the last sweep
+      s->wpos = 0;
+    }
+  }
+  sweep_wanted_ = false;
+  if (holding > 0) want_sweep();
+}
+
 void Proxy::Impl::run_timers() {
   while (!timers_.empty() && timers_.begin()->at <= now_) {
     const Timer t = *timers_.begin();
@@ -381,6 +400,13 @@ ProxyStats Proxy::Impl::snapshot() {
   for (const auto& [id, c] : conns_) buffered += c->out_bytes + c->replay.size();
   for (const auto& [id, ss] : sessions_) buffered += ss->backlog();
   s.bytes_buffered = buffered;
+  std::uint64_t allocated = 0;
+  for (const auto& [id, c] : conns_) allocated += c->out.capacity() + c->replay.capacity();
+  for (const auto& [id, ss] : sessions_) {
+    allocated += ss->wbuf.capacity();
+    if (ss->mux) allocated += ss->mux->send_buffer_bytes();
+  }
+  s.buffer_bytes_allocated = allocated;
   s.connections_open = conns_.size();
   fill_routes(s);
   for (const auto& [name, u] : upstreams_) s.listening[name] = u.cfg.listen;

@@ -148,6 +148,7 @@ void Proxy::Impl::conn_read(Conn& c) {
   }
   c.last_activity = now_;
   mark_dirty(s->id);
+  want_sweep();
   if (n == 0) {
     c.read_eof = true;
     s->mux->shutdown_write(c.stream);

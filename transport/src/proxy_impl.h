@@ -52,6 +52,7 @@ inline constexpr std::size_t kMaxWaiting = 1024;             // conns waiting fo
 // at most this many sessions (each bounded by connect_timeout); more are closed at once.
 inline constexpr std::size_t kMaxHandshaking = 256;
 inline constexpr std::size_t kMaxIov = 64;
+inline constexpr Duration kBufferSweep = std::chrono::seconds(1);
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
 inline std::span<const std::byte> mesh_prologue() {
@@ -214,6 +215,16 @@ struct Proxy::Impl {
   std::map<std::uint64_t, std::string> upstream_ids_;
   std::map<std::string, std::map<std::string, InstanceState>> balance_;  // service -> node ->
   std::set<Timer> timers_;  // by deadline
+  // Streams' idle send queues are freed by a sweep every kBufferSweep while any may hold one.
+  bool sweep_wanted_ = false;
+  TimePoint next_sweep_{};
+  void want_sweep() {
+    if (!sweep_wanted_) {
+      sweep_wanted_ = true;
+      next_sweep_ = now_ + kBufferSweep;
+    }
+  }
+  void sweep_buffers();
   std::vector<std::uint64_t> dirty_sessions_;  // to flush at the end of the turn (few: no set)
   void mark_dirty(std::uint64_t id) {
     if (std::find(dirty_sessions_.begin(), dirty_sessions_.end(), id) == dirty_sessions_.end()) dirty_sessions_.push_back(id);

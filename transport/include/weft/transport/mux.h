@@ -103,6 +103,12 @@ class MuxSession {
   [[nodiscard]] std::span<std::byte> write_space(StreamId id, std::size_t n);
   // Takes the first `n` bytes of the last write_space() (n <= its size), as write() would.
   void commit_write(StreamId id, std::size_t n);
+  // Frees the send queue of every stream that has nothing queued and had nothing written since
+  // the last call (its room would otherwise stay allocated while the stream idles). Returns the
+  // number of streams still holding a queue.
+  std::size_t release_idle_buffers();
+  // Room allocated for the streams' send queues.
+  [[nodiscard]] std::size_t send_buffer_bytes() const;
   // FIN after the bytes already written.
   void shutdown_write(StreamId id);
   // RESET now: queued data is dropped and the stream forgotten. Unknown ids are ignored.
@@ -144,6 +150,7 @@ class MuxSession {
     std::size_t send_head = 0;
     std::size_t send_tail = 0;
     [[nodiscard]] std::size_t pending() const { return send_tail - send_head; }
+    bool written = false;  // since the last release_idle_buffers()
     bool fin_queued = false;    // shutdown_write called
     bool fin_sent = false;
     bool remote_fin = false;

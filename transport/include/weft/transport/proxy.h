@@ -147,6 +147,9 @@ struct ProxyStats {
   // socket, replay buffers, sealed and mux output not yet sent); bounded per connection by the
   // stream window whatever the speeds. Not monotonic.
   std::uint64_t bytes_buffered = 0;
+  // Current room allocated for those bytes (stream send queues, conn and session buffers): a
+  // stream idle for a sweep period (about 1 s) gives its send queue back. Not monotonic.
+  std::uint64_t buffer_bytes_allocated = 0;
 };
 
 class Proxy {
