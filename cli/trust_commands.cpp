@@ -90,7 +90,9 @@ void print_cert(const json& c) {
       {"not before:", c["not_before"].get<std::string>()},
       {"not after:", c["not_after"].get<std::string>()}};
   print_table(rows);
-  if (c.contains("verification")) {
+  if (!c.contains("verification")) {
+    std::printf("verified: not checked (give --operator-pub FILE)\n");
+  } else {
     const json& v = c["verification"];
     if (v["valid"].get<bool>()) {
       std::printf("verified: valid\n");

@@ -43,6 +43,9 @@ void check_cert(std::span<const std::byte> envelope) {
       if (!tr::check_trust_name("service", s)) fail("a decoded certificate has a bad service name");
     }
     if (c.not_after <= c.not_before) fail("a decoded certificate has an empty validity window");
+    if (tr::format_rfc3339(c.not_before).size() != 20 || tr::format_rfc3339(c.not_after).size() != 20) {
+      fail("a decoded certificate's times do not print as RFC 3339");
+    }
   }
   const tr::SignPublicKey trusted[] = {fixed_key().public_key()};
   auto v = tr::verify_cert(envelope, trusted, tr::UnixTime(std::chrono::seconds(1'800'000'000)), 300s);

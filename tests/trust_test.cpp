@@ -170,6 +170,16 @@ TEST(Trust, SignRefusesBadFields) {
   c.services.assign(kMaxCertServices + 1, "s");
   EXPECT_FALSE(sign_cert(c, op));
   c = sample_cert(id);
+  c.not_before = UnixTime(std::chrono::seconds(-1));
+  EXPECT_FALSE(sign_cert(c, op));
+  c = sample_cert(id);
+  c.not_after = UnixTime(std::chrono::seconds(kMaxCertUnixSeconds + 1));
+  EXPECT_FALSE(sign_cert(c, op));
+  c = sample_cert(id);
+  c.not_after = UnixTime(std::chrono::seconds(kMaxCertUnixSeconds));
+  EXPECT_TRUE(sign_cert(c, op));
+  EXPECT_EQ(format_rfc3339(c.not_after), "9999-12-31T23:59:59Z");
+  c = sample_cert(id);
   c.services.clear();  // no services is allowed: the node may serve and call nothing
   EXPECT_TRUE(sign_cert(c, op));
 }
@@ -330,6 +340,33 @@ TEST(Trust, MalformedBodiesAreMalformed) {
           for (int i = 0; i < 6; ++i) pk.pack_nil();
         }),
         "issuer is 3 bytes, want 8");
+  // Every field well-typed, but a time before 1970 (a negative msgpack integer).
+  auto full = [&](std::int64_t not_before, const std::string& node) {
+    return body_of([&](auto& pk) {
+      const std::string k32(32, 'k');
+      const IssuerId issuer = op.issuer();
+      pk.pack_array(9);
+      pk.pack_uint64(1);
+      pk.pack_uint64(9);
+      pk.pack_bin(8);
+      pk.pack_bin_body(reinterpret_cast<const char*>(issuer.data()), 8);
+      pk.pack(node);
+      pk.pack_bin(32);
+      pk.pack_bin_body(k32.data(), 32);
+      pk.pack_bin(32);
+      pk.pack_bin_body(k32.data(), 32);
+      pk.pack_array(0);
+      pk.pack_int64(not_before);
+      pk.pack_int64(1'900'000'000);
+    });
+  };
+  {
+    const auto good = full(1'700'000'000, "n");
+    EXPECT_TRUE(verify_cert(envelope(good, op.sign(context_and(good))), trusted, kNow, 0s));
+  }
+  check(full(-5, "n"), "outside 1970..9999");
+  check(full(1'700'000'000, "a b"), "may hold only");
+  check(full(1'700'000'000, std::string(129, 'x')), "not valid msgpack within the limits");
 }
 
 TEST(Trust, OperatorKeyFilesRoundTrip) {

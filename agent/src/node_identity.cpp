@@ -46,7 +46,7 @@ Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::s
 
 Result<std::string> write_node_pub(const std::string& data_dir, const transport::NodeIdentity& id) {
   const std::string path = data_dir + "/node.pub";
-  if (auto r = transport::replace_file(path, transport::encode_node_public(transport::public_keys(id)), 0644); !r) {
+  if (auto r = transport::replace_file(path, transport::encode_node_public(transport::public_keys(id)), 0600); !r) {
     return fail(r.error().message);
   }
   return path;

@@ -20,7 +20,8 @@ struct LoadedIdentity {
 [[nodiscard]] Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::string& db_path);
 
 // Writes DATA_DIR/node.pub (the public keys, armored; see transport/trust.h), replacing it
-// atomically. The same keys always give the same bytes.
+// atomically. The same keys always give the same bytes. Owner-only like everything the agent
+// makes in its data dir, although it holds only public keys.
 [[nodiscard]] Result<std::string> write_node_pub(const std::string& data_dir, const transport::NodeIdentity& id);
 
 }  // namespace weft::agent

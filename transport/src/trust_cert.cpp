@@ -27,6 +27,10 @@ Result<void> check_fields(const NodeCert& c) {
   for (const std::string& s : c.services) {
     if (auto r = check_trust_name("service", s); !r) return r;
   }
+  for (const UnixTime t : {c.not_before, c.not_after}) {
+    const auto s = t.time_since_epoch().count();
+    if (s < 0 || s > kMaxCertUnixSeconds) return fail("a validity time is outside 1970..9999");
+  }
   if (c.not_after <= c.not_before) return fail("not_after is not after not_before");
   return {};
 }

@@ -176,6 +176,12 @@ Result<OperatorKey> unlock_operator_secret(const OperatorSecretFile& file, std::
     seed = file.seed;
   } else {
     if (!passphrase) return fail("the operator secret key is passphrase-protected: give --passphrase-file");
+    // The struct is public: check what parse_operator_secret guarantees before libsodium reads it.
+    if (file.salt.size() != kSaltBytes || file.nonce.size() != kNonceBytes || file.sealed.size() != kSealedBytes ||
+        file.opslimit < crypto_pwhash_OPSLIMIT_MIN || file.opslimit > kMaxOpslimit ||
+        file.memlimit < crypto_pwhash_MEMLIMIT_MIN || file.memlimit > kMaxMemlimit) {
+      return fail("operator secret key: the passphrase parameters are damaged");
+    }
     std::array<unsigned char, crypto_secretbox_KEYBYTES> key{};
     if (crypto_pwhash(key.data(), key.size(), passphrase->data(), passphrase->size(),
                       reinterpret_cast<const unsigned char*>(file.salt.data()), file.opslimit,

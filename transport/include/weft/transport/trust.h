@@ -59,6 +59,9 @@ inline constexpr std::size_t kMaxArmoredBytes = 64 * 1024;  // a whole armored f
 inline constexpr std::size_t kMaxCertBytes = 16 * 1024;     // envelope bytes
 inline constexpr std::size_t kMaxCertServices = 256;
 inline constexpr std::size_t kMaxTrustNameBytes = 128;      // node and service names
+// Certificate times lie in [1970-01-01, 9999-12-31T23:59:59Z]: RFC 3339 can print them and no
+// arithmetic on them can overflow.
+inline constexpr std::int64_t kMaxCertUnixSeconds = 253'402'300'799;
 // Clock difference between the signer and the verifier that verify_cert callers tolerate.
 inline constexpr std::chrono::seconds kDefaultCertSkew{300};
 
