@@ -38,7 +38,8 @@ Command operator_command(CLI::App& parent) {
     std::string passphrase_file;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* app = parent.add_subcommand("operator", "The operator key that signs node certificates (keep it offline)");
+  CLI::App* app =
+      parent.add_subcommand("operator", "The operator key that signs node certificates (keep it offline)");
   app->require_subcommand(1);
   CLI::App* init = app->add_subcommand("init", "Create DIR/operator.key (owner-only) and DIR/operator.pub");
   init->add_option("--out", a->out, "Directory for the key files (created 0700 if missing)")->required();
@@ -47,8 +48,9 @@ Command operator_command(CLI::App& parent) {
   return Command{app, [a] {
                    auto r = agent::operator_init(a->out, a->passphrase_file);
                    if (!r) return failed(r.error().message);
-                   std::printf("operator key %s (secret, keep it offline)\npublic key   %s\nissuer       %s\n",
-                               r->key_path.c_str(), r->pub_path.c_str(), r->issuer.c_str());
+                   std::printf(
+                       "operator key %s (secret, keep it offline)\npublic key   %s\nissuer       %s\n",
+                       r->key_path.c_str(), r->pub_path.c_str(), r->issuer.c_str());
                    return kExitOk;
                  }};
 }
@@ -58,13 +60,14 @@ Command identity_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("identity", "This node's long-term keys");
   app->require_subcommand(1);
   CLI::App* init = app->add_subcommand(
-      "init", "Create the node's keys in DATA_DIR if absent (as `weft agent` does) and write DATA_DIR/node.pub");
+      "init",
+      "Create the node's keys in DATA_DIR if absent (as `weft agent` does) and write DATA_DIR/node.pub");
   init->add_option("--data-dir", *dir, "The agent's data directory (created 0700)")->required();
   return Command{app, [dir] {
                    auto r = agent::identity_init(*dir);
                    if (!r) return failed(r.error().message);
-                   std::printf("%s node keys, fingerprint %s\npublic keys %s\n", r->created ? "created" : "kept",
-                               r->fingerprint.c_str(), r->pub_path.c_str());
+                   std::printf("%s node keys, fingerprint %s\npublic keys %s\n",
+                               r->created ? "created" : "kept", r->fingerprint.c_str(), r->pub_path.c_str());
                    return kExitOk;
                  }};
 }
@@ -116,11 +119,14 @@ Command cert_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("cert", "Node certificates signed by the operator key");
   app->require_subcommand(1);
   CLI::App* sign = app->add_subcommand("sign", "Sign a certificate binding a node name to its public keys");
-  sign->add_option("--operator-key", a->sign.operator_key, "The operator's secret key file (operator.key)")->required();
-  sign->add_option("--passphrase-file", a->sign.passphrase_file, "File whose first line unlocks the operator key");
+  sign->add_option("--operator-key", a->sign.operator_key, "The operator's secret key file (operator.key)")
+      ->required();
+  sign->add_option("--passphrase-file", a->sign.passphrase_file,
+                   "File whose first line unlocks the operator key");
   sign->add_option("--node", a->sign.node, "The node's name (as its agent's --node)")->required();
   sign->add_option("--node-key", a->sign.node_key, "The node's public keys (DATA_DIR/node.pub)")->required();
-  sign->add_option("--service", a->sign.services, "A service the node may serve and call (repeatable; none: neither)");
+  sign->add_option("--service", a->sign.services,
+                   "A service the node may serve and call (repeatable; none: neither)");
   sign->add_option("--ttl", a->ttl, "How long the certificate is valid, like 24h (default 720h = 30 days)");
   sign->add_option("--out", a->sign.out, "The certificate file to write")->required();
   CLI::App* show = app->add_subcommand("show", "Print a certificate; with --operator-pub also verify it");
@@ -149,8 +155,8 @@ Command cert_command(CLI::App& parent) {
                      a->sign.now = wall_now();
                      auto r = agent::cert_sign(a->sign);
                      if (!r) return failed(r.error().message);
-                     std::printf("certificate %s: node %s, serial %s, issuer %s, valid until %s\n", a->sign.out.c_str(),
-                                 (*r)["node"].get<std::string>().c_str(),
+                     std::printf("certificate %s: node %s, serial %s, issuer %s, valid until %s\n",
+                                 a->sign.out.c_str(), (*r)["node"].get<std::string>().c_str(),
                                  std::to_string((*r)["serial"].get<std::uint64_t>()).c_str(),
                                  (*r)["issuer"].get<std::string>().c_str(),
                                  (*r)["not_after"].get<std::string>().c_str());
@@ -164,7 +170,8 @@ Command cert_command(CLI::App& parent) {
                      print_cert(*r);
                    }
                    // A certificate that does not verify is a failure for scripts, after it is shown.
-                   if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>()) return kExitFailure;
+                   if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>())
+                     return kExitFailure;
                    return kExitOk;
                  }};
 }

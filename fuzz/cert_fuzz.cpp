@@ -78,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::string_view label : {tr::kLabelOperatorSecret, tr::kLabelOperatorPublic, tr::kLabelNodePublic}) {
     const std::string armored = tr::armor(label, bytes);
     auto back = tr::unarmor(armored, label);
-    if (size > 0 && (!back || back->size() != size || !std::equal(back->begin(), back->end(), bytes.begin()))) {
+    if (size > 0 &&
+        (!back || back->size() != size || !std::equal(back->begin(), back->end(), bytes.begin()))) {
       fail("armor does not round-trip");
     }
     if (label == tr::kLabelOperatorSecret) check_secret(armored);

@@ -1,5 +1,7 @@
 // The trust root (transport/trust.h): armor, operator key files, node.pub, node certificates.
 
+#include "weft/transport/trust.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,8 +9,6 @@
 #include <cstdlib>
 #include <msgpack.hpp>
 #include <string>
-
-#include "weft/transport/trust.h"
 
 namespace {
 
@@ -107,7 +107,8 @@ TEST(Trust, ArmorRefusesGarbageTruncationAndTheWrongLabel) {
   EXPECT_FALSE(unarmor("hello world\n", kLabelCert));
   auto wrong = unarmor(text, kLabelOperatorPublic);
   ASSERT_FALSE(wrong);
-  EXPECT_NE(wrong.error().message.find("holds a WEFT NODE CERTIFICATE block, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos)
+  EXPECT_NE(wrong.error().message.find("holds a WEFT NODE CERTIFICATE block, not a WEFT OPERATOR PUBLIC KEY"),
+            std::string::npos)
       << wrong.error().message;
   // Truncated: no END line; and the base64 cut in the middle.
   const auto end_at = text.find("-----END");
@@ -389,7 +390,8 @@ TEST(Trust, OperatorKeyFilesRoundTrip) {
   // Each file is refused under another label.
   auto wrong = decode_operator_public(op.encode_secret(std::nullopt));
   ASSERT_FALSE(wrong);
-  EXPECT_NE(wrong.error().message.find("SECRET KEY block, not a WEFT OPERATOR PUBLIC KEY"), std::string::npos);
+  EXPECT_NE(wrong.error().message.find("SECRET KEY block, not a WEFT OPERATOR PUBLIC KEY"),
+            std::string::npos);
   EXPECT_FALSE(parse_operator_secret(op.encode_public()));
   EXPECT_FALSE(decode_node_public(op.encode_public()));
 }

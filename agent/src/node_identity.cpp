@@ -30,8 +30,8 @@ Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::s
   if (*stored) {
     const store::Identity& s = **stored;
     transport::NodeIdentity& id = out.id;
-    if (!from_bytes(s.sign_pk, id.sign_pk) || !from_bytes(s.sign_sk, id.sign_sk) || !from_bytes(s.kx_pk, id.kx_pk) ||
-        !from_bytes(s.kx_sk, id.kx_sk) || !id.check()) {
+    if (!from_bytes(s.sign_pk, id.sign_pk) || !from_bytes(s.sign_sk, id.sign_sk) ||
+        !from_bytes(s.kx_pk, id.kx_pk) || !from_bytes(s.kx_sk, id.kx_sk) || !id.check()) {
       return fail(db_path + ": the stored node identity is damaged");
     }
     return out;
@@ -46,7 +46,8 @@ Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::s
 
 Result<std::string> write_node_pub(const std::string& data_dir, const transport::NodeIdentity& id) {
   const std::string path = data_dir + "/node.pub";
-  if (auto r = transport::replace_file(path, transport::encode_node_public(transport::public_keys(id)), 0600); !r) {
+  if (auto r = transport::replace_file(path, transport::encode_node_public(transport::public_keys(id)), 0600);
+      !r) {
     return fail(r.error().message);
   }
   return path;

@@ -22,6 +22,7 @@ struct LoadedIdentity {
 // Writes DATA_DIR/node.pub (the public keys, armored; see transport/trust.h), replacing it
 // atomically. The same keys always give the same bytes. Owner-only like everything the agent
 // makes in its data dir, although it holds only public keys.
-[[nodiscard]] Result<std::string> write_node_pub(const std::string& data_dir, const transport::NodeIdentity& id);
+[[nodiscard]] Result<std::string> write_node_pub(const std::string& data_dir,
+                                                 const transport::NodeIdentity& id);
 
 }  // namespace weft::agent

@@ -154,13 +154,15 @@ Result<json> cert_sign(const CertSignRequest& req) {
   c.not_after = req.now + ttl;
   auto env = tr::sign_cert(c, *key);
   if (!env) return fail(env.error().message);
-  if (auto r = tr::replace_file(req.out, tr::armor_cert(*env), 0644); !r) return fail("--out " + r.error().message);
+  if (auto r = tr::replace_file(req.out, tr::armor_cert(*env), 0644); !r)
+    return fail("--out " + r.error().message);
   auto d = tr::decode_cert(*env);
   if (!d) return fail("the new certificate does not decode: " + d.error().message);  // never: a bug
   return cert_json(d->cert);
 }
 
-Result<json> cert_show(const std::string& cert_file, const std::vector<std::string>& operator_pubs, UnixSeconds now) {
+Result<json> cert_show(const std::string& cert_file, const std::vector<std::string>& operator_pubs,
+                       UnixSeconds now) {
   auto text = read_file(cert_file);
   if (!text) return fail(text.error().message);
   auto env = tr::unarmor_cert(*text);

@@ -76,8 +76,10 @@ TEST(TrustCli, OperatorIdentitySignShowEndToEnd) {
   EXPECT_EQ(issuer.size(), 16u) << init.out;
   EXPECT_EQ(mode_of(op + "/operator.key"), 0600u);
   EXPECT_EQ(mode_of(op), 0700u);
-  EXPECT_NE(slurp_file(op + "/operator.key").find("-----BEGIN WEFT OPERATOR SECRET KEY-----"), std::string::npos);
-  EXPECT_NE(slurp_file(op + "/operator.pub").find("-----BEGIN WEFT OPERATOR PUBLIC KEY-----"), std::string::npos);
+  EXPECT_NE(slurp_file(op + "/operator.key").find("-----BEGIN WEFT OPERATOR SECRET KEY-----"),
+            std::string::npos);
+  EXPECT_NE(slurp_file(op + "/operator.pub").find("-----BEGIN WEFT OPERATOR PUBLIC KEY-----"),
+            std::string::npos);
 
   // An existing key is never replaced.
   const std::string key_before = slurp_file(op + "/operator.key");
@@ -117,8 +119,8 @@ TEST(TrustCli, OperatorIdentitySignShowEndToEnd) {
 
   const std::string cert = t.path + "/n1.cert";
   RunResult sign = run({weft_bin(), "cert", "sign", "--operator-key", op + "/operator.key", "--node", "n1",
-                        "--node-key", data + "/node.pub", "--service", "web", "--service", "api", "--service", "web",
-                        "--ttl", "24h", "--out", cert});
+                        "--node-key", data + "/node.pub", "--service", "web", "--service", "api", "--service",
+                        "web", "--ttl", "24h", "--out", cert});
   ASSERT_EQ(sign.code, 0) << sign.out;
   EXPECT_NE(slurp_file(cert).find("-----BEGIN WEFT NODE CERTIFICATE-----"), std::string::npos);
 
@@ -149,7 +151,8 @@ TEST(TrustCli, OperatorIdentitySignShowEndToEnd) {
   json wrong = show_json({cert, "--operator-pub", other + "/operator.pub"}, 1);
   EXPECT_EQ(wrong["verification"]["valid"], false);
   EXPECT_EQ(wrong["verification"]["status"], "unknown issuer");
-  json both = show_json({cert, "--operator-pub", other + "/operator.pub", "--operator-pub", op + "/operator.pub"}, 0);
+  json both =
+      show_json({cert, "--operator-pub", other + "/operator.pub", "--operator-pub", op + "/operator.pub"}, 0);
   EXPECT_EQ(both["verification"]["valid"], true);
 
   // Human output names every field.
@@ -166,11 +169,17 @@ TEST(TrustCli, PassphraseProtectedOperatorKey) {
   std::ofstream(t.path + "/pass") << "open sesame\n";
   std::ofstream(t.path + "/wrong") << "open sesam\n";
   std::ofstream(t.path + "/empty") << "\n";
-  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", t.path + "/op", "--passphrase-file", t.path + "/pass"}, 60s).code, 0);
+  ASSERT_EQ(
+      run({weft_bin(), "operator", "init", "--out", t.path + "/op", "--passphrase-file", t.path + "/pass"},
+          60s)
+          .code,
+      0);
   ASSERT_EQ(run({weft_bin(), "identity", "init", "--data-dir", t.path + "/n"}).code, 0);
   auto sign = [&](std::vector<std::string> extra) {
-    std::vector<std::string> argv = {weft_bin(), "cert", "sign", "--operator-key", t.path + "/op/operator.key", "--node",
-                                     "n", "--node-key", t.path + "/n/node.pub", "--out", t.path + "/n.cert"};
+    std::vector<std::string> argv = {
+        weft_bin(),        "cert", "sign",       "--operator-key",       t.path + "/op/operator.key",
+        "--node",          "n",    "--node-key", t.path + "/n/node.pub", "--out",
+        t.path + "/n.cert"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run(argv, 60s);
   };
@@ -194,15 +203,16 @@ TEST(TrustCli, BadInputsFailWithOneLine) {
   const std::string pub = t.path + "/op/operator.pub";
   const std::string node = t.path + "/n/node.pub";
   auto sign = [&](const std::string& k, const std::string& nk, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {weft_bin(), "cert", "sign", "--operator-key", k, "--node", "n",
-                                     "--node-key", nk, "--out", t.path + "/c"};
+    std::vector<std::string> argv = {weft_bin(),   "cert", "sign",  "--operator-key", k, "--node", "n",
+                                     "--node-key", nk,     "--out", t.path + "/c"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run(argv);
   };
   // Missing files.
   expect_one_line_error(sign(t.path + "/missing.key", node), t.path + "/missing.key");
   expect_one_line_error(sign(key, t.path + "/missing.pub"), t.path + "/missing.pub");
-  expect_one_line_error(run({weft_bin(), "cert", "show", t.path + "/missing.cert"}), t.path + "/missing.cert");
+  expect_one_line_error(run({weft_bin(), "cert", "show", t.path + "/missing.cert"}),
+                        t.path + "/missing.cert");
   // Files of the wrong type.
   expect_one_line_error(sign(pub, node), "not a WEFT OPERATOR SECRET KEY");
   expect_one_line_error(sign(key, pub), "not a WEFT NODE PUBLIC KEYS");
@@ -212,7 +222,8 @@ TEST(TrustCli, BadInputsFailWithOneLine) {
                         "not a WEFT OPERATOR PUBLIC KEY");
   // Garbage and damage.
   std::ofstream(t.path + "/garbage") << "hello\n";
-  expect_one_line_error(run({weft_bin(), "cert", "show", t.path + "/garbage"}), "not a WEFT NODE CERTIFICATE");
+  expect_one_line_error(run({weft_bin(), "cert", "show", t.path + "/garbage"}),
+                        "not a WEFT NODE CERTIFICATE");
   std::string damaged = slurp_file(t.path + "/c");
   damaged[damaged.find('\n') + 10] = damaged[damaged.find('\n') + 10] == 'A' ? 'B' : 'A';
   std::ofstream(t.path + "/damaged") << damaged;

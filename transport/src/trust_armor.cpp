@@ -79,14 +79,15 @@ Result<void> check_trust_name(std::string_view what, std::string_view name) {
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
                     c == '_' || c == '-';
-    if (!ok) return fail(w + " name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
+    if (!ok)
+      return fail(w + " name '" + std::string(name) + "' may hold only letters, digits, '.', '_' and '-'");
   }
   return {};
 }
 
 std::string armor(std::string_view label, std::span<const std::byte> payload) {
-  const std::string b64 =
-      to_base64(std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
+  const std::string b64 = to_base64(
+      std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
   std::string out;
   out.reserve(b64.size() + b64.size() / kArmorColumns + 2 * label.size() + 40);
   out.append(kBegin).append(label).append(kDashes).append("\n");
@@ -131,8 +132,8 @@ Result<std::vector<std::byte>> unarmor(std::string_view text, std::string_view l
   std::vector<std::byte> out(b64.size() / 4 * 3 + 3);
   std::size_t n = 0;
   const char* end = nullptr;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(), b64.size(), nullptr,
-                        &n, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(), b64.size(),
+                        nullptr, &n, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
       end != b64.data() + b64.size()) {
     return fail(want + ": the base64 is damaged or truncated");
   }
@@ -192,14 +193,16 @@ Result<void> write_all(int fd, const std::string& path, std::string_view text) {
 }  // namespace
 
 Result<void> write_new_file(const std::string& path, std::string_view text, unsigned mode) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, static_cast<mode_t>(mode));
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, static_cast<mode_t>(mode));
   if (fd < 0) {
     if (errno == EEXIST) return fail(path + " exists; refusing to overwrite it");
     return fail(errno_text("cannot create " + path));
   }
   // The umask may have cleared bits of `mode`; a secret file must end up exactly as asked.
-  Result<void> r = ::fchmod(fd, static_cast<mode_t>(mode)) == 0 ? write_all(fd, path, text)
-                                                                 : Result<void>(fail(errno_text("chmod " + path)));
+  Result<void> r = ::fchmod(fd, static_cast<mode_t>(mode)) == 0
+                       ? write_all(fd, path, text)
+                       : Result<void>(fail(errno_text("chmod " + path)));
   ::close(fd);
   if (!r) ::unlink(path.c_str());
   return r;

@@ -22,7 +22,8 @@ Result<void> check_fields(const NodeCert& c) {
   if (c.version != kTrustFormatV1) return fail("version " + std::to_string(c.version) + " is not supported");
   if (auto r = check_trust_name("node", c.node); !r) return r;
   if (c.services.size() > kMaxCertServices) {
-    return fail(std::to_string(c.services.size()) + " services, the limit is " + std::to_string(kMaxCertServices));
+    return fail(std::to_string(c.services.size()) + " services, the limit is " +
+                std::to_string(kMaxCertServices));
   }
   for (const std::string& s : c.services) {
     if (auto r = check_trust_name("service", s); !r) return r;
@@ -108,7 +109,8 @@ Result<std::vector<std::byte>> sign_cert(NodeCert cert, const OperatorKey& key) 
   ep.pack_array(2);
   detail::pack_bin(ep, body_bytes);
   detail::pack_bin(ep, sig);
-  if (env.size() > kMaxCertBytes) return fail("certificate: larger than " + std::to_string(kMaxCertBytes) + " bytes");
+  if (env.size() > kMaxCertBytes)
+    return fail("certificate: larger than " + std::to_string(kMaxCertBytes) + " bytes");
   return detail::to_byte_vector(env);
 }
 
@@ -118,17 +120,23 @@ Result<std::vector<std::byte>> unarmor_cert(std::string_view text) { return unar
 
 const char* to_string(CertError e) {
   switch (e) {
-    case CertError::kMalformed: return "malformed";
-    case CertError::kUnknownIssuer: return "unknown issuer";
-    case CertError::kBadSignature: return "bad signature";
-    case CertError::kNotYetValid: return "not yet valid";
-    case CertError::kExpired: return "expired";
+    case CertError::kMalformed:
+      return "malformed";
+    case CertError::kUnknownIssuer:
+      return "unknown issuer";
+    case CertError::kBadSignature:
+      return "bad signature";
+    case CertError::kNotYetValid:
+      return "not yet valid";
+    case CertError::kExpired:
+      return "expired";
   }
   return "unknown";
 }
 
 Result<DecodedCert, CertFailure> decode_cert(std::span<const std::byte> envelope) {
-  if (envelope.size() > kMaxCertBytes) return malformed("larger than " + std::to_string(kMaxCertBytes) + " bytes");
+  if (envelope.size() > kMaxCertBytes)
+    return malformed("larger than " + std::to_string(kMaxCertBytes) + " bytes");
   detail::Unpacked u;
   if (auto r = detail::unpack_exact(envelope, "envelope", 2, 0, kMaxCertBytes, u); !r) {
     return malformed(r.error().message);
@@ -150,8 +158,9 @@ Result<DecodedCert, CertFailure> decode_cert(std::span<const std::byte> envelope
   return d;
 }
 
-Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope, std::span<const SignPublicKey> trusted,
-                                          UnixTime now, std::chrono::seconds skew) {
+Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope,
+                                          std::span<const SignPublicKey> trusted, UnixTime now,
+                                          std::chrono::seconds skew) {
   auto d = decode_cert(envelope);
   if (!d) return Unexpected<CertFailure>(d.error());
   const NodeCert& c = d->cert;
@@ -161,18 +170,23 @@ Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope, s
   for (const SignPublicKey& pk : trusted) {
     if (issuer_id(pk) != c.issuer) continue;
     issuer_known = true;
-    if (crypto_sign_verify_detached(d->sig.data(), reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
-                                    pk.data()) == 0) {
+    if (crypto_sign_verify_detached(d->sig.data(), reinterpret_cast<const unsigned char*>(msg.data()),
+                                    msg.size(), pk.data()) == 0) {
       signature_ok = true;
       break;
     }
   }
-  if (!issuer_known) return cert_fail(CertError::kUnknownIssuer, "issuer " + to_hex(c.issuer) + " is not a trusted operator key");
-  if (!signature_ok) return cert_fail(CertError::kBadSignature, "the signature does not verify with issuer " + to_hex(c.issuer));
+  if (!issuer_known)
+    return cert_fail(CertError::kUnknownIssuer,
+                     "issuer " + to_hex(c.issuer) + " is not a trusted operator key");
+  if (!signature_ok)
+    return cert_fail(CertError::kBadSignature,
+                     "the signature does not verify with issuer " + to_hex(c.issuer));
   if (now + skew < c.not_before) {
     return cert_fail(CertError::kNotYetValid, "not valid before " + format_rfc3339(c.not_before));
   }
-  if (now - skew >= c.not_after) return cert_fail(CertError::kExpired, "expired at " + format_rfc3339(c.not_after));
+  if (now - skew >= c.not_after)
+    return cert_fail(CertError::kExpired, "expired at " + format_rfc3339(c.not_after));
   return std::move(d->cert);
 }
 
@@ -181,7 +195,9 @@ bool cert_matches(const NodeCert& cert, const NodePublicKeys& keys) {
          sodium_memcmp(cert.kx_pk.data(), keys.kx_pk.data(), keys.kx_pk.size()) == 0;
 }
 
-bool cert_matches(const NodeCert& cert, const NodeIdentity& id) { return cert_matches(cert, public_keys(id)); }
+bool cert_matches(const NodeCert& cert, const NodeIdentity& id) {
+  return cert_matches(cert, public_keys(id));
+}
 
 void CertStats::count(const Result<NodeCert, CertFailure>& r) {
   if (r) {
@@ -189,11 +205,21 @@ void CertStats::count(const Result<NodeCert, CertFailure>& r) {
     return;
   }
   switch (r.error().kind) {
-    case CertError::kMalformed: ++malformed; break;
-    case CertError::kUnknownIssuer: ++unknown_issuer; break;
-    case CertError::kBadSignature: ++bad_signature; break;
-    case CertError::kNotYetValid: ++not_yet_valid; break;
-    case CertError::kExpired: ++expired; break;
+    case CertError::kMalformed:
+      ++malformed;
+      break;
+    case CertError::kUnknownIssuer:
+      ++unknown_issuer;
+      break;
+    case CertError::kBadSignature:
+      ++bad_signature;
+      break;
+    case CertError::kNotYetValid:
+      ++not_yet_valid;
+      break;
+    case CertError::kExpired:
+      ++expired;
+      break;
   }
 }
 

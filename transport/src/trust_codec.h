@@ -45,16 +45,18 @@ inline Result<void> unpack_exact(std::span<const std::byte> bytes, const char* w
 
 // The array `o` with `min_size`..`max_size` elements whose first element is the format version.
 inline Result<std::span<const msgpack::object>> versioned_array(const msgpack::object& o, const char* what,
-                                                                 std::uint32_t min_size, std::uint32_t max_size,
-                                                                 std::uint64_t version) {
+                                                                std::uint32_t min_size,
+                                                                std::uint32_t max_size,
+                                                                std::uint64_t version) {
   if (o.type != msgpack::type::ARRAY) return fail(std::string(what) + ": not a msgpack array");
   const std::uint32_t n = o.via.array.size;
   if (n == 0) return fail(std::string(what) + ": empty array");
   const msgpack::object& v = o.via.array.ptr[0];
-  if (v.type != msgpack::type::POSITIVE_INTEGER) return fail(std::string(what) + ": the format version is not a number");
+  if (v.type != msgpack::type::POSITIVE_INTEGER)
+    return fail(std::string(what) + ": the format version is not a number");
   if (v.via.u64 != version) {
-    return fail(std::string(what) + ": format version " + std::to_string(v.via.u64) + " is not supported (this weft reads " +
-                std::to_string(version) + ")");
+    return fail(std::string(what) + ": format version " + std::to_string(v.via.u64) +
+                " is not supported (this weft reads " + std::to_string(version) + ")");
   }
   if (n < min_size || n > max_size) {
     return fail(std::string(what) + ": " + std::to_string(n) + " fields, want " + std::to_string(min_size) +
@@ -67,16 +69,19 @@ template <std::size_t N>
 Result<void> read_fixed_bin(const msgpack::object& o, const char* what, std::array<unsigned char, N>& out) {
   if (o.type != msgpack::type::BIN) return fail(std::string(what) + " is not bytes");
   if (o.via.bin.size != N) {
-    return fail(std::string(what) + " is " + std::to_string(o.via.bin.size) + " bytes, want " + std::to_string(N));
+    return fail(std::string(what) + " is " + std::to_string(o.via.bin.size) + " bytes, want " +
+                std::to_string(N));
   }
   std::memcpy(out.data(), o.via.bin.ptr, N);
   return {};
 }
 
-inline Result<void> read_bin(const msgpack::object& o, const char* what, std::size_t want, std::vector<std::byte>& out) {
+inline Result<void> read_bin(const msgpack::object& o, const char* what, std::size_t want,
+                             std::vector<std::byte>& out) {
   if (o.type != msgpack::type::BIN) return fail(std::string(what) + " is not bytes");
   if (o.via.bin.size != want) {
-    return fail(std::string(what) + " is " + std::to_string(o.via.bin.size) + " bytes, want " + std::to_string(want));
+    return fail(std::string(what) + " is " + std::to_string(o.via.bin.size) + " bytes, want " +
+                std::to_string(want));
   }
   const auto* p = reinterpret_cast<const std::byte*>(o.via.bin.ptr);
   out.assign(p, p + want);
@@ -84,7 +89,8 @@ inline Result<void> read_bin(const msgpack::object& o, const char* what, std::si
 }
 
 inline Result<void> read_u64(const msgpack::object& o, const char* what, std::uint64_t& out) {
-  if (o.type != msgpack::type::POSITIVE_INTEGER) return fail(std::string(what) + " is not a non-negative integer");
+  if (o.type != msgpack::type::POSITIVE_INTEGER)
+    return fail(std::string(what) + " is not a non-negative integer");
   out = o.via.u64;
   return {};
 }

@@ -27,7 +27,9 @@ std::span<const std::byte> as_bytes(const msgpack::sbuffer& b) {
   return {reinterpret_cast<const std::byte*>(b.data()), b.size()};
 }
 
-std::string encode_with(std::string_view label, const msgpack::sbuffer& buf) { return armor(label, as_bytes(buf)); }
+std::string encode_with(std::string_view label, const msgpack::sbuffer& buf) {
+  return armor(label, as_bytes(buf));
+}
 
 Result<void> prefix(Result<void> r, const char* what) {
   if (r) return r;
@@ -46,7 +48,9 @@ IssuerId issuer_id(const SignPublicKey& operator_pk) {
 }
 
 KdfLimits KdfLimits::moderate() { return {crypto_pwhash_OPSLIMIT_MODERATE, crypto_pwhash_MEMLIMIT_MODERATE}; }
-KdfLimits KdfLimits::interactive() { return {crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE}; }
+KdfLimits KdfLimits::interactive() {
+  return {crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE};
+}
 
 OperatorKey OperatorKey::generate() {
   detail::ensure_sodium();
@@ -68,8 +72,8 @@ OperatorKey::~OperatorKey() { sodium_memzero(sk_.data(), sk_.size()); }
 
 Signature OperatorKey::sign(std::span<const std::byte> message) const {
   Signature sig{};
-  crypto_sign_detached(sig.data(), nullptr, reinterpret_cast<const unsigned char*>(message.data()), message.size(),
-                       sk_.data());
+  crypto_sign_detached(sig.data(), nullptr, reinterpret_cast<const unsigned char*>(message.data()),
+                       message.size(), sk_.data());
   return sig;
 }
 
@@ -136,24 +140,33 @@ Result<OperatorSecretFile> parse_operator_secret(std::string_view text) {
     const auto& a = *f;
     OperatorSecretFile s;
     std::uint64_t protection = 0;
-    if (auto r = prefix(detail::read_u64(a[1], "protection", protection), kWhat); !r) return fail(r.error().message);
-    if (auto r = prefix(detail::read_fixed_bin(a[2], "public key", s.pk), kWhat); !r) return fail(r.error().message);
+    if (auto r = prefix(detail::read_u64(a[1], "protection", protection), kWhat); !r)
+      return fail(r.error().message);
+    if (auto r = prefix(detail::read_fixed_bin(a[2], "public key", s.pk), kWhat); !r)
+      return fail(r.error().message);
     if (protection == kPlain) {
-      if (a.size() != 4) return fail(std::string(kWhat) + ": a plain key has 4 fields, not " + std::to_string(a.size()));
-      if (auto r = prefix(detail::read_fixed_bin(a[3], "seed", s.seed), kWhat); !r) return fail(r.error().message);
+      if (a.size() != 4)
+        return fail(std::string(kWhat) + ": a plain key has 4 fields, not " + std::to_string(a.size()));
+      if (auto r = prefix(detail::read_fixed_bin(a[3], "seed", s.seed), kWhat); !r)
+        return fail(r.error().message);
       return s;
     }
     if (protection != kArgon2idSecretbox) {
       return fail(std::string(kWhat) + ": protection " + std::to_string(protection) + " is unknown");
     }
     if (a.size() != 8) {
-      return fail(std::string(kWhat) + ": a passphrase-protected key has 8 fields, not " + std::to_string(a.size()));
+      return fail(std::string(kWhat) + ": a passphrase-protected key has 8 fields, not " +
+                  std::to_string(a.size()));
     }
     s.passphrase_protected = true;
-    if (auto r = prefix(detail::read_bin(a[3], "salt", kSaltBytes, s.salt), kWhat); !r) return fail(r.error().message);
-    if (auto r = prefix(detail::read_u64(a[4], "opslimit", s.opslimit), kWhat); !r) return fail(r.error().message);
-    if (auto r = prefix(detail::read_u64(a[5], "memlimit", s.memlimit), kWhat); !r) return fail(r.error().message);
-    if (auto r = prefix(detail::read_bin(a[6], "nonce", kNonceBytes, s.nonce), kWhat); !r) return fail(r.error().message);
+    if (auto r = prefix(detail::read_bin(a[3], "salt", kSaltBytes, s.salt), kWhat); !r)
+      return fail(r.error().message);
+    if (auto r = prefix(detail::read_u64(a[4], "opslimit", s.opslimit), kWhat); !r)
+      return fail(r.error().message);
+    if (auto r = prefix(detail::read_u64(a[5], "memlimit", s.memlimit), kWhat); !r)
+      return fail(r.error().message);
+    if (auto r = prefix(detail::read_bin(a[6], "nonce", kNonceBytes, s.nonce), kWhat); !r)
+      return fail(r.error().message);
     if (auto r = prefix(detail::read_bin(a[7], "sealed seed", kSealedBytes, s.sealed), kWhat); !r) {
       return fail(r.error().message);
     }
@@ -169,7 +182,8 @@ Result<OperatorSecretFile> parse_operator_secret(std::string_view text) {
   return out;
 }
 
-Result<OperatorKey> unlock_operator_secret(const OperatorSecretFile& file, std::optional<std::string_view> passphrase) {
+Result<OperatorKey> unlock_operator_secret(const OperatorSecretFile& file,
+                                           std::optional<std::string_view> passphrase) {
   detail::ensure_sodium();
   std::array<unsigned char, kSeedBytes> seed{};
   if (!file.passphrase_protected) {
@@ -177,9 +191,10 @@ Result<OperatorKey> unlock_operator_secret(const OperatorSecretFile& file, std::
   } else {
     if (!passphrase) return fail("the operator secret key is passphrase-protected: give --passphrase-file");
     // The struct is public: check what parse_operator_secret guarantees before libsodium reads it.
-    if (file.salt.size() != kSaltBytes || file.nonce.size() != kNonceBytes || file.sealed.size() != kSealedBytes ||
-        file.opslimit < crypto_pwhash_OPSLIMIT_MIN || file.opslimit > kMaxOpslimit ||
-        file.memlimit < crypto_pwhash_MEMLIMIT_MIN || file.memlimit > kMaxMemlimit) {
+    if (file.salt.size() != kSaltBytes || file.nonce.size() != kNonceBytes ||
+        file.sealed.size() != kSealedBytes || file.opslimit < crypto_pwhash_OPSLIMIT_MIN ||
+        file.opslimit > kMaxOpslimit || file.memlimit < crypto_pwhash_MEMLIMIT_MIN ||
+        file.memlimit > kMaxMemlimit) {
       return fail("operator secret key: the passphrase parameters are damaged");
     }
     std::array<unsigned char, crypto_secretbox_KEYBYTES> key{};
@@ -188,9 +203,9 @@ Result<OperatorKey> unlock_operator_secret(const OperatorSecretFile& file, std::
                       static_cast<std::size_t>(file.memlimit), crypto_pwhash_ALG_ARGON2ID13) != 0) {
       return fail("operator secret key: cannot derive the key (out of memory?)");
     }
-    const int rc = crypto_secretbox_open_easy(seed.data(), reinterpret_cast<const unsigned char*>(file.sealed.data()),
-                                              file.sealed.size(), reinterpret_cast<const unsigned char*>(file.nonce.data()),
-                                              key.data());
+    const int rc = crypto_secretbox_open_easy(
+        seed.data(), reinterpret_cast<const unsigned char*>(file.sealed.data()), file.sealed.size(),
+        reinterpret_cast<const unsigned char*>(file.nonce.data()), key.data());
     sodium_memzero(key.data(), key.size());
     if (rc != 0) return fail("wrong passphrase for the operator secret key (or the file is damaged)");
   }

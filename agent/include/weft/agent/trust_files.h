@@ -25,7 +25,8 @@ struct OperatorInitResult {
 };
 // Creates DIR (0700) if missing and a new operator key pair in it; refuses to replace an existing
 // DIR/operator.key. `passphrase_file` empty: the secret key is stored unencrypted.
-[[nodiscard]] Result<OperatorInitResult> operator_init(const std::string& dir, const std::string& passphrase_file);
+[[nodiscard]] Result<OperatorInitResult> operator_init(const std::string& dir,
+                                                       const std::string& passphrase_file);
 
 struct IdentityInitResult {
   std::string pub_path;     // DATA_DIR/node.pub
@@ -40,7 +41,7 @@ struct CertSignRequest {
   std::string operator_key;     // operator.key
   std::string passphrase_file;  // empty: none
   std::string node;
-  std::string node_key;         // node.pub
+  std::string node_key;  // node.pub
   std::vector<std::string> services;
   Duration ttl{};
   UnixSeconds now{};
@@ -53,7 +54,8 @@ struct CertSignRequest {
 // Every field of the certificate in CERT_FILE. With `operator_pubs`, also
 // "verification": {"valid": bool, "status": "valid" | "malformed" | "unknown issuer" |
 // "bad signature" | "not yet valid" | "expired", "reason": "..."} at `now`, with the default skew.
-[[nodiscard]] Result<nlohmann::json> cert_show(const std::string& cert_file, const std::vector<std::string>& operator_pubs,
+[[nodiscard]] Result<nlohmann::json> cert_show(const std::string& cert_file,
+                                               const std::vector<std::string>& operator_pubs,
                                                UnixSeconds now);
 
 }  // namespace weft::agent

@@ -58,7 +58,7 @@ inline constexpr std::string_view kLabelCert = "WEFT NODE CERTIFICATE";
 inline constexpr std::size_t kMaxArmoredBytes = 64 * 1024;  // a whole armored file
 inline constexpr std::size_t kMaxCertBytes = 16 * 1024;     // envelope bytes
 inline constexpr std::size_t kMaxCertServices = 256;
-inline constexpr std::size_t kMaxTrustNameBytes = 128;      // node and service names
+inline constexpr std::size_t kMaxTrustNameBytes = 128;  // node and service names
 // Certificate times lie in [1970-01-01, 9999-12-31T23:59:59Z]: RFC 3339 can print them and no
 // arithmetic on them can overflow.
 inline constexpr std::int64_t kMaxCertUnixSeconds = 253'402'300'799;
@@ -125,7 +125,7 @@ struct OperatorSecretFile {
   bool passphrase_protected = false;
   std::vector<std::byte> salt, nonce, sealed;  // protected only
   std::uint64_t opslimit = 0, memlimit = 0;
-  std::array<unsigned char, 32> seed{};        // plain only
+  std::array<unsigned char, 32> seed{};  // plain only
   OperatorSecretFile() = default;
   OperatorSecretFile(const OperatorSecretFile&) = default;
   OperatorSecretFile& operator=(const OperatorSecretFile&) = default;
