@@ -27,10 +27,11 @@ inline bool reference_input_trust(msgpack::type::object_type /*type*/, std::size
 
 // One msgpack value filling all of `bytes`, within the limits. `what` names it in errors.
 inline Result<void> unpack_exact(std::span<const std::byte> bytes, const char* what, std::size_t max_array,
-                                 std::size_t max_str, std::size_t max_bin, Unpacked& out) {
+                                 std::size_t max_str, std::size_t max_bin, Unpacked& out,
+                                 std::size_t max_depth = 3) {
   try {
     const msgpack::unpack_limit limits(/*array=*/max_array, /*map=*/0, /*str=*/max_str, /*bin=*/max_bin,
-                                       /*ext=*/0, /*depth=*/3);
+                                       /*ext=*/0, /*depth=*/max_depth);
     std::size_t off = 0;
     out.obj = msgpack::unpack(out.zone, reinterpret_cast<const char*>(bytes.data()), bytes.size(), off,
                               reference_input_trust, nullptr, limits);
