@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -35,6 +37,28 @@ constexpr auto kPersistDelay = std::chrono::milliseconds(200);
 constexpr auto kLeaveTimeout = std::chrono::seconds(3);
 constexpr std::size_t kMaxDatagram = 65536;
 constexpr std::size_t kMaxRejoinSeeds = 16;
+
+// Code and read-only data that only the start needed (argument and config parsing, schema
+// checks, the first joins) stay resident until memory runs short, and the kernel maps whole
+// 64 KiB neighbourhoods around every page touched. Once the agent has settled, ask it to drop
+// this process's clean file-backed pages (MADV_PAGEOUT: pages other processes map are kept);
+// what the idle loop needs comes back on first use. Best effort: errors are only logged.
+void page_out_file_mappings(spdlog::logger& log) {
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return;
+  char line[4096];
+  std::size_t ranges = 0;
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long lo = 0, hi = 0, offset = 0, inode = 0;
+    char perms[8] = {};
+    char dev[16] = {};
+    if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &offset, dev, &inode) != 6) continue;
+    if (inode == 0 || perms[1] == 'w') continue;  // anonymous, or written pages (data, relro)
+    if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT) == 0) ++ranges;
+  }
+  std::fclose(maps);
+  log.debug("paged_out_file_mappings ranges={}", ranges);
+}
 
 std::vector<std::byte> to_bytes(std::span<const unsigned char> s) {
   std::vector<std::byte> v(s.size());
@@ -501,6 +525,10 @@ int Agent::run() {
     if (now >= next_trim_) {
       // The join burst and state syncs leave freed heap behind: give it back to the system.
       ::malloc_trim(0);
+      if (!paged_out_startup_) {
+        paged_out_startup_ = true;
+        page_out_file_mappings(*log_);
+      }
       next_trim_ = now + kTrimEvery;
     }
     if (now >= next_rejoin_) rejoin_round(now);
