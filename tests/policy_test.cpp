@@ -9,6 +9,7 @@
 #include <msgpack.hpp>
 #include <string>
 
+#include "policy_toml.h"
 #include "weft/transport/trust.h"
 
 namespace {
@@ -287,6 +288,110 @@ TEST(Policy, RateTableIsBoundedAndEvictsTheLeastRecentlyUsed) {
   EXPECT_EQ(rl.size(), 3u);
   // A changed limit (new policy) resets the pair's bucket.
   EXPECT_TRUE(rl.admit("s999", "x", RateLimit{1, 2}, t0));
+}
+
+// ---- the TOML file (agent/policy_toml.h) ----
+
+const char* kToml = R"(cluster = "default"
+version = 2
+expires = "2027-01-01T00:00:00Z"
+default = "deny"
+[[rule]]
+from = "client"
+to = "web"
+action = "allow"
+rate = { per_second = 100, burst = 20 }
+connect_timeout = "2s"
+idle_timeout = "5m"
+retries = 2
+[[rule]]
+from = "*"
+to = "db"
+action = "shadow-deny"
+)";
+
+TEST(PolicyToml, ParsesEveryField) {
+  auto p = weft::agent::parse_policy_toml(kToml, "p.toml");
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  EXPECT_EQ(p->cluster, "default");
+  EXPECT_EQ(p->version, 2u);
+  ASSERT_TRUE(p->expires.has_value());
+  EXPECT_EQ(format_rfc3339(*p->expires), "2027-01-01T00:00:00Z");
+  EXPECT_EQ(p->default_action, PolicyAction::kDeny);
+  ASSERT_EQ(p->rules.size(), 2u);
+  EXPECT_EQ(p->rules[0].from, "client");
+  EXPECT_EQ(p->rules[0].to, "web");
+  EXPECT_EQ(p->rules[0].action, PolicyAction::kAllow);
+  EXPECT_EQ(p->rules[0].rate, (RateLimit{100, 20}));
+  EXPECT_EQ(p->rules[0].connect_timeout, std::optional<std::chrono::milliseconds>(2s));
+  EXPECT_EQ(p->rules[0].idle_timeout, std::optional<std::chrono::milliseconds>(5min));
+  EXPECT_EQ(p->rules[0].retries, std::optional<std::uint32_t>(2));
+  EXPECT_EQ(p->rules[1].from, "*");
+  EXPECT_EQ(p->rules[1].action, PolicyAction::kShadowDeny);
+  EXPECT_FALSE(p->rules[1].rate.has_value());
+  // A native TOML date-time works too; the default action is deny when not set.
+  auto q = weft::agent::parse_policy_toml(
+      "cluster = \"c\"\nversion = 1\nexpires = 2027-01-01T01:00:00+01:00\n", "q.toml");
+  ASSERT_TRUE(q.has_value()) << q.error().message;
+  EXPECT_EQ(format_rfc3339(*q->expires), "2027-01-01T00:00:00Z");
+  EXPECT_EQ(q->default_action, PolicyAction::kDeny);
+  EXPECT_TRUE(q->rules.empty());
+}
+
+TEST(PolicyToml, ErrorsNameTheFieldAndLine) {
+  struct Case {
+    std::string text;
+    std::vector<std::string> want;  // substrings of the one-line error
+  };
+  const std::string head = "cluster = \"default\"\nversion = 2\n";
+  const std::string rule = "[[rule]]\nfrom = \"a\"\nto = \"b\"\n";
+  const Case cases[] = {
+      {head + "defualt = \"allow\"\n", {"p.toml: line 3: defualt", "not a known key"}},
+      {head + rule + "action = \"allw\"\n", {"line 6", "rule 1: action", "'allw'"}},
+      {head + rule + "action = \"allow\"\nrate = { per_second = 0, burst = 1 }\n",
+       {"rule 1: rate.per_second"}},
+      {head + rule + "action = \"allow\"\nrate = { per_second = 5 }\n", {"rule 1: rate", "burst"}},
+      {head + rule + "action = \"allow\"\nrate = { per_second = 5, burst = 1, brust = 2 }\n", {"rate.brust"}},
+      {head + rule + "action = \"allow\"\nconnect_timeout = \"2 s\"\n", {"line 7", "connect_timeout"}},
+      {head + rule + "action = \"allow\"\nidle_timeout = \"48h\"\n", {"idle_timeout", "24h"}},
+      {head + rule + "action = \"allow\"\nretries = -1\n", {"retries"}},
+      {head + rule + "action = \"allow\"\nfrm = \"x\"\n", {"line 7", "rule 1: frm", "not a known key"}},
+      {head + "[[rule]]\nfrom = \"a\"\naction = \"deny\"\n", {"rule 1: 'to' is missing"}},
+      {head + rule + "action = \"allow\"\n" + "[[rule]]\nfrom = \"a b\"\nto = \"c\"\naction = \"deny\"\n",
+       {"line 8", "rule 2: from"}},
+      {head + "expires = \"2027-13-01T00:00:00Z\"\n", {"line 3", "expires"}},
+      {head + "expires = 2027-01-01T00:00:00\n", {"expires", "time zone"}},
+      {head + "default = \"maybe\"\n", {"line 3", "default", "'maybe'"}},
+      {"version = 2\n", {"'cluster' is missing"}},
+      {"cluster = \"default\"\n", {"'version' is missing"}},
+      {"cluster = \"default\"\nversion = 0\n", {"line 2", "version"}},
+      {"cluster = \"bad cluster\"\nversion = 1\n", {"line 1", "cluster"}},
+      {"cluster = \"default\"\nversion = \n", {"p.toml: line 2"}},
+      {head + "rule = 5\n", {"line 3", "rule"}},
+  };
+  for (const Case& c : cases) {
+    auto p = weft::agent::parse_policy_toml(c.text, "p.toml");
+    ASSERT_FALSE(p.has_value()) << c.text;
+    EXPECT_EQ(p.error().message.find('\n'), std::string::npos) << p.error().message;
+    for (const std::string& w : c.want) {
+      EXPECT_NE(p.error().message.find(w), std::string::npos)
+          << "want '" << w << "' in: " << p.error().message;
+    }
+  }
+}
+
+TEST(PolicyToml, SignedTomlVerifiesAndDecidesAsWritten) {
+  const OperatorKey op = OperatorKey::generate();
+  auto p = weft::agent::parse_policy_toml(kToml, "p.toml");
+  ASSERT_TRUE(p.has_value());
+  const auto env = signed_sample(op, *p);
+  const auto keys = trusted(op);
+  const UnixTime before_expiry{std::chrono::sys_days(std::chrono::year(2026) / 12 / 1)};
+  auto v = verify_policy(env, keys, "default", std::nullopt, before_expiry);
+  ASSERT_TRUE(v.has_value()) << v.error().message;
+  EXPECT_EQ(decide(*v, "client", "web").effective, PolicyAction::kAllow);
+  EXPECT_EQ(decide(*v, "client", "cache").effective, PolicyAction::kDeny);
+  EXPECT_TRUE(decide(*v, "x", "db").shadow_denied);
 }
 
 }  // namespace

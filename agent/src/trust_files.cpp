@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "node_identity.h"
+#include "operator_key_file.h"
 #include "paths.h"
 #include "weft/store/store.h"
 #include "weft/transport/trust.h"
@@ -114,6 +115,24 @@ Result<IdentityInitResult> identity_init(const std::string& data_dir) {
   return out;
 }
 
+Result<tr::OperatorKey> load_operator_key(const std::string& operator_key, const std::string& passphrase_file) {
+  auto key_text = read_file(operator_key);
+  if (!key_text) return fail("--operator-key " + key_text.error().message);
+  auto key_file = tr::parse_operator_secret(*key_text);
+  std::fill(key_text->begin(), key_text->end(), '\0');
+  if (!key_file) return fail("--operator-key " + operator_key + ": " + key_file.error().message);
+  std::optional<std::string> passphrase;
+  if (!passphrase_file.empty()) {
+    auto p = read_passphrase(passphrase_file);
+    if (!p) return fail(p.error().message);
+    passphrase = std::move(*p);
+  }
+  auto key = tr::unlock_operator_secret(*key_file, passphrase);
+  if (passphrase) std::fill(passphrase->begin(), passphrase->end(), '\0');
+  if (!key) return fail("--operator-key " + operator_key + ": " + key.error().message);
+  return key;
+}
+
 Result<json> cert_sign(const CertSignRequest& req) {
   if (auto r = tr::check_trust_name("node", req.node); !r) return fail("--node: " + r.error().message);
   for (const std::string& s : req.services) {
@@ -122,20 +141,8 @@ Result<json> cert_sign(const CertSignRequest& req) {
   const auto ttl = std::chrono::duration_cast<std::chrono::seconds>(req.ttl);
   if (ttl <= std::chrono::seconds(0)) return fail("--ttl must be at least 1s");
 
-  auto key_text = read_file(req.operator_key);
-  if (!key_text) return fail("--operator-key " + key_text.error().message);
-  auto key_file = tr::parse_operator_secret(*key_text);
-  std::fill(key_text->begin(), key_text->end(), '\0');
-  if (!key_file) return fail("--operator-key " + req.operator_key + ": " + key_file.error().message);
-  std::optional<std::string> passphrase;
-  if (!req.passphrase_file.empty()) {
-    auto p = read_passphrase(req.passphrase_file);
-    if (!p) return fail(p.error().message);
-    passphrase = std::move(*p);
-  }
-  auto key = tr::unlock_operator_secret(*key_file, passphrase);
-  if (passphrase) std::fill(passphrase->begin(), passphrase->end(), '\0');
-  if (!key) return fail("--operator-key " + req.operator_key + ": " + key.error().message);
+  auto key = load_operator_key(req.operator_key, req.passphrase_file);
+  if (!key) return fail(key.error().message);
 
   auto node_text = read_file(req.node_key);
   if (!node_text) return fail("--node-key " + node_text.error().message);
