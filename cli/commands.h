@@ -25,6 +25,6 @@ Command add_sim_command(CLI::App& parent);
 Command add_agent_command(CLI::App& parent);
 std::vector<Command> add_client_commands(CLI::App& parent);
 std::vector<Command> add_service_commands(CLI::App& parent);
-std::vector<Command> add_trust_commands(CLI::App& parent);  // operator, identity, cert
+std::vector<Command> add_trust_commands(CLI::App& parent);  // operator, identity, cert, policy
 
 }  // namespace weft::cli

@@ -1,6 +1,6 @@
 // The offline trust subcommands (issue 5): `weft operator init`, `weft identity init`,
-// `weft cert sign`, `weft cert show`. They work on files only (no agent needed); the file
-// handling is in weft/agent/trust_files.h, flags and rendering here.
+// `weft cert sign`, `weft cert show`, `weft policy sign`, `weft policy show FILE`. They work on files only
+// (no agent needed); the file handling is in weft/agent/trust_files.h, flags and rendering here.
 
 // GCC 12 reports a false "potential null pointer dereference" inside CLI11's inline string code.
 #pragma GCC diagnostic push
@@ -16,6 +16,7 @@
 #include "client.h"
 #include "commands.h"
 #include "weft/agent/config.h"
+#include "weft/agent/policy_files.h"
 #include "weft/agent/trust_files.h"
 
 namespace weft::cli {
@@ -176,10 +177,105 @@ Command cert_command(CLI::App& parent) {
                  }};
 }
 
+void print_policy(const json& p) {
+  std::vector<std::vector<std::string>> rows = {
+      {"cluster:", p["cluster"].get<std::string>()},
+      {"version:", std::to_string(p["version"].get<std::uint64_t>())},
+      {"expires:", p["expires"].is_null() ? "never" : p["expires"].get<std::string>()},
+      {"default:", p["default"].get<std::string>()},
+      {"signed:", p["signed"].get<bool>() ? "yes, issuer " + p["issuer"].get<std::string>() : "no (TOML)"}};
+  print_table(rows);
+  std::vector<std::vector<std::string>> rules = {
+      {"#", "FROM", "TO", "ACTION", "RATE", "CONNECT", "IDLE", "RETRIES"}};
+  std::size_t i = 0;
+  for (const json& r : p["rules"]) {
+    auto ms = [&](const char* k) {
+      return r.contains(k) ? std::to_string(r[k].get<std::int64_t>()) + "ms" : "-";
+    };
+    rules.push_back({std::to_string(++i), r["from"].get<std::string>(), r["to"].get<std::string>(),
+                     r["action"].get<std::string>(),
+                     r.contains("rate")
+                         ? std::to_string(r["rate"]["per_second"].get<std::uint32_t>()) + "/s burst " +
+                               std::to_string(r["rate"]["burst"].get<std::uint32_t>())
+                         : "-",
+                     ms("connect_timeout_ms"), ms("idle_timeout_ms"),
+                     r.contains("retries") ? std::to_string(r["retries"].get<std::uint32_t>()) : "-"});
+  }
+  if (i == 0) {
+    std::printf("rules: none (the default applies to every connection)\n");
+  } else {
+    print_table(rules);
+  }
+  if (!p.contains("verification")) {
+    if (p["signed"].get<bool>()) std::printf("verified: not checked (give --operator-pub FILE)\n");
+  } else {
+    const json& v = p["verification"];
+    if (v["valid"].get<bool>()) {
+      std::printf("verified: valid\n");
+    } else {
+      std::printf("verified: INVALID (%s): %s\n", v["status"].get<std::string>().c_str(),
+                  v["reason"].get<std::string>().c_str());
+    }
+  }
+}
+
+struct PolicyArgs {
+  agent::PolicySignRequest sign;
+  std::string show_file;
+  std::vector<std::string> operator_pubs;
+  std::string cluster;
+  bool json = false;
+};
+
+// `weft policy apply SIGNED` and `weft policy show` without a file need the agent (the next step
+// of issue 5): show already takes its file as optional so the no-file form can ask the agent.
+Command policy_command(CLI::App& parent) {
+  auto a = std::make_shared<PolicyArgs>();
+  CLI::App* app = parent.add_subcommand("policy", "Authorization policy signed by the operator key");
+  app->require_subcommand(1);
+  CLI::App* sign = app->add_subcommand("sign", "Check a TOML policy file and sign it");
+  sign->add_option("file", a->sign.file, "The TOML policy file")->required();
+  sign->add_option("--operator-key", a->sign.operator_key, "The operator's secret key file (operator.key)")
+      ->required();
+  sign->add_option("--passphrase-file", a->sign.passphrase_file,
+                   "File whose first line unlocks the operator key");
+  sign->add_option("--out", a->sign.out, "The signed policy file to write")->required();
+  CLI::App* show =
+      app->add_subcommand("show", "Print a signed or TOML policy file; with --operator-pub verify it");
+  show->add_option("file", a->show_file, "A signed policy or a TOML policy file");
+  show->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
+  show->add_option("--cluster", a->cluster, "Verify for this cluster name (default: the policy's own)");
+  show->add_flag("--json", a->json, "Print JSON");
+  return Command{
+      app, [a, sign] {
+        if (sign->parsed()) {
+          auto r = agent::policy_sign(a->sign);
+          if (!r) return failed(r.error().message);
+          std::printf("signed policy %s: cluster %s, version %s, %zu rules, default %s, issuer %s\n",
+                      a->sign.out.c_str(), (*r)["cluster"].get<std::string>().c_str(),
+                      std::to_string((*r)["version"].get<std::uint64_t>()).c_str(), (*r)["rules"].size(),
+                      (*r)["default"].get<std::string>().c_str(), (*r)["issuer"].get<std::string>().c_str());
+          return kExitOk;
+        }
+        if (a->show_file.empty())
+          return failed("policy show without a file needs the agent (not yet implemented)");
+        auto r = agent::policy_show(a->show_file, a->operator_pubs, a->cluster, wall_now());
+        if (!r) return failed(r.error().message);
+        if (a->json) {
+          print_json(*r);
+        } else {
+          print_policy(*r);
+        }
+        // A policy that does not verify is a failure for scripts, after it is shown.
+        if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>()) return kExitFailure;
+        return kExitOk;
+      }};
+}
+
 }  // namespace
 
 std::vector<Command> add_trust_commands(CLI::App& parent) {
-  return {operator_command(parent), identity_command(parent), cert_command(parent)};
+  return {operator_command(parent), identity_command(parent), cert_command(parent), policy_command(parent)};
 }
 
 }  // namespace weft::cli
