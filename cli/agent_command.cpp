@@ -28,6 +28,9 @@ Command add_agent_command(CLI::App& parent) {
   opt("--rpc", flags->rpc, "Path of the CLI socket (default: DATA_DIR/rpc.sock)");
   opt("--key-file", flags->key_file, "File with the cluster key in base64 (weft keygen)");
   opt("--config", flags->config, "TOML file with the same settings (flags win)");
+  app->add_option("--operator-pub", flags->operator_pubs,
+                  "Trusted operator public key file (repeatable; two during a root rotation); needs --cert");
+  opt("--cert", flags->cert, "This node's certificate (weft cert sign); needs --operator-pub");
   opt("--log-level", flags->log_level, "trace, debug, info, warn, error, critical or off");
   app->add_flag("--log-json", flags->log_json, "Log one JSON object per line");
   app->add_option("--tag", flags->tags, "KEY=VALUE tag spread with our membership (repeatable)");

@@ -160,6 +160,49 @@ balance = "round-robin"
   EXPECT_EQ(d->mesh_bind, expect);
 }
 
+// The trust root: operator_pub as one file or a list, cert; flags win; both or neither.
+TEST(AgentConfig, TrustRootFilesComeTogether) {
+  TomlFile one(R"(
+operator_pub = "/etc/weft/op.pub"
+cert = "/etc/weft/n.cert"
+)");
+  AgentFlags f = minimal();
+  f.config = one.path;
+  auto c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->operator_pubs, std::vector<std::string>{"/etc/weft/op.pub"});
+  EXPECT_EQ(c->cert_file, "/etc/weft/n.cert");
+  TomlFile two(R"(
+operator_pub = ["/a.pub", "/b.pub"]
+cert = "/n.cert"
+)");
+  f.config = two.path;
+  c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->operator_pubs, (std::vector<std::string>{"/a.pub", "/b.pub"}));
+  f.operator_pubs = {"/flag.pub"};
+  f.cert = "/flag.cert";
+  c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->operator_pubs, std::vector<std::string>{"/flag.pub"});
+  EXPECT_EQ(c->cert_file, "/flag.cert");
+
+  AgentFlags only_cert = minimal();
+  only_cert.cert = "/n.cert";
+  ASSERT_FALSE(resolve_config(only_cert));
+  EXPECT_NE(resolve_config(only_cert).error().message.find("--cert needs --operator-pub"), std::string::npos);
+  AgentFlags only_pub = minimal();
+  only_pub.operator_pubs = {"/op.pub"};
+  ASSERT_FALSE(resolve_config(only_pub));
+  EXPECT_NE(resolve_config(only_pub).error().message.find("--operator-pub needs --cert"), std::string::npos);
+  EXPECT_TRUE(resolve_config(minimal())->operator_pubs.empty());
+  TomlFile bad("operator_pub = 3\ncert = \"/n.cert\"\n");
+  AgentFlags fb = minimal();
+  fb.config = bad.path;
+  ASSERT_FALSE(resolve_config(fb));
+  EXPECT_NE(resolve_config(fb).error().message.find("'operator_pub'"), std::string::npos);
+}
+
 TEST(AgentConfig, BadInputNamesTheProblem) {
   struct Case {
     const char* toml;

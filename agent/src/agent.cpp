@@ -167,6 +167,14 @@ std::optional<int> Agent::start() {
   if (id->created) log_->info("identity created fingerprint={}", transport::fingerprint(identity_));
   // The public keys for `weft cert sign`, also while this agent holds the data dir's lock.
   if (auto r = write_node_pub(cfg_.data_dir, identity_); !r) return fail_start(r.error().message, 1);
+  if (!cfg_.operator_pubs.empty()) {
+    auto t = load_trust();
+    if (!t) return fail_start(t.error().message, 2);
+    trust_ = std::move(*t);
+    log_->info("certificate loaded serial={} issuer={} not_after={} services={}", trust_->cert.serial,
+               transport::to_hex(trust_->cert.issuer), transport::format_rfc3339(trust_->cert.not_after),
+               trust_->cert.services.size());
+  }
   if (auto old = store_.node_name(); old && *old && **old != cfg_.node) {
     log_->warn("node renamed old={} new={}", **old, cfg_.node);
   }

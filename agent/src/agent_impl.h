@@ -28,6 +28,7 @@
 #include "weft/transport/keyring.h"
 #include "weft/transport/proxy.h"
 #include "weft/transport/reliable.h"
+#include "weft/transport/trust.h"
 #include "weft/transport/udp.h"
 
 namespace spdlog {
@@ -149,6 +150,16 @@ class Agent {
   transport::ReliableChannel reliable_;
   transport::Keyring ring_;
   transport::NodeIdentity identity_;
+  // With a trust root configured (--operator-pub, --cert): the trusted operator keys and this
+  // node's verified certificate, as its exact bytes (forwarded as they are) and parsed.
+  struct Trust {
+    std::vector<transport::SignPublicKey> operators;
+    std::vector<std::byte> cert_envelope;
+    transport::NodeCert cert;
+  };
+  std::optional<Trust> trust_;
+  [[nodiscard]] Result<Trust> load_trust() const;
+  [[nodiscard]] nlohmann::json trust_json() const;
   store::Store store_;
   std::optional<gossip::Node> node_;
   zmq::socket_t rpc_;

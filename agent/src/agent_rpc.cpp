@@ -271,6 +271,7 @@ json Agent::info_json() const {
         {"failed", node_->count(gossip::MemberState::kFailed)},
         {"left", node_->count(gossip::MemberState::kLeft)}}},
       {"keys", key_ids_json()},
+      {"trust", trust_json()},
       {"stats",
        {{"gossip", gossip_stats},
         {"udp",

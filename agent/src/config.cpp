@@ -18,7 +18,8 @@ namespace {
 
 // Settings read from the file, before the flags are laid over them.
 struct FileSettings {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level, mesh_bind;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level, mesh_bind, cert;
+  std::vector<std::string> operator_pubs;
   std::vector<std::string> join;
   std::optional<bool> insecure_plaintext, log_json;
   std::map<std::string, std::string> tags;
@@ -183,7 +184,7 @@ Result<FileSettings> read_file(const std::string& path) {
   }
   static const char* const kKnown[] = {"node", "bind", "advertise", "join", "data_dir", "rpc", "key_file",
                                        "insecure_plaintext", "log_level", "log_json", "tags", "gossip", "service",
-                                       "upstream", "mesh_bind"};
+                                       "upstream", "mesh_bind", "operator_pub", "cert"};
   for (const auto& [k, v] : t) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k.str()) == std::end(kKnown)) {
       return fail(path + ": unknown setting '" + std::string(k.str()) + "' (" + where(v) + ")");
@@ -194,7 +195,7 @@ Result<FileSettings> read_file(const std::string& path) {
     std::optional<std::string>* out;
   } strings[] = {{"node", &s.node}, {"bind", &s.bind}, {"advertise", &s.advertise}, {"data_dir", &s.data_dir},
                  {"rpc", &s.rpc}, {"key_file", &s.key_file}, {"log_level", &s.log_level},
-                 {"mesh_bind", &s.mesh_bind}};
+                 {"mesh_bind", &s.mesh_bind}, {"cert", &s.cert}};
   for (auto& e : strings) {
     auto r = get_string(t, e.key, path);
     if (!r) return Unexpected<Error>(r.error());
@@ -211,6 +212,19 @@ Result<FileSettings> read_file(const std::string& path) {
     for (const toml::node& e : *a) {
       if (!e.is_string()) return fail(path + ": 'join' must hold strings (" + where(e) + ")");
       s.join.push_back(e.as_string()->get());
+    }
+  }
+  if (const toml::node* op = t.get("operator_pub")) {
+    const toml::array* a = op->as_array();
+    if (op->is_string()) {
+      s.operator_pubs.push_back(op->as_string()->get());
+    } else if (a == nullptr) {
+      return fail(path + ": 'operator_pub' must be a file name or an array of them (" + where(*op) + ")");
+    } else {
+      for (const toml::node& e : *a) {
+        if (!e.is_string()) return fail(path + ": 'operator_pub' must hold file names (" + where(e) + ")");
+        s.operator_pubs.push_back(e.as_string()->get());
+      }
     }
   }
   if (const toml::node* tg = t.get("tags")) {
@@ -383,6 +397,15 @@ Result<AgentConfig> resolve_config(const AgentFlags& flags) {
   if (c.rpc.size() > 100) return fail("--rpc: path longer than 100 bytes (unix sockets allow 107): " + c.rpc);
   if (auto k = pick(flags.key_file, f.key_file)) c.key_file = *k;
   c.insecure_plaintext = flags.insecure_plaintext || f.insecure_plaintext.value_or(false);
+  c.operator_pubs = flags.operator_pubs.empty() ? f.operator_pubs : flags.operator_pubs;
+  if (auto cert = pick(flags.cert, f.cert)) c.cert_file = *cert;
+  for (const std::string& p : c.operator_pubs) {
+    if (p.empty()) return fail("--operator-pub: empty file name");
+  }
+  if (c.operator_pubs.empty() != c.cert_file.empty()) {
+    return fail(c.cert_file.empty() ? "--operator-pub needs --cert FILE (this node's certificate)"
+                                    : "--cert needs --operator-pub FILE (the operator key that signed it)");
+  }
   c.log_json = flags.log_json || f.log_json.value_or(false);
   c.log_level = pick(flags.log_level, f.log_level).value_or("info");
   static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};

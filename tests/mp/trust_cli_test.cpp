@@ -241,3 +241,89 @@ TEST(TrustCli, BadInputsFailWithOneLine) {
 
 }  // namespace
 }  // namespace weft::mptest
+
+namespace weft::mptest {
+namespace {
+
+// `weft agent --operator-pub --cert`: the agent checks its own certificate before it says
+// anything, shows it in `weft info`, and refuses one that is for another node, for other keys,
+// from an untrusted operator, or given without a trust root (exit 2, one line in its log).
+TEST(TrustAgent, StartsWithItsOwnCertificateOnly) {
+  TempDir t;
+  TempDir keys;
+  write_key(keys, "key");
+  const std::string op = t.path + "/op";
+  const std::string other = t.path + "/other";
+  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", op}).code, 0);
+  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", other}).code, 0);
+  const std::string d1 = t.path + "/n1";
+  const std::string d2 = t.path + "/n2";
+  ASSERT_EQ(run({weft_bin(), "identity", "init", "--data-dir", d1}).code, 0);
+  ASSERT_EQ(run({weft_bin(), "identity", "init", "--data-dir", d2}).code, 0);
+  const auto sign = [&](const std::string& key_dir, const std::string& node, const std::string& pub,
+                        const std::string& out) {
+    RunResult r = run({weft_bin(), "cert", "sign", "--operator-key", key_dir + "/operator.key", "--node", node,
+                       "--node-key", pub, "--service", "web", "--ttl", "1h", "--out", out});
+    EXPECT_EQ(r.code, 0) << r.out;
+  };
+  const std::string c1 = t.path + "/n1.cert";
+  sign(op, "n1", d1 + "/node.pub", c1);
+  const std::string c1_keys_of_n2 = t.path + "/n1-with-n2-keys.cert";
+  sign(op, "n1", d2 + "/node.pub", c1_keys_of_n2);
+  const std::string c1_other_op = t.path + "/n1-other-operator.cert";
+  sign(other, "n1", d1 + "/node.pub", c1_other_op);
+  const std::string serial = show_json({c1}, 0)["serial"].dump();
+
+  {
+    AgentProc a("n1", addr_for(kTestNo, 1), d1);
+    a.start({"--key-file", keys.path + "/key", "--operator-pub", other + "/operator.pub", "--operator-pub",
+             op + "/operator.pub", "--cert", c1});
+    ASSERT_TRUE(a.wait_ready()) << a.log();
+    auto info = a.call("info");
+    ASSERT_TRUE(info);
+    const json& trust = (*info)["trust"];
+    ASSERT_TRUE(trust.is_object()) << info->dump();
+    EXPECT_EQ(trust["cert"]["serial"].dump(), serial);
+    EXPECT_EQ(trust["cert"]["services"], json({"web"}));
+    EXPECT_EQ(trust["operators"].size(), 2u);
+    a.signal(SIGTERM);
+    EXPECT_TRUE(a.wait_exit(10s));
+  }
+  {
+    AgentProc plain("n1", addr_for(kTestNo, 1), d1);  // no trust root: "trust" is null
+    plain.start({"--key-file", keys.path + "/key"});
+    ASSERT_TRUE(plain.wait_ready()) << plain.log();
+    auto info = plain.call("info");
+    ASSERT_TRUE(info);
+    EXPECT_TRUE((*info)["trust"].is_null()) << info->dump();
+    plain.signal(SIGTERM);
+    EXPECT_TRUE(plain.wait_exit(10s));
+  }
+  struct Bad {
+    std::string node, dir;
+    std::vector<std::string> extra;
+    std::string want;
+  };
+  const std::vector<Bad> bad = {
+      {"n2", d2, {"--operator-pub", op + "/operator.pub", "--cert", c1}, "is for node 'n1', not 'n2'"},
+      {"n1", d1, {"--operator-pub", op + "/operator.pub", "--cert", c1_keys_of_n2}, "other keys"},
+      {"n1", d1, {"--operator-pub", op + "/operator.pub", "--cert", c1_other_op}, "is not a trusted operator key"},
+      {"n1", d1, {"--cert", c1}, "--cert needs --operator-pub"},
+      {"n1", d1, {"--operator-pub", op + "/operator.pub"}, "--operator-pub needs --cert"},
+      {"n1", d1, {"--operator-pub", c1, "--cert", c1}, "--operator-pub"},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.want);
+    AgentProc a(b.node, addr_for(kTestNo, 2), b.dir);
+    std::vector<std::string> extra = {"--key-file", keys.path + "/key"};
+    extra.insert(extra.end(), b.extra.begin(), b.extra.end());
+    a.start(extra);
+    const auto code = a.wait_exit(10s);
+    ASSERT_TRUE(code.has_value()) << a.log();
+    EXPECT_EQ(*code, 2) << a.log();
+    EXPECT_NE(a.log().find(b.want), std::string::npos) << a.log();
+  }
+}
+
+}  // namespace
+}  // namespace weft::mptest

@@ -6,6 +6,7 @@
 //   join = ["10.0.0.1:7946"]    data_dir = "/var/lib/weft"   rpc = "/var/lib/weft/rpc.sock"
 //   key_file = "/etc/weft/key"  insecure_plaintext = false   log_level = "info"
 //   log_json = false            tags = { role = "web" }
+//   operator_pub = ["/etc/weft/operator.pub"]   cert = "/etc/weft/node.cert"   (issue 5)
 //   [gossip]                    # durations as "500ms", "1s", "2m", "24h"
 //   probe_interval = "1s"  probe_timeout = "500ms"  indirect_checks = 3  suspicion_mult = 2
 //   suspicion_max_mult = 6  suspicion_confirmations = 3  suspicion_min_floor = "6s"
@@ -54,6 +55,10 @@ struct AgentConfig {
   std::string rpc;          // ipc socket path; default <data_dir>/rpc.sock
   std::string key_file;
   bool insecure_plaintext = false;
+  // The trust root (issue 5): trusted operator public key files (two during a root rotation) and
+  // this node's certificate. Either both or neither.
+  std::vector<std::string> operator_pubs;
+  std::string cert_file;
   std::string log_level = "info";
   bool log_json = false;
   std::map<std::string, std::string> tags;
@@ -69,8 +74,9 @@ struct AgentConfig {
 
 // What the command line gave; unset fields fall back to the file, then to defaults.
 struct AgentFlags {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level, mesh_bind;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level, mesh_bind, cert;
   std::vector<std::string> join;
+  std::vector<std::string> operator_pubs;  // --operator-pub FILE (repeatable)
   std::vector<std::string> tags;  // KEY=VALUE
   bool insecure_plaintext = false;
   bool log_json = false;
