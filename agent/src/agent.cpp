@@ -60,19 +60,6 @@ void page_out_file_mappings(spdlog::logger& log) {
   log.debug("paged_out_file_mappings ranges={}", ranges);
 }
 
-std::vector<std::byte> to_bytes(std::span<const unsigned char> s) {
-  std::vector<std::byte> v(s.size());
-  std::memcpy(v.data(), s.data(), s.size());
-  return v;
-}
-
-template <std::size_t N>
-bool from_bytes(const std::vector<std::byte>& v, std::array<unsigned char, N>& out) {
-  if (v.size() != N) return false;
-  std::memcpy(out.data(), v.data(), N);
-  return true;
-}
-
 Result<std::vector<transport::Key>> read_key_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) return fail("--key-file " + path + ": " + std::strerror(errno));

@@ -6,23 +6,6 @@
 
 namespace weft::agent {
 
-namespace {
-
-std::vector<std::byte> to_bytes(std::span<const unsigned char> s) {
-  std::vector<std::byte> v(s.size());
-  std::memcpy(v.data(), s.data(), s.size());
-  return v;
-}
-
-template <std::size_t N>
-bool from_bytes(const std::vector<std::byte>& v, std::array<unsigned char, N>& out) {
-  if (v.size() != N) return false;
-  std::memcpy(out.data(), v.data(), N);
-  return true;
-}
-
-}  // namespace
-
 Result<LoadedIdentity> load_or_create_identity(store::Store& store, const std::string& db_path) {
   auto stored = store.identity();
   if (!stored) return fail(stored.error().message);

@@ -32,13 +32,6 @@ Result<void> check_timeout(const std::string& what, const std::optional<std::chr
   return {};
 }
 
-std::vector<std::byte> signed_message(std::span<const std::byte> body) {
-  std::vector<std::byte> m(kPolicyContext.size() + body.size());
-  std::memcpy(m.data(), kPolicyContext.data(), kPolicyContext.size());
-  if (!body.empty()) std::memcpy(m.data() + kPolicyContext.size(), body.data(), body.size());
-  return m;
-}
-
 void pack_opt_ms(msgpack::packer<msgpack::sbuffer>& pk, const std::optional<std::chrono::milliseconds>& t) {
   if (t)
     pk.pack_uint64(static_cast<std::uint64_t>(t->count()));
@@ -233,7 +226,7 @@ Result<std::vector<std::byte>> sign_policy(Policy p, const OperatorKey& key) {
       pk.pack_nil();
   }
   const std::span<const std::byte> body_bytes(reinterpret_cast<const std::byte*>(body.data()), body.size());
-  const Signature sig = key.sign(signed_message(body_bytes));
+  const Signature sig = key.sign(detail::signed_message(kPolicyContext, body_bytes));
   msgpack::sbuffer env;
   msgpack::packer<msgpack::sbuffer> ep(env);
   ep.pack_array(2);
@@ -278,24 +271,14 @@ Result<Policy, PolicyFailure> verify_policy(std::span<const std::byte> envelope,
   auto d = decode_policy(envelope);
   if (!d) return Unexpected<PolicyFailure>(d.error());
   const Policy& p = d->policy;
-  const std::vector<std::byte> msg = signed_message(d->body);
-  bool issuer_known = false;
-  bool signature_ok = false;
-  for (const SignPublicKey& pk : trusted) {
-    if (issuer_id(pk) != p.issuer) continue;
-    issuer_known = true;
-    if (crypto_sign_verify_detached(d->sig.data(), reinterpret_cast<const unsigned char*>(msg.data()),
-                                    msg.size(), pk.data()) == 0) {
-      signature_ok = true;
+  switch (detail::check_operator_signature(kPolicyContext, d->body, d->sig, p.issuer, trusted)) {
+    case detail::SignerCheck::kOk:
       break;
-    }
+    case detail::SignerCheck::kUnknownIssuer:
+      return policy_fail(PolicyError::kUnknownIssuer, "issuer " + to_hex(p.issuer) + " is not a trusted operator key");
+    case detail::SignerCheck::kBadSignature:
+      return policy_fail(PolicyError::kBadSignature, "the signature does not verify with issuer " + to_hex(p.issuer));
   }
-  if (!issuer_known)
-    return policy_fail(PolicyError::kUnknownIssuer,
-                       "issuer " + to_hex(p.issuer) + " is not a trusted operator key");
-  if (!signature_ok)
-    return policy_fail(PolicyError::kBadSignature,
-                       "the signature does not verify with issuer " + to_hex(p.issuer));
   if (p.cluster != cluster)
     return policy_fail(PolicyError::kWrongCluster,
                        "policy for cluster '" + p.cluster + "', this is '" + std::string(cluster) + "'");

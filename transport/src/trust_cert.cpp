@@ -36,13 +36,6 @@ Result<void> check_fields(const NodeCert& c) {
   return {};
 }
 
-std::vector<std::byte> signed_message(std::span<const std::byte> body) {
-  std::vector<std::byte> m(kCertContext.size() + body.size());
-  std::memcpy(m.data(), kCertContext.data(), kCertContext.size());
-  if (!body.empty()) std::memcpy(m.data() + kCertContext.size(), body.data(), body.size());
-  return m;
-}
-
 Result<NodeCert> decode_body(std::span<const std::byte> body) {
   static constexpr const char* kWhat = "body";
   detail::Unpacked u;
@@ -103,7 +96,7 @@ Result<std::vector<std::byte>> sign_cert(NodeCert cert, const OperatorKey& key) 
   pk.pack_int64(cert.not_after.time_since_epoch().count());
 
   const std::span<const std::byte> body_bytes(reinterpret_cast<const std::byte*>(body.data()), body.size());
-  const Signature sig = key.sign(signed_message(body_bytes));
+  const Signature sig = key.sign(detail::signed_message(kCertContext, body_bytes));
   msgpack::sbuffer env;
   msgpack::packer<msgpack::sbuffer> ep(env);
   ep.pack_array(2);
@@ -164,24 +157,14 @@ Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope,
   auto d = decode_cert(envelope);
   if (!d) return Unexpected<CertFailure>(d.error());
   const NodeCert& c = d->cert;
-  const std::vector<std::byte> msg = signed_message(d->body);
-  bool issuer_known = false;
-  bool signature_ok = false;
-  for (const SignPublicKey& pk : trusted) {
-    if (issuer_id(pk) != c.issuer) continue;
-    issuer_known = true;
-    if (crypto_sign_verify_detached(d->sig.data(), reinterpret_cast<const unsigned char*>(msg.data()),
-                                    msg.size(), pk.data()) == 0) {
-      signature_ok = true;
+  switch (detail::check_operator_signature(kCertContext, d->body, d->sig, c.issuer, trusted)) {
+    case detail::SignerCheck::kOk:
       break;
-    }
+    case detail::SignerCheck::kUnknownIssuer:
+      return cert_fail(CertError::kUnknownIssuer, "issuer " + to_hex(c.issuer) + " is not a trusted operator key");
+    case detail::SignerCheck::kBadSignature:
+      return cert_fail(CertError::kBadSignature, "the signature does not verify with issuer " + to_hex(c.issuer));
   }
-  if (!issuer_known)
-    return cert_fail(CertError::kUnknownIssuer,
-                     "issuer " + to_hex(c.issuer) + " is not a trusted operator key");
-  if (!signature_ok)
-    return cert_fail(CertError::kBadSignature,
-                     "the signature does not verify with issuer " + to_hex(c.issuer));
   if (now + skew < c.not_before) {
     return cert_fail(CertError::kNotYetValid, "not valid before " + format_rfc3339(c.not_before));
   }

@@ -9,6 +9,7 @@
 #include <msgpack.hpp>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "weft/base/result.h"
@@ -122,5 +123,17 @@ inline void pack_bin(msgpack::packer<msgpack::sbuffer>& pk, std::span<const std:
   pk.pack_bin(static_cast<std::uint32_t>(b.size()));
   pk.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<std::uint32_t>(b.size()));
 }
+
+// What an operator signature covers: a context string naming the kind of document, then the
+// exact body bytes.
+std::vector<std::byte> signed_message(std::string_view context, std::span<const std::byte> body);
+
+// The signature check shared by certificates and policies: `issuer` must be one of `trusted`
+// and `sig` must verify with it over context || body.
+enum class SignerCheck { kOk, kUnknownIssuer, kBadSignature };
+SignerCheck check_operator_signature(std::string_view context, std::span<const std::byte> body,
+                                     const std::array<unsigned char, 64>& sig,
+                                     const std::array<unsigned char, 8>& issuer,
+                                     std::span<const std::array<unsigned char, 32>> trusted);
 
 }  // namespace weft::transport::detail

@@ -260,4 +260,31 @@ Result<NodePublicKeys> decode_node_public(std::string_view text) {
   return k;
 }
 
+namespace detail {
+
+std::vector<std::byte> signed_message(std::string_view context, std::span<const std::byte> body) {
+  std::vector<std::byte> m(context.size() + body.size());
+  std::memcpy(m.data(), context.data(), context.size());
+  if (!body.empty()) std::memcpy(m.data() + context.size(), body.data(), body.size());
+  return m;
+}
+
+SignerCheck check_operator_signature(std::string_view context, std::span<const std::byte> body,
+                                     const Signature& sig, const IssuerId& issuer,
+                                     std::span<const SignPublicKey> trusted) {
+  const std::vector<std::byte> msg = signed_message(context, body);
+  SignerCheck result = SignerCheck::kUnknownIssuer;
+  for (const SignPublicKey& pk : trusted) {
+    if (issuer_id(pk) != issuer) continue;
+    if (crypto_sign_verify_detached(sig.data(), reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+                                    pk.data()) == 0) {
+      return SignerCheck::kOk;
+    }
+    result = SignerCheck::kBadSignature;
+  }
+  return result;
+}
+
+}  // namespace detail
+
 }  // namespace weft::transport
