@@ -92,6 +92,14 @@ void Proxy::set_routes(std::shared_ptr<const RouteTable> routes) {
   impl_->wake();
 }
 
+void Proxy::set_trust(std::shared_ptr<const ProxyTrust> trust) {
+  {
+    std::lock_guard lock(impl_->mu_);
+    impl_->shared_trust_ = std::move(trust);
+  }
+  impl_->wake();
+}
+
 namespace {
 
 // Queues `cmd` and waits for the proxy thread's answer; refused once the thread has stopped.

@@ -191,6 +191,7 @@ struct Proxy::Impl {
   std::mutex mu_;
   std::deque<std::unique_ptr<Command>> commands_;
   std::shared_ptr<const RouteTable> shared_routes_;
+  std::shared_ptr<const ProxyTrust> shared_trust_;
   bool stopped_ = false;  // the thread has left its loop: commands are refused
 
   // --- immutable after start ---

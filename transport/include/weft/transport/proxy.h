@@ -46,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,8 @@
 #include "weft/base/endpoint.h"
 #include "weft/base/result.h"
 #include "weft/base/time.h"
+#include "weft/transport/policy.h"
+#include "weft/transport/trust.h"
 
 namespace spdlog {
 class logger;
@@ -85,6 +88,33 @@ struct UpstreamConfig {
   std::string name;     // the destination service
   Endpoint listen;      // where local apps connect (normally 127.0.0.1:PORT)
   Balance balance = Balance::kPeakEwma;
+  // The local app's own service (`weft upstream add --as`): the source service policy decides
+  // on. Empty: anonymous, matched only by rules with from = "*". The agent checks that this
+  // node's certificate grants it before adding the upstream.
+  std::string as;
+};
+
+// With a trust root configured (issue 5): an immutable snapshot the agent hands to the proxy
+// (set_trust) when it starts and whenever the policy or the revocation list changes.
+//  - Every session handshake carries the sender's certificate envelope (msg1: the initiator's,
+//    msg2: the responder's). Each end verifies the peer's against `operators` (verify_cert with
+//    `skew`), and refuses it unless the certificate names the peer's node and the Noise static
+//    key the peer proved, and its (issuer, serial) is not in `revoked`.
+//  - Stream OPEN carries the source service; the responder refuses it unless the initiator's
+//    certificate grants that service and this node's grants the destination, then decide()s
+//    with `policy` and takes a token from the pair's RateLimiter bucket. The initiator decides
+//    too, when the app connects, and refuses early (RST) what the policy denies.
+//  - No policy (nullptr): certified peers and granted services only, every pair allowed.
+//  - A new snapshot re-checks the live sessions (revoked, expired) and streams (policy) and
+//    closes what is no longer allowed.
+// No snapshot (never set, or nullptr): no certificates are exchanged or checked and no policy
+// applies, as before issue 5.
+struct ProxyTrust {
+  std::vector<SignPublicKey> operators;
+  std::vector<std::byte> own_cert;   // this node's certificate envelope, byte for byte
+  std::set<std::pair<IssuerId, std::uint64_t>> revoked;  // (issuer, serial)
+  std::shared_ptr<const Policy> policy;
+  std::chrono::seconds skew = kDefaultCertSkew;
 };
 
 struct ProxyConfig {
@@ -164,6 +194,9 @@ class Proxy {
   // Thread-safe; takes effect for new connections at once. An instance that turned unhealthy
   // leaves the rotation at once (connections in flight to it are not cut).
   void set_routes(std::shared_ptr<const RouteTable> routes);
+  // Thread-safe; see ProxyTrust. Takes effect for new handshakes and streams at once, and the
+  // proxy re-checks the live ones within its next loop turn.
+  void set_trust(std::shared_ptr<const ProxyTrust> trust);
   // Thread-safe; blocks until the proxy thread has bound (or failed to bind) the listener.
   Result<void> add_upstream(const UpstreamConfig& u);
   Result<void> remove_upstream(const std::string& name);  // closes the listener; live connections finish
