@@ -226,15 +226,7 @@ Result<std::vector<std::byte>> sign_policy(Policy p, const OperatorKey& key) {
       pk.pack_nil();
   }
   const std::span<const std::byte> body_bytes(reinterpret_cast<const std::byte*>(body.data()), body.size());
-  const Signature sig = key.sign(detail::signed_message(kPolicyContext, body_bytes));
-  msgpack::sbuffer env;
-  msgpack::packer<msgpack::sbuffer> ep(env);
-  ep.pack_array(2);
-  detail::pack_bin(ep, body_bytes);
-  detail::pack_bin(ep, sig);
-  if (env.size() > kMaxPolicyBytes)
-    return fail("policy: larger than " + std::to_string(kMaxPolicyBytes) + " bytes");
-  return detail::to_byte_vector(env);
+  return detail::seal_envelope(kPolicyContext, body_bytes, key, kMaxPolicyBytes, "policy");
 }
 
 std::string armor_policy(std::span<const std::byte> envelope) { return armor(kLabelPolicy, envelope); }
@@ -242,27 +234,11 @@ std::string armor_policy(std::span<const std::byte> envelope) { return armor(kLa
 Result<std::vector<std::byte>> unarmor_policy(std::string_view text) { return unarmor(text, kLabelPolicy); }
 
 Result<DecodedPolicy, PolicyFailure> decode_policy(std::span<const std::byte> envelope) {
-  if (envelope.size() > kMaxPolicyBytes)
-    return malformed("larger than " + std::to_string(kMaxPolicyBytes) + " bytes");
-  detail::Unpacked u;
-  if (auto r = detail::unpack_exact(envelope, "envelope", 2, 0, kMaxPolicyBytes, u); !r) {
-    return malformed(r.error().message);
-  }
-  if (u.obj.type != msgpack::type::ARRAY || u.obj.via.array.size != 2) {
-    return malformed("the envelope is not [body, signature]");
-  }
-  const msgpack::object& body = u.obj.via.array.ptr[0];
-  if (body.type != msgpack::type::BIN) return malformed("the body is not bytes");
-  DecodedPolicy d;
-  if (auto r = detail::read_fixed_bin(u.obj.via.array.ptr[1], "signature", d.sig); !r) {
-    return malformed(r.error().message);
-  }
-  const auto* p = reinterpret_cast<const std::byte*>(body.via.bin.ptr);
-  d.body.assign(p, p + body.via.bin.size);
-  auto pol = decode_body(d.body);
+  auto e = detail::open_envelope(envelope, kMaxPolicyBytes);
+  if (!e) return malformed(e.error().message);
+  auto pol = decode_body(e->body);
   if (!pol) return malformed(pol.error().message);
-  d.policy = std::move(*pol);
-  return d;
+  return DecodedPolicy{std::move(*pol), std::move(e->body), e->sig};
 }
 
 Result<Policy, PolicyFailure> verify_policy(std::span<const std::byte> envelope,
@@ -271,13 +247,10 @@ Result<Policy, PolicyFailure> verify_policy(std::span<const std::byte> envelope,
   auto d = decode_policy(envelope);
   if (!d) return Unexpected<PolicyFailure>(d.error());
   const Policy& p = d->policy;
-  switch (detail::check_operator_signature(kPolicyContext, d->body, d->sig, p.issuer, trusted)) {
-    case detail::SignerCheck::kOk:
-      break;
-    case detail::SignerCheck::kUnknownIssuer:
-      return policy_fail(PolicyError::kUnknownIssuer, "issuer " + to_hex(p.issuer) + " is not a trusted operator key");
-    case detail::SignerCheck::kBadSignature:
-      return policy_fail(PolicyError::kBadSignature, "the signature does not verify with issuer " + to_hex(p.issuer));
+  if (const auto check = detail::check_operator_signature(kPolicyContext, d->body, d->sig, p.issuer, trusted);
+      check != detail::SignerCheck::kOk) {
+    return policy_fail(check == detail::SignerCheck::kUnknownIssuer ? PolicyError::kUnknownIssuer : PolicyError::kBadSignature,
+                       detail::signer_check_message(check, p.issuer));
   }
   if (p.cluster != cluster)
     return policy_fail(PolicyError::kWrongCluster,
@@ -297,7 +270,11 @@ void PolicyStats::count(const Result<Policy, PolicyFailure>& r) {
     ++accepted;
     return;
   }
-  switch (r.error().kind) {
+  count_error(r.error().kind);
+}
+
+void PolicyStats::count_error(PolicyError kind) {
+  switch (kind) {
     case PolicyError::kMalformed:
       ++malformed;
       break;

@@ -96,15 +96,7 @@ Result<std::vector<std::byte>> sign_cert(NodeCert cert, const OperatorKey& key) 
   pk.pack_int64(cert.not_after.time_since_epoch().count());
 
   const std::span<const std::byte> body_bytes(reinterpret_cast<const std::byte*>(body.data()), body.size());
-  const Signature sig = key.sign(detail::signed_message(kCertContext, body_bytes));
-  msgpack::sbuffer env;
-  msgpack::packer<msgpack::sbuffer> ep(env);
-  ep.pack_array(2);
-  detail::pack_bin(ep, body_bytes);
-  detail::pack_bin(ep, sig);
-  if (env.size() > kMaxCertBytes)
-    return fail("certificate: larger than " + std::to_string(kMaxCertBytes) + " bytes");
-  return detail::to_byte_vector(env);
+  return detail::seal_envelope(kCertContext, body_bytes, key, kMaxCertBytes, "certificate");
 }
 
 std::string armor_cert(std::span<const std::byte> envelope) { return armor(kLabelCert, envelope); }
@@ -128,27 +120,11 @@ const char* to_string(CertError e) {
 }
 
 Result<DecodedCert, CertFailure> decode_cert(std::span<const std::byte> envelope) {
-  if (envelope.size() > kMaxCertBytes)
-    return malformed("larger than " + std::to_string(kMaxCertBytes) + " bytes");
-  detail::Unpacked u;
-  if (auto r = detail::unpack_exact(envelope, "envelope", 2, 0, kMaxCertBytes, u); !r) {
-    return malformed(r.error().message);
-  }
-  if (u.obj.type != msgpack::type::ARRAY || u.obj.via.array.size != 2) {
-    return malformed("the envelope is not [body, signature]");
-  }
-  const msgpack::object& body = u.obj.via.array.ptr[0];
-  if (body.type != msgpack::type::BIN) return malformed("the body is not bytes");
-  DecodedCert d;
-  if (auto r = detail::read_fixed_bin(u.obj.via.array.ptr[1], "signature", d.sig); !r) {
-    return malformed(r.error().message);
-  }
-  const auto* p = reinterpret_cast<const std::byte*>(body.via.bin.ptr);
-  d.body.assign(p, p + body.via.bin.size);
-  auto c = decode_body(d.body);
+  auto e = detail::open_envelope(envelope, kMaxCertBytes);
+  if (!e) return malformed(e.error().message);
+  auto c = decode_body(e->body);
   if (!c) return malformed(c.error().message);
-  d.cert = std::move(*c);
-  return d;
+  return DecodedCert{std::move(*c), std::move(e->body), e->sig};
 }
 
 Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope,
@@ -157,13 +133,10 @@ Result<NodeCert, CertFailure> verify_cert(std::span<const std::byte> envelope,
   auto d = decode_cert(envelope);
   if (!d) return Unexpected<CertFailure>(d.error());
   const NodeCert& c = d->cert;
-  switch (detail::check_operator_signature(kCertContext, d->body, d->sig, c.issuer, trusted)) {
-    case detail::SignerCheck::kOk:
-      break;
-    case detail::SignerCheck::kUnknownIssuer:
-      return cert_fail(CertError::kUnknownIssuer, "issuer " + to_hex(c.issuer) + " is not a trusted operator key");
-    case detail::SignerCheck::kBadSignature:
-      return cert_fail(CertError::kBadSignature, "the signature does not verify with issuer " + to_hex(c.issuer));
+  if (const auto check = detail::check_operator_signature(kCertContext, d->body, d->sig, c.issuer, trusted);
+      check != detail::SignerCheck::kOk) {
+    return cert_fail(check == detail::SignerCheck::kUnknownIssuer ? CertError::kUnknownIssuer : CertError::kBadSignature,
+                     detail::signer_check_message(check, c.issuer));
   }
   if (now + skew < c.not_before) {
     return cert_fail(CertError::kNotYetValid, "not valid before " + format_rfc3339(c.not_before));

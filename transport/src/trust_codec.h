@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "weft/base/result.h"
+#include "weft/transport/trust.h"
 
 namespace weft::transport::detail {
 
@@ -135,5 +136,22 @@ SignerCheck check_operator_signature(std::string_view context, std::span<const s
                                      const std::array<unsigned char, 64>& sig,
                                      const std::array<unsigned char, 8>& issuer,
                                      std::span<const std::array<unsigned char, 32>> trusted);
+
+// The message for a failed check (not kOk): "issuer ... is not a trusted operator key" or "the
+// signature does not verify with issuer ...".
+std::string signer_check_message(SignerCheck check, const std::array<unsigned char, 8>& issuer);
+
+// The envelope [body:bin, sig:bin64] every signed document is stored and forwarded as.
+struct Envelope {
+  std::vector<std::byte> body;  // the exact signed bytes
+  std::array<unsigned char, 64> sig{};
+};
+// Signs context || body with `key` and packs the envelope; `what` names the document in the
+// error when the envelope exceeds max_bytes.
+Result<std::vector<std::byte>> seal_envelope(std::string_view context, std::span<const std::byte> body,
+                                             const OperatorKey& key, std::size_t max_bytes, const char* what);
+// Splits an envelope (at most max_bytes) without checking the signature; the error names the
+// problem (the caller prefixes "malformed <document>: ").
+Result<Envelope> open_envelope(std::span<const std::byte> envelope, std::size_t max_bytes);
 
 }  // namespace weft::transport::detail

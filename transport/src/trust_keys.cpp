@@ -285,6 +285,39 @@ SignerCheck check_operator_signature(std::string_view context, std::span<const s
   return result;
 }
 
+std::string signer_check_message(SignerCheck check, const IssuerId& issuer) {
+  if (check == SignerCheck::kUnknownIssuer) return "issuer " + to_hex(issuer) + " is not a trusted operator key";
+  return "the signature does not verify with issuer " + to_hex(issuer);
+}
+
+Result<std::vector<std::byte>> seal_envelope(std::string_view context, std::span<const std::byte> body,
+                                             const OperatorKey& key, std::size_t max_bytes, const char* what) {
+  const Signature sig = key.sign(signed_message(context, body));
+  msgpack::sbuffer env;
+  msgpack::packer<msgpack::sbuffer> ep(env);
+  ep.pack_array(2);
+  pack_bin(ep, body);
+  pack_bin(ep, sig);
+  if (env.size() > max_bytes) return fail(std::string(what) + ": larger than " + std::to_string(max_bytes) + " bytes");
+  return to_byte_vector(env);
+}
+
+Result<Envelope> open_envelope(std::span<const std::byte> envelope, std::size_t max_bytes) {
+  if (envelope.size() > max_bytes) return fail("larger than " + std::to_string(max_bytes) + " bytes");
+  Unpacked u;
+  if (auto r = unpack_exact(envelope, "envelope", 2, 0, max_bytes, u); !r) return fail(r.error().message);
+  if (u.obj.type != msgpack::type::ARRAY || u.obj.via.array.size != 2) {
+    return fail("the envelope is not [body, signature]");
+  }
+  const msgpack::object& body = u.obj.via.array.ptr[0];
+  if (body.type != msgpack::type::BIN) return fail("the body is not bytes");
+  Envelope e;
+  if (auto r = read_fixed_bin(u.obj.via.array.ptr[1], "signature", e.sig); !r) return fail(r.error().message);
+  const auto* p = reinterpret_cast<const std::byte*>(body.via.bin.ptr);
+  e.body.assign(p, p + body.via.bin.size);
+  return e;
+}
+
 }  // namespace detail
 
 }  // namespace weft::transport

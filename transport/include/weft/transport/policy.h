@@ -144,6 +144,7 @@ struct PolicyStats {
   std::uint64_t not_newer = 0;
   std::uint64_t expired = 0;
   void count(const Result<Policy, PolicyFailure>& r);
+  void count_error(PolicyError kind);  // revocation lists share these counters' kinds
 };
 
 // ---- decision ----
