@@ -190,12 +190,18 @@ void Proxy::Impl::loop() {
       const int sweep_ms = ms <= 0 ? 0 : static_cast<int>(std::min<long long>(ms, 60'000));
       timeout_ms = timeout_ms < 0 ? sweep_ms : std::min(timeout_ms, sweep_ms);
     }
+    if (trust_ && !sessions_.empty()) {  // peers' certificates expire while their sessions are up
+      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next_cert_check_ - Clock::now()).count();
+      const int check_ms = ms <= 0 ? 0 : static_cast<int>(std::min<long long>(ms, 60'000));
+      timeout_ms = timeout_ms < 0 ? check_ms : std::min(timeout_ms, check_ms);
+    }
     const int n = ::epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), timeout_ms);
     now_ = Clock::now();
     {
       std::lock_guard lock(mu_);
       routes_ = shared_routes_;
     }
+    refresh_trust();  // a new snapshot re-checks the live sessions and connections
     for (int i = 0; i < n; ++i) {
       const std::uint64_t tok = evs[static_cast<std::size_t>(i)].data.u64;
       const std::uint32_t events = evs[static_cast<std::size_t>(i)].events;
@@ -224,6 +230,10 @@ void Proxy::Impl::loop() {
     }
     run_timers();
     if (sweep_wanted_ && now_ >= next_sweep_) sweep_buffers();
+    if (trust_ && now_ >= next_cert_check_) {
+      next_cert_check_ = now_ + kCertCheck;
+      check_cert_expiry();
+    }
     // Output queued while handling the events goes out in one large write per session.
     while (!dirty_sessions_.empty()) {
       const std::uint64_t id = dirty_sessions_.back();
@@ -290,19 +300,31 @@ void Proxy::Impl::do_remove_upstream(const std::string& name) {
 void Proxy::Impl::on_accept_app(Upstream& u) {
   // accept4 below may take connections made after this turn's epoll_wait returned, so after a
   // set_routes that the turn's snapshot missed: "takes effect for new connections at once".
+  // The same for set_trust.
   {
     std::lock_guard lock(mu_);
     routes_ = shared_routes_;
   }
+  refresh_trust();
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
     const int fd = ::accept4(u.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE...): try at the next event
+    // The initiator refuses early what the policy (or our certificate) does not allow: RST at
+    // once, no session dialled. Counted as a connection that failed.
+    if (trust_ && !admit(Side::kInitiator, u.cfg.as, u.cfg.name, {}, nullptr)) {
+      auto& tc = stats_.upstreams[u.cfg.name];
+      ++tc.connections;
+      ++tc.failures;
+      close_with_reset(fd);
+      continue;
+    }
     set_nodelay(fd);
     auto c = std::make_unique<Conn>();
     c->id = new_id();
     c->fd = fd;
     c->client = true;
     c->name = u.cfg.name;
+    c->from = u.cfg.as;
     c->last_activity = now_;
     Conn& ref = *c;
     conns_[c->id] = std::move(c);

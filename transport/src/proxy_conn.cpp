@@ -31,7 +31,17 @@ TrafficCounters& Proxy::Impl::counters(const Conn& c) {
 }
 
 void Proxy::Impl::conn_start_stream(Conn& c, Session& s) {
-  auto id = s.mux->open_stream(encode_open(c.name));
+  // With a trust root the peer must be certified to serve the service; if not, that instance
+  // counts as failed and another is tried.
+  if (trust_ && (!s.peer_cert || std::find(s.peer_cert->services.begin(), s.peer_cert->services.end(), c.name) ==
+                                     s.peer_cert->services.end())) {
+    count_policy(c.from, c.name, &PolicyCounters::not_granted);
+    log_policy("policy_not_granted", Side::kInitiator, c.from, c.name, s.node, "peer_grant");
+    c.session = 0;
+    conn_session_failed(c);
+    return;
+  }
+  auto id = s.mux->open_stream(encode_open(c.name, c.from));
   if (!id) {  // stream limit, or the session goes away: try another instance
     c.session = 0;
     conn_session_failed(c);
@@ -55,7 +65,15 @@ void Proxy::Impl::conn_start_stream(Conn& c, Session& s) {
 }
 
 void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std::byte> payload) {
-  auto service = decode_open(payload);
+  auto open = decode_open_request(payload);
+  // With a trust root: authorization before routing (a denied caller learns nothing about which
+  // services are here), and not retried elsewhere by the initiator.
+  if (open && trust_ && !admit(Side::kResponder, open->from, open->service, s.node, s.peer_cert ? &*s.peer_cert : nullptr)) {
+    ++stats_.streams_refused;
+    s.mux->reset(id, ResetReason::kPolicyDenied);
+    return;
+  }
+  const std::string* service = open ? &open->service : nullptr;
   std::optional<std::uint16_t> port;
   if (service && routes_) {
     if (auto it = routes_->local_services.find(*service); it != routes_->local_services.end()) port = it->second;
@@ -81,6 +99,7 @@ void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std:
   c->connecting = true;
   c->name = *service;
   c->node = s.node;
+  c->from = open->from;
   c->session = s.id;
   c->stream = id;
   c->last_activity = now_;

@@ -1,7 +1,9 @@
 // The session handshake (proxy.h): message 1 with the initiator's hello, message 2 with the
 // responder's choice, each framed as [u16 big-endian length][Noise message]; then the record
 // keys from split() and the multiplexer. Every refusal is counted in handshakes_failed and
-// kills the session (its waiting conns are retried elsewhere).
+// kills the session (its waiting conns are retried elsewhere). With a trust root (ProxyTrust)
+// both messages carry the sender's certificate, and each end checks the other's
+// (check_peer_cert, proxy_trust.cpp) instead of the gossiped key.
 
 #include <algorithm>
 #include <spdlog/spdlog.h>
@@ -29,7 +31,9 @@ void Proxy::Impl::session_connected(Session& s) {
     kill_session(s, "connect_failed");
     return;
   }
-  auto msg = s.hs->write_message(encode_hello({cfg_.node, offered_ciphers()}));
+  Hello hello{cfg_.node, offered_ciphers(), {}};
+  if (trust_) hello.cert = trust_->own_cert;
+  auto msg = s.hs->write_message(encode_hello(hello));
   if (!msg) {
     ++stats_.handshakes_failed;
     kill_session(s, "handshake_write");
@@ -46,9 +50,9 @@ bool Proxy::Impl::session_handshake_input(Session& s) {
   const std::size_t len = (std::to_integer<std::size_t>(s.hs_in[0]) << 8) | std::to_integer<std::size_t>(s.hs_in[1]);
   if (s.hs_in.size() < 2 + len) return true;
   const std::span<const std::byte> msg(s.hs_in.data() + 2, len);
-  auto refuse = [&](const char* why) {
+  auto refuse = [&](std::string_view why, std::string_view detail = {}) {
     ++stats_.handshakes_failed;
-    kill_session(s, why);
+    kill_session(s, why, detail);
     return false;
   };
   auto payload = s.hs->read_message(msg);
@@ -57,14 +61,23 @@ bool Proxy::Impl::session_handshake_input(Session& s) {
   if (!s.initiator) {
     auto hello = decode_hello(*payload);
     if (!hello) return refuse("handshake_bad_hello");
-    // The caller proved it holds the static key it sent; it must be the key gossip gave us for
-    // the name it claims, or anyone in the mesh could pose as any node.
+    s.node = hello->node;  // as claimed, for the log; checked below
+    // The caller proved it holds the static key it sent; it must be the key its certificate
+    // names (with a trust root) or the key gossip gave us for the name it claims, or anyone in
+    // the mesh could pose as any node.
     const auto rs = s.hs->remote_static();
-    const KxPublicKey* want = nullptr;
-    if (routes_) {
-      if (auto k = routes_->peer_keys.find(hello->node); k != routes_->peer_keys.end()) want = &k->second;
+    if (!rs) return refuse("handshake_key_mismatch");
+    s.peer_static = *rs;
+    if (trust_) {
+      std::string detail;
+      if (auto why = check_peer_cert(s, hello->cert, hello->node, detail); !why.empty()) return refuse(why, detail);
+    } else {
+      const KxPublicKey* want = nullptr;
+      if (routes_) {
+        if (auto k = routes_->peer_keys.find(hello->node); k != routes_->peer_keys.end()) want = &k->second;
+      }
+      if (want == nullptr || *rs != *want) return refuse("handshake_key_mismatch");
     }
-    if (want == nullptr || !rs || *rs != *want) return refuse("handshake_key_mismatch");
     const auto offers = [&](Cipher c) { return std::find(hello->ciphers.begin(), hello->ciphers.end(), c) != hello->ciphers.end(); };
     if (offers(Cipher::kAes256Gcm) && aes_ni_available()) {
       cipher = Cipher::kAes256Gcm;
@@ -73,10 +86,11 @@ bool Proxy::Impl::session_handshake_input(Session& s) {
     } else {
       return refuse("handshake_no_cipher");
     }
-    auto reply = s.hs->write_message(encode_accept({cfg_.node, cipher}));
+    Accept accept{cfg_.node, cipher, {}};
+    if (trust_) accept.cert = trust_->own_cert;
+    auto reply = s.hs->write_message(encode_accept(accept));
     if (!reply) return refuse("handshake_write");
     append_framed(s.wbuf, *reply);
-    s.node = hello->node;
   } else {
     auto accept = decode_accept(*payload);
     if (!accept) return refuse("handshake_bad_accept");
@@ -84,6 +98,15 @@ bool Proxy::Impl::session_handshake_input(Session& s) {
     if (accept->node != s.node) return refuse("handshake_wrong_node");
     if (std::find(offered.begin(), offered.end(), accept->cipher) == offered.end()) return refuse("handshake_cipher_not_offered");
     cipher = accept->cipher;
+    // IK: the responder proved the key we dialled with; with a trust root its certificate
+    // must name that key and the node we dialled.
+    const auto rs = s.hs->remote_static();
+    if (!rs) return refuse("handshake_key_mismatch");
+    s.peer_static = *rs;
+    if (trust_) {
+      std::string detail;
+      if (auto why = check_peer_cert(s, accept->cert, s.node, detail); !why.empty()) return refuse(why, detail);
+    }
   }
   auto keys = s.hs->split();
   if (!keys) return refuse("handshake_split");

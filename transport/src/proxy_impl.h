@@ -32,6 +32,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -55,25 +56,36 @@ inline constexpr std::size_t kMaxIov = 64;
 inline constexpr Duration kBufferSweep = std::chrono::seconds(1);
 inline constexpr int kMaxAcceptsPerEvent = 64;
 inline constexpr Duration kDefaultRtt = std::chrono::milliseconds(5);  // before any sample
+inline constexpr std::size_t kRateLimiterPairs = 4096;
+inline constexpr Duration kCertCheck = std::chrono::seconds(1);
 inline std::span<const std::byte> mesh_prologue() {
   return {reinterpret_cast<const std::byte*>(kMeshPrologue.data()), kMeshPrologue.size()};
 }
 
 // Handshake payloads (msgpack maps, see proxy.h), proxy_wire.cpp.
+// `cert`: the sender's certificate envelope (ProxyTrust::own_cert); empty: none sent.
 struct Hello {
   std::string node;
   std::vector<Cipher> ciphers;
+  std::vector<std::byte> cert;
 };
 struct Accept {
   std::string node;
   Cipher cipher = Cipher::kXChaCha20Poly1305;
+  std::vector<std::byte> cert;
+};
+// Stream OPEN: the destination service and the source service (empty: anonymous, not sent).
+struct OpenRequest {
+  std::string service;
+  std::string from;
 };
 std::vector<std::byte> encode_hello(const Hello& h);
 std::optional<Hello> decode_hello(std::span<const std::byte> bytes);
 std::vector<std::byte> encode_accept(const Accept& a);
 std::optional<Accept> decode_accept(std::span<const std::byte> bytes);
-std::vector<std::byte> encode_open(const std::string& service);
-std::optional<std::string> decode_open(std::span<const std::byte> bytes);
+std::vector<std::byte> encode_open(const std::string& service, const std::string& from = {});
+std::optional<OpenRequest> decode_open_request(std::span<const std::byte> bytes);
+std::optional<std::string> decode_open(std::span<const std::byte> bytes);  // the service only
 
 // Socket helpers (proxy_wire.cpp). All sockets are non-blocking and close-on-exec.
 int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err);
@@ -104,6 +116,11 @@ struct Session {
   std::optional<RecordSealer> sealer;
   std::optional<RecordOpener> opener;
   std::optional<MuxSession> mux;
+  // The peer's static key as the handshake proved it, and with a trust root its verified
+  // certificate (and the envelope, to verify it again when the operators change).
+  KxPublicKey peer_static{};
+  std::optional<NodeCert> peer_cert;
+  std::vector<std::byte> peer_cert_bytes;
   std::vector<std::byte> wbuf;   // sealed bytes to send; wpos of them are sent
   std::size_t wpos = 0;
   bool close_sealed = false;     // our close record is in wbuf
@@ -129,6 +146,8 @@ struct Conn {
   bool connecting = false;       // server side: non-blocking connect to the service in progress
   std::string name;              // upstream (client) or local service (server)
   std::string node;              // client: the instance's node currently tried
+  std::string from;              // the source service (client: the upstream's `as`; server: the
+                                 // OPEN's "from"); empty: anonymous
   std::uint64_t session = 0;     // 0: none (client: not picked yet / waiting)
   StreamId stream = 0;           // 0: not open
   bool read_eof = false;         // socket EOF seen; FIN queued on the stream
@@ -207,6 +226,16 @@ struct Proxy::Impl {
   // --- proxy thread only ---
   TimePoint now_{};
   std::shared_ptr<const RouteTable> routes_;
+  // The trust snapshot of this turn (shared_trust_), this node's certificate decoded from it,
+  // and the token buckets of its policy (new ones when the policy changes).
+  std::shared_ptr<const ProxyTrust> trust_;
+  std::optional<NodeCert> own_cert_;
+  std::shared_ptr<const Policy> limiter_policy_;
+  RateLimiter limiter_{kRateLimiterPairs};
+  TimePoint next_cert_check_{};  // live sessions' certificates expire: checked every kCertCheck
+  TimePoint log_window_{};       // decision log lines: at most kMaxPolicyLogsPerSecond per window
+  unsigned log_lines_ = 0;
+  std::uint64_t log_suppressed_ = 0;  // in this window
   std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<std::string, std::uint64_t> pool_;  // node -> initiated session
@@ -258,6 +287,26 @@ struct Proxy::Impl {
   std::uint64_t new_id() { return next_id_++; }
   void shutdown_all();
 
+  // proxy_trust.cpp: certificates, grants, policy decisions, re-checks
+  void refresh_trust();  // takes shared_trust_; a changed snapshot re-checks what is live
+  [[nodiscard]] static UnixTime wall_now();
+  // The peer's certificate in a handshake (trust_ set): the kill reason, or empty if accepted
+  // (then s.peer_cert is set). `node`: the name it must carry.
+  std::string check_peer_cert(Session& s, std::span<const std::byte> envelope, const std::string& node,
+                              std::string& detail);
+  // Is this peer still acceptable under trust_ (revoked, expired, operators)? Empty: yes.
+  std::string recheck_session(const Session& s, UnixTime now);
+  void recheck_sessions();
+  void recheck_conns();
+  void check_cert_expiry();
+  enum class Side : std::uint8_t { kInitiator, kResponder };
+  // Decides a new stream from -> to (trust_ set); false: refuse it. Counts and logs.
+  bool admit(Side side, const std::string& from, const std::string& to, const std::string& node,
+             const NodeCert* peer_cert);
+  void count_policy(const std::string& from, const std::string& to, std::uint64_t PolicyCounters::*field);
+  void log_policy(std::string_view event, Side side, const std::string& from, const std::string& to,
+                  const std::string& node, std::string_view rule);
+
   // proxy_handshake.cpp
   void session_connected(Session& s);
   bool session_handshake_input(Session& s);  // false: the session was killed
@@ -272,7 +321,7 @@ struct Proxy::Impl {
   void session_mux_events(Session& s);
   void flush_session(Session& s);
   void update_session_interest(Session& s);
-  void kill_session(Session& s, const char* why);
+  void kill_session(Session& s, std::string_view why, std::string_view detail = {});
   void close_session_orderly(Session& s);
   void session_timer(Session& s);
   void arm_session_timer(Session& s, TimePoint at);

@@ -281,9 +281,10 @@ void Proxy::Impl::update_session_interest(Session& s) {
   set_interest(s.fd, s.interest, want, token(Kind::kSession, s.id));
 }
 
-void Proxy::Impl::kill_session(Session& s, const char* why) {
+void Proxy::Impl::kill_session(Session& s, std::string_view why, std::string_view detail) {
   ++stats_.sessions_failed;
-  log_->info("session_killed node={} reason={} streams={}", s.node, why, s.streams.size());
+  if (detail.empty()) log_->info("session_killed node={} reason={} streams={}", s.node, why, s.streams.size());
+  else log_->info("session_killed node={} reason={} streams={} detail=\"{}\"", s.node, why, s.streams.size(), detail);
   destroy_session(s);
 }
 

@@ -23,8 +23,10 @@ using detail::errno_text;
 using detail::from_sockaddr;
 using detail::to_sockaddr;
 
-constexpr std::size_t kMaxPayload = 1024;  // every map here is far smaller
+constexpr std::size_t kMaxPayload = 1024;  // every map here is far smaller, but for a certificate
 constexpr std::size_t kMaxName = 255;
+// Hello and Accept may carry a certificate envelope (at most kMaxCertBytes) besides the rest.
+constexpr std::size_t kMaxHandshakePayload = kMaxPayload + kMaxCertBytes;
 
 std::vector<std::byte> to_bytes(const msgpack::sbuffer& b) {
   const auto* p = reinterpret_cast<const std::byte*>(b.data());
@@ -36,13 +38,15 @@ bool reference_input(msgpack::type::object_type /*type*/, std::size_t /*size*/, 
 }
 
 // Calls `field(key, value)` for each entry of the one map that fills `bytes`; false on anything
-// else. The object tree references `bytes`, which outlives it.
+// else. The object tree references `bytes`, which outlives it. `max_bin`: the largest bin value
+// allowed (0: none).
 template <typename F>
-bool for_each_field(std::span<const std::byte> bytes, F&& field) {
-  if (bytes.empty() || bytes.size() > kMaxPayload) return false;
+bool for_each_field(std::span<const std::byte> bytes, F&& field, std::size_t max_bytes = kMaxPayload,
+                    std::size_t max_bin = 0) {
+  if (bytes.empty() || bytes.size() > max_bytes) return false;
   try {
     msgpack::zone zone;
-    const msgpack::unpack_limit limits(/*array=*/8, /*map=*/8, /*str=*/kMaxName, /*bin=*/0,
+    const msgpack::unpack_limit limits(/*array=*/8, /*map=*/8, /*str=*/kMaxName, /*bin=*/max_bin,
                                        /*ext=*/0, /*depth=*/3);
     std::size_t off = 0;
     const msgpack::object obj = msgpack::unpack(zone, reinterpret_cast<const char*>(bytes.data()),
@@ -71,6 +75,19 @@ bool read_uint(const msgpack::object& o, std::uint64_t& out) {
   return true;
 }
 
+bool read_cert(const msgpack::object& o, std::vector<std::byte>& out) {
+  if (o.type != msgpack::type::BIN || o.via.bin.size == 0 || o.via.bin.size > kMaxCertBytes) return false;
+  const auto* p = reinterpret_cast<const std::byte*>(o.via.bin.ptr);
+  out.assign(p, p + o.via.bin.size);
+  return true;
+}
+
+void pack_cert(msgpack::packer<msgpack::sbuffer>& pk, const std::vector<std::byte>& cert) {
+  pk.pack(std::string_view("cert"));
+  pk.pack_bin(static_cast<std::uint32_t>(cert.size()));
+  pk.pack_bin_body(reinterpret_cast<const char*>(cert.data()), static_cast<std::uint32_t>(cert.size()));
+}
+
 bool known_cipher(std::uint64_t v) {
   return v == static_cast<std::uint64_t>(Cipher::kAes256Gcm) ||
          v == static_cast<std::uint64_t>(Cipher::kXChaCha20Poly1305);
@@ -82,11 +99,12 @@ bool known_cipher(std::uint64_t v) {
 std::vector<std::byte> encode_hello(const Hello& h) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_map(3);
+  pk.pack_map(h.cert.empty() ? 3 : 4);
   pk.pack(std::string_view("v"));
   pk.pack(1);
   pk.pack(std::string_view("node"));
   pk.pack(h.node);
+  if (!h.cert.empty()) pack_cert(pk, h.cert);
   pk.pack(std::string_view("ciphers"));
   pk.pack_array(static_cast<std::uint32_t>(h.ciphers.size()));
   for (Cipher c : h.ciphers) pk.pack(static_cast<unsigned>(c));
@@ -108,8 +126,9 @@ std::optional<Hello> decode_hello(std::span<const std::byte> bytes) {
       }
       return true;
     }
+    if (k == "cert") return read_cert(o, h.cert);
     return true;  // unknown keys: a newer peer's additions
-  });
+  }, kMaxHandshakePayload, kMaxCertBytes);
   if (!ok || v != 1 || h.node.empty()) return std::nullopt;
   return h;
 }
@@ -117,11 +136,12 @@ std::optional<Hello> decode_hello(std::span<const std::byte> bytes) {
 std::vector<std::byte> encode_accept(const Accept& a) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_map(3);
+  pk.pack_map(a.cert.empty() ? 3 : 4);
   pk.pack(std::string_view("v"));
   pk.pack(1);
   pk.pack(std::string_view("node"));
   pk.pack(a.node);
+  if (!a.cert.empty()) pack_cert(pk, a.cert);
   pk.pack(std::string_view("cipher"));
   pk.pack(static_cast<unsigned>(a.cipher));
   return to_bytes(b);
@@ -135,34 +155,46 @@ std::optional<Accept> decode_accept(std::span<const std::byte> bytes) {
     if (k == "v") return read_uint(o, v);
     if (k == "node") return read_str(o, a.node);
     if (k == "cipher") return read_uint(o, cipher);
+    if (k == "cert") return read_cert(o, a.cert);
     return true;
-  });
+  }, kMaxHandshakePayload, kMaxCertBytes);
   if (!ok || v != 1 || a.node.empty() || !known_cipher(cipher)) return std::nullopt;
   a.cipher = static_cast<Cipher>(cipher);
   return a;
 }
 
-std::vector<std::byte> encode_open(const std::string& service) {
+std::vector<std::byte> encode_open(const std::string& service, const std::string& from) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_map(2);
+  pk.pack_map(from.empty() ? 2 : 3);
   pk.pack(std::string_view("v"));
   pk.pack(1);
   pk.pack(std::string_view("service"));
   pk.pack(service);
+  if (!from.empty()) {
+    pk.pack(std::string_view("from"));
+    pk.pack(from);
+  }
   return to_bytes(b);
 }
 
-std::optional<std::string> decode_open(std::span<const std::byte> bytes) {
-  std::string service;
+std::optional<OpenRequest> decode_open_request(std::span<const std::byte> bytes) {
+  OpenRequest r;
   std::uint64_t v = 0;
   const bool ok = for_each_field(bytes, [&](std::string_view k, const msgpack::object& o) {
     if (k == "v") return read_uint(o, v);
-    if (k == "service") return read_str(o, service);
+    if (k == "service") return read_str(o, r.service);
+    if (k == "from") return read_str(o, r.from);  // present: 1..255 bytes
     return true;
   });
-  if (!ok || v != 1 || service.empty()) return std::nullopt;
-  return service;
+  if (!ok || v != 1 || r.service.empty()) return std::nullopt;
+  return r;
+}
+
+std::optional<std::string> decode_open(std::span<const std::byte> bytes) {
+  auto r = decode_open_request(bytes);
+  if (!r) return std::nullopt;
+  return std::move(r->service);
 }
 
 int listen_tcp(const Endpoint& at, Endpoint& bound, std::string& err) {

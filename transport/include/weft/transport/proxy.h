@@ -157,6 +157,22 @@ struct InstanceView {
   std::uint64_t active = 0;
 };
 
+// Counted per decision (ProxyStats::policy). allowed: admitted by a policy (no policy: not
+// counted); denied: refused by a deny rule or the default; shadow_denied: a shadow-deny matched
+// (let through, logged as denied); rate_limited: the pair's bucket was empty (responder);
+// not_granted: a certificate does not grant the source or the destination service;
+// closed_on_recheck: live connections closed because a new snapshot denies them.
+struct PolicyCounters {
+  std::uint64_t allowed = 0;
+  std::uint64_t denied = 0;
+  std::uint64_t shadow_denied = 0;
+  std::uint64_t rate_limited = 0;
+  std::uint64_t not_granted = 0;
+  std::uint64_t closed_on_recheck = 0;
+};
+inline constexpr std::size_t kMaxPolicyPairs = 256;
+inline constexpr unsigned kMaxPolicyLogsPerSecond = 50;
+
 struct ProxyStats {
   std::map<std::string, TrafficCounters> upstreams;  // by upstream (service) name
   std::map<std::string, TrafficCounters> services;   // local services served to other nodes
@@ -180,6 +196,22 @@ struct ProxyStats {
   // Current room allocated for those bytes (stream send queues, conn and session buffers): a
   // stream idle for a sweep period (about 1 s) gives its send queue back. Not monotonic.
   std::uint64_t buffer_bytes_allocated = 0;
+
+  // With a trust root (ProxyTrust). Certificates the peers presented in handshakes, by
+  // verify_cert outcome; refusals beyond that outcome (each also counted in handshakes_failed):
+  CertStats peer_certs;
+  std::uint64_t certs_missing = 0;     // the peer sent no certificate
+  std::uint64_t certs_mismatched = 0;  // names another node or another key than the peer proved
+  std::uint64_t certs_revoked = 0;     // (issuer, serial) in ProxyTrust::revoked
+  // Live sessions closed because a new snapshot or the periodic expiry check no longer accepts
+  // their peer (revoked, expired, unknown issuer, no certificate).
+  std::uint64_t sessions_closed_on_recheck = 0;
+  // Stream decisions, both sides (initiator: when the app connects; responder: on OPEN).
+  PolicyCounters policy;
+  // The same by "from->to" (from "-" when anonymous), at most kMaxPolicyPairs entries; pairs
+  // beyond that are summed under "other".
+  std::map<std::string, PolicyCounters> policy_pairs;
+  std::uint64_t policy_logs_suppressed = 0;  // decision log lines over kMaxPolicyLogsPerSecond
 };
 
 class Proxy {
