@@ -141,7 +141,7 @@ TEST(StoreTest, FreshMemoryDatabaseIsEmpty) {
   auto s = Store::open(":memory:");
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_EQ(s->schema_version(), kSchemaVersion);
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   auto id = s->identity();
   ASSERT_TRUE(id);
   EXPECT_FALSE(id->has_value());
@@ -164,7 +164,7 @@ TEST(StoreTest, FreshFileHasTheCurrentSchemaVersion) {
   TempDir dir;
   auto s = Store::open(dir.file("weft.db"));
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   EXPECT_TRUE(fs::exists(dir.file("weft.db")));
   EXPECT_TRUE(fs::exists(dir.file("weft.db-wal")));  // WAL mode
   RawDb raw(dir.file("weft.db"));
@@ -278,7 +278,7 @@ TEST(StoreTest, ReopenKeepsEverything) {
   }
   auto s = Store::open(path);
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   expect_filled(*s);
   EXPECT_TRUE(s->integrity_check());
 }
@@ -376,13 +376,13 @@ TEST(StoreTest, NewerSchemaIsRefused) {
   }
   {
     RawDb raw(path);
-    raw.exec("PRAGMA user_version = 3");
+    raw.exec("PRAGMA user_version = 4");  // one above kSchemaVersion
   }
   auto s = Store::open(path);
   ASSERT_FALSE(s);
   const auto& msg = s.error().message;
-  EXPECT_NE(msg.find("schema version 3"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("(2)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("schema version 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(3)"), std::string::npos) << msg;
 }
 
 TEST(StoreTest, DamagedPagesFailQuickCheck) {
@@ -473,10 +473,76 @@ TEST(StoreEntries, AVersionOneDatabaseIsMigrated) {
   }
   auto s = Store::open(dir.file("weft.db"));
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   EXPECT_EQ(*s->incarnation(), 12u);
   EXPECT_TRUE(s->put_entry(EntryKind::kService, {"web", {}}));
   EXPECT_TRUE(s->integrity_check());
+}
+
+TEST(StoreEntries, AVersionTwoDatabaseIsMigratedKeepingItsEntries) {
+  TempDir dir;
+  {
+    auto s = Store::open(dir.file("weft.db"));
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE(s->put_entry(EntryKind::kUpstream, {"web", spec_of("u")}));
+  }
+  {
+    // Back to schema version 2 as weft before signed documents left it.
+    RawDb raw(dir.file("weft.db"));
+    raw.exec("DROP TABLE signed_docs; PRAGMA user_version = 2;");
+  }
+  auto s = Store::open(dir.file("weft.db"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->schema_version(), 3);
+  EXPECT_EQ(*s->entries(EntryKind::kUpstream), (std::vector<Entry>{{"web", spec_of("u")}}));
+  EXPECT_EQ(*s->policy(), std::nullopt);
+  EXPECT_TRUE(s->set_policy(1, filled(10, 1)));
+  EXPECT_TRUE(s->integrity_check());
+}
+
+// ---- signed documents ----
+
+TEST(StoreSignedDocs, NoneThenSetReplaceAndReopen) {
+  TempDir dir;
+  {
+    auto s = Store::open(dir.file("weft.db"));
+    ASSERT_TRUE(s) << s.error().message;
+    auto none = s->policy();
+    ASSERT_TRUE(none) << none.error().message;
+    EXPECT_FALSE(none->has_value());
+    ASSERT_TRUE(s->set_policy(3, filled(100, 3)));
+    EXPECT_EQ(*s->policy(), (StoredDoc{3, filled(100, 3)}));
+    ASSERT_TRUE(s->set_policy(7, filled(200, 7)));
+    EXPECT_EQ(*s->policy(), (StoredDoc{7, filled(200, 7)}));
+    // The kinds are separate rows: a revocation list never replaces the policy.
+    ASSERT_TRUE(s->set_signed_doc(DocKind::kRevocations, 1, filled(5, 1)));
+    EXPECT_EQ(*s->signed_doc(DocKind::kRevocations), (StoredDoc{1, filled(5, 1)}));
+    EXPECT_EQ(*s->policy(), (StoredDoc{7, filled(200, 7)}));
+  }
+  auto s = Store::open(dir.file("weft.db"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(*s->policy(), (StoredDoc{7, filled(200, 7)}));
+  EXPECT_EQ(*s->signed_doc(DocKind::kRevocations), (StoredDoc{1, filled(5, 1)}));
+}
+
+TEST(StoreSignedDocs, OnlyAHigherVersionReplacesAndBadValuesWriteNothing) {
+  auto s = Store::open(":memory:");
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_TRUE(s->set_policy(5, filled(10, 5)));
+  auto same = s->set_policy(5, filled(10, 6));
+  ASSERT_FALSE(same);
+  EXPECT_NE(same.error().message.find("not above the stored 5"), std::string::npos) << same.error().message;
+  EXPECT_FALSE(s->set_policy(4, filled(10, 4)));
+  EXPECT_FALSE(s->set_policy(6, {}));                                        // empty envelope
+  EXPECT_FALSE(s->set_policy(6, std::vector<std::byte>(kMaxSignedDocBytes + 1)));  // too big
+  EXPECT_FALSE(s->set_signed_doc(static_cast<DocKind>(9), 6, filled(10, 6)));
+  EXPECT_FALSE(s->signed_doc(static_cast<DocKind>(9)));
+  EXPECT_EQ(*s->policy(), (StoredDoc{5, filled(10, 5)}));
+  // The largest envelope fits; versions keep all 64 bits and compare unsigned.
+  ASSERT_TRUE(s->set_policy(std::uint64_t{1} << 63, std::vector<std::byte>(kMaxSignedDocBytes)));
+  ASSERT_TRUE(s->set_policy(std::numeric_limits<std::uint64_t>::max(), filled(1, 1)));
+  EXPECT_EQ(*s->policy(), (StoredDoc{std::numeric_limits<std::uint64_t>::max(), filled(1, 1)}));
+  EXPECT_FALSE(s->set_policy(6, filled(10, 6)));
 }
 
 // ---- damaged rows ----
@@ -562,6 +628,19 @@ TEST_F(DamagedRowTest, BadEntryRowsAreSkippedAndCounted) {
   ASSERT_TRUE(es) << es.error().message;
   EXPECT_EQ(*es, (std::vector<Entry>{{"good", {std::byte{1}}}}));
   EXPECT_EQ(s.stats().bad_entry_rows, 3U);
+}
+
+TEST_F(DamagedRowTest, BadSignedDocRowsAreErrors) {
+  // STRICT tables refuse a value of the wrong type even from plain SQL; sizes can still be wrong.
+  {
+    auto s = damage("INSERT INTO signed_docs VALUES (1, 7, zeroblob(0))");
+    auto d = s.policy();
+    ASSERT_FALSE(d);
+    EXPECT_NE(d.error().message.find("envelope is 0 bytes"), std::string::npos) << d.error().message;
+    EXPECT_FALSE(s.set_policy(8, filled(3, 8))) << "a damaged row is not silently replaced";
+  }
+  auto s = damage("UPDATE signed_docs SET envelope = zeroblob(2000000)");
+  EXPECT_FALSE(s.policy());
 }
 
 TEST_F(DamagedRowTest, HugeValueIsAnErrorNotAnAllocation) {
@@ -658,6 +737,76 @@ TEST(StoreCrashTest, SigkillMidWriteLeavesAConsistentDatabase) {
     known = *inc;
   }
   EXPECT_GE(kills_with_acks, 15) << "the child seldom got to write";
+}
+
+// The envelope of policy version v: v's bytes repeated, a size that varies with v (so a torn
+// write would show as a size or content that does not match the version).
+Bytes doc_for(std::uint64_t v) {
+  Bytes b(1000 + (v * 7919) % 30000);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::byte(static_cast<std::uint8_t>(v >> (8 * (i % 8))));
+  return b;
+}
+
+[[noreturn]] void doc_crash_child(const std::string& path, int ack) {
+  ::alarm(10);
+  auto s = Store::open(path);
+  if (!s) ::_exit(2);
+  auto held = s->policy();
+  if (!held) ::_exit(3);
+  for (std::uint64_t v = *held ? (*held)->version + 1 : 1;; ++v) {
+    if (!s->set_policy(v, doc_for(v))) ::_exit(4);
+    if (::write(ack, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) ::_exit(6);
+  }
+}
+
+// kill -9 during a stream of policy writes: the file passes integrity_check and holds the last
+// acknowledged version or the one in flight, with exactly that version's envelope.
+TEST(StoreCrashTest, SigkillDuringPolicyWritesKeepsVersionAndEnvelopeTogether) {
+  const auto seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  TempDir dir;
+  const auto path = dir.file("weft.db");
+  std::uint64_t known = 0;
+  int kills_with_acks = 0;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      doc_crash_child(path, fds[1]);
+    }
+    ::close(fds[1]);
+    std::vector<std::uint64_t> acks;
+    std::uint64_t v = 0;
+    if (round % 2 == 1 && ::read(fds[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v)) acks.push_back(v);
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 50)(rng)));
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "child exited early with status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    while (::read(fds[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v)) acks.push_back(v);
+    ::close(fds[0]);
+
+    auto s = Store::open(path);
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE(s->integrity_check());
+    auto d = s->policy();
+    ASSERT_TRUE(d) << d.error().message;
+    const std::uint64_t last = acks.empty() ? known : acks.back();
+    const std::uint64_t got = *d ? (*d)->version : 0;
+    EXPECT_TRUE(got == last || got == last + 1) << "version " << got << ", last acknowledged " << last;
+    if (*d) {
+      EXPECT_EQ((*d)->envelope, doc_for(got)) << "the envelope is not the one written with version " << got;
+    }
+    if (!acks.empty()) ++kills_with_acks;
+    known = got;
+  }
+  EXPECT_GE(kills_with_acks, 10) << "the child seldom got to write";
 }
 
 }  // namespace

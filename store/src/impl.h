@@ -27,6 +27,8 @@ struct Store::Impl {
   detail::Stmt count_entries;  // ?1 kind, ?2 name: rows of the kind other than name
   detail::Stmt put_entry;      // ?1 kind, ?2 name, ?3 spec
   detail::Stmt delete_entry;   // ?1 kind, ?2 name
+  detail::Stmt get_doc;        // ?1 kind
+  detail::Stmt put_doc;        // ?1 kind, ?2 version, ?3 envelope
 };
 
 namespace detail {

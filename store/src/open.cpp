@@ -137,6 +137,10 @@ Result<void> prepare_all(Store::Impl& s) {
        "INSERT INTO entries (kind, name, spec) VALUES (?1, ?2, ?3) "
        "ON CONFLICT (kind, name) DO UPDATE SET spec = excluded.spec"},
       {&s.delete_entry, "DELETE FROM entries WHERE kind = ?1 AND name = ?2"},
+      {&s.get_doc, "SELECT version, envelope FROM signed_docs WHERE kind = ?1"},
+      {&s.put_doc,
+       "INSERT INTO signed_docs (kind, version, envelope) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (kind) DO UPDATE SET version = excluded.version, envelope = excluded.envelope"},
   };
   for (const auto& [stmt, sql] : all) {
     auto p = Stmt::prepare(db, sql);

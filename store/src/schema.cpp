@@ -48,6 +48,16 @@ CREATE TABLE entries (
 ) STRICT;
 )sql";
 
+// Operator-signed documents (store.h: DocKind, StoredDoc): one row per kind, the version and the
+// envelope always written together.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE signed_docs (
+  kind     INTEGER PRIMARY KEY NOT NULL,   -- DocKind: 1 policy, 2 revocation list
+  version  INTEGER NOT NULL,               -- uint64 as the int64 with the same bits
+  envelope BLOB NOT NULL                   -- the signed bytes exactly as verified
+) STRICT;
+)sql";
+
 struct Migration {
   int to_version;
   const char* sql;
@@ -57,6 +67,7 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 constexpr bool migrations_are_consecutive() {

@@ -407,4 +407,66 @@ Result<void> Store::set_catalog_version(std::uint64_t v) {
   });
 }
 
+// --- operator-signed documents ---
+
+namespace {
+
+Result<void> check_doc_kind(DocKind kind) {
+  if (kind != DocKind::kPolicy && kind != DocKind::kRevocations) return fail("unknown document kind");
+  return {};
+}
+
+// The row of `kind` under an open statement use; nullopt when there is none.
+Result<std::optional<StoredDoc>> read_doc(Stmt& get, DocKind kind) {
+  auto u = get.use();
+  if (auto r = u.bind(1, static_cast<std::int64_t>(kind)); !r) return fail(r.error().message);
+  auto row = u.step();
+  if (!row) return fail(row.error().message);
+  if (!*row) return std::optional<StoredDoc>();
+  auto version = read_int(u, 0, "signed document version");
+  if (!version) return fail(version.error().message);
+  auto envelope = read_blob(u, 1, 1, kMaxSignedDocBytes, "signed document envelope");
+  if (!envelope) return fail(envelope.error().message);
+  return std::optional<StoredDoc>(StoredDoc{static_cast<std::uint64_t>(*version), std::move(*envelope)});
+}
+
+}  // namespace
+
+Result<std::optional<StoredDoc>> Store::signed_doc(DocKind kind) {
+  return guarded(impl_, "signed_doc", [&]() -> Result<std::optional<StoredDoc>> {
+    if (auto r = check_doc_kind(kind); !r) return failed("signed_doc", r.error());
+    auto d = read_doc(impl_->get_doc, kind);
+    if (!d) return failed("signed_doc", d.error());
+    return d;
+  });
+}
+
+Result<void> Store::set_signed_doc(DocKind kind, std::uint64_t version, std::span<const std::byte> envelope) {
+  return guarded(impl_, "set_signed_doc", [&]() -> Result<void> {
+    if (auto r = check_doc_kind(kind); !r) return failed("set_signed_doc", r.error());
+    if (envelope.empty() || envelope.size() > kMaxSignedDocBytes) {
+      return fail("store: set_signed_doc: the envelope is " + std::to_string(envelope.size()) + " bytes, want 1.." +
+                  std::to_string(kMaxSignedDocBytes));
+    }
+    auto sync = FullSync::enter(impl_->db.get());
+    if (!sync) return failed("set_signed_doc", sync.error());
+    auto tx = Tx::begin(impl_->db.get());
+    if (!tx) return failed("set_signed_doc", tx.error());
+    // Under the write lock: two writers (or a stale caller) can never move the version back.
+    auto held = read_doc(impl_->get_doc, kind);
+    if (!held) return failed("set_signed_doc", held.error());
+    if (*held && (*held)->version >= version) {
+      return fail("store: set_signed_doc: version " + std::to_string(version) + " is not above the stored " +
+                  std::to_string((*held)->version));
+    }
+    auto u = impl_->put_doc.use();
+    if (auto r = u.bind_all(static_cast<std::int64_t>(kind), static_cast<std::int64_t>(version), envelope); !r) {
+      return failed("set_signed_doc", r.error());
+    }
+    if (auto r = u.run(); !r) return failed("set_signed_doc", r.error());
+    if (auto r = tx->commit(); !r) return failed("set_signed_doc", r.error());
+    return {};
+  });
+}
+
 }  // namespace weft::store

@@ -1,12 +1,13 @@
 #pragma once
 // The agent's durable state in one SQLite database (WAL) under the data dir: node identity,
-// cluster keyring, own incarnation, known members. A restarted agent reads it back and rejoins
-// without seeds.
+// cluster keyring, own incarnation, known members, declared services and upstreams, and the
+// operator-signed documents it holds (the policy; later the revocation list). A restarted agent
+// reads it back and rejoins without seeds.
 //
 // Crash safety: every write is one transaction; journal_mode=WAL, synchronous=NORMAL (a process
 // killed at any moment loses at most the transaction in flight and the file stays consistent),
-// except set_incarnation, the keyring and the identity, which are synchronous=FULL-durable
-// (fsynced, so they also survive a power loss) before they return.
+// except set_incarnation, the keyring, the identity, entries and signed documents, which are
+// synchronous=FULL-durable (fsynced, so they also survive a power loss) before they return.
 // Schema changes are migrations keyed by PRAGMA user_version, applied in one transaction.
 //
 // Rows read back are untrusted (the file may be damaged or edited): types, lengths and values are
@@ -31,7 +32,7 @@
 
 namespace weft::store {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // Limits checked on every write and on every row read back.
 inline constexpr std::size_t kSignPkBytes = 32;
@@ -47,6 +48,7 @@ inline constexpr std::uint8_t kMaxMemberState = 3;       // gossip::MemberState:
 inline constexpr std::size_t kMaxEntryNameBytes = 256;   // service and upstream names, non-empty
 inline constexpr std::size_t kMaxEntrySpecBytes = 64 * 1024;
 inline constexpr std::size_t kMaxEntries = 10'000;       // per kind
+inline constexpr std::size_t kMaxSignedDocBytes = 256 * 1024;  // a signed document's envelope, non-empty
 
 // Raw key bytes; weft::store does not know what they mean (weft::transport does).
 struct Identity {
@@ -79,6 +81,22 @@ struct Entry {
   std::string name;
   std::vector<std::byte> spec;
   friend bool operator==(const Entry&, const Entry&) = default;
+};
+
+// Operator-signed documents the agent holds, one of each kind: the newest it accepted. The store
+// keeps the envelope as the exact bytes that were verified (weft::store does not parse it) and the
+// version the agent read from it, written together in one transaction, so a crash leaves the old
+// pair or the new one, never a mix.
+// append-only: values are stored in the database
+enum class DocKind : std::uint8_t {
+  kPolicy = 1,       // transport/policy.h: the signed policy envelope
+  kRevocations = 2,  // reserved: the signed revocation list (issue 5, next)
+};
+
+struct StoredDoc {
+  std::uint64_t version = 0;
+  std::vector<std::byte> envelope;
+  friend bool operator==(const StoredDoc&, const StoredDoc&) = default;
 };
 
 // Counters since open (plain uint64_t, as every module's stats).
@@ -139,6 +157,21 @@ class Store {
   // The version of this node's service catalog as last published (0 if never).
   [[nodiscard]] Result<std::uint64_t> catalog_version();
   [[nodiscard]] Result<void> set_catalog_version(std::uint64_t v);
+
+  // --- operator-signed documents (DocKind) ---
+  // The one held of `kind`, or nullopt. A row that fails a check (type, size) is an error.
+  [[nodiscard]] Result<std::optional<StoredDoc>> signed_doc(DocKind kind);
+  // Replaces the document of `kind` with (version, envelope) in one transaction, durable (FULL)
+  // before it returns. Refused, and nothing written, unless `version` is above the stored one:
+  // the version check and the write happen under the same write lock. The envelope must be
+  // 1..kMaxSignedDocBytes.
+  [[nodiscard]] Result<void> set_signed_doc(DocKind kind, std::uint64_t version,
+                                            std::span<const std::byte> envelope);
+  // The policy: signed_doc / set_signed_doc of DocKind::kPolicy.
+  [[nodiscard]] Result<std::optional<StoredDoc>> policy() { return signed_doc(DocKind::kPolicy); }
+  [[nodiscard]] Result<void> set_policy(std::uint64_t version, std::span<const std::byte> envelope) {
+    return set_signed_doc(DocKind::kPolicy, version, envelope);
+  }
 
   [[nodiscard]] const StoreStats& stats() const;
 
