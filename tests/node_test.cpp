@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -846,11 +847,17 @@ TEST(NodeRefute, AccusationRaisesIncarnationAndHealthScore) {
   // An accusation at an older incarnation is stale: no refutation.
   h.inject(0, peer, {Suspect{"n0", 0, "y"}});
   EXPECT_EQ(h.node(0).incarnation(), 1u);
-  // Declared dead (not by itself): refutes above the accused incarnation.
-  h.inject(0, peer, {Dead{"n0", 5, "x"}});
-  EXPECT_EQ(h.node(0).incarnation(), 6u);
+  // Declared dead (not by itself) at our incarnation: refutes above it.
+  h.inject(0, peer, {Dead{"n0", 1, "x"}});
+  EXPECT_EQ(h.node(0).incarnation(), 2u);
   EXPECT_EQ(h.node(0).stats().refutes, 2u);
   EXPECT_EQ(h.node(0).health_score(), 2u);
+  EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
+  // At an incarnation we never issued: dropped and counted, no refutation (memberlist #358).
+  h.inject(0, peer, {Dead{"n0", 5, "x"}});
+  EXPECT_EQ(h.node(0).incarnation(), 2u);
+  EXPECT_EQ(h.node(0).stats().refutes, 2u);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 1u);
   EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
   EXPECT_TRUE(h.events_about(0, "n0").empty()) << "no events about ourselves";
 }
@@ -1273,10 +1280,19 @@ TEST(NodePushPull, MergeFollowsPrecedence) {
   sync({"y", y, 1, MemberState::kAlive, {}});
   sync({"y", y, 1, MemberState::kFailed, {}});  // someone else's verdict: only a suspicion here
   EXPECT_EQ(view("y")->state, MemberState::kSuspect);
+  // A verdict above the known incarnation is dropped (memberlist #358): we missed y's alive
+  // at 3, which ends the suspicion when it arrives; a verdict at 3 is taken after that.
+  sync({"y", y, 3, MemberState::kFailed, {}});
+  EXPECT_EQ(view("y")->state, MemberState::kSuspect);
+  EXPECT_EQ(view("y")->incarnation, 1u);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 1u);
+  sync({"y", y, 3, MemberState::kAlive, {}});
+  EXPECT_EQ(view("y")->state, MemberState::kAlive);
   sync({"y", y, 3, MemberState::kFailed, {}});
   EXPECT_EQ(view("y")->state, MemberState::kSuspect);
   EXPECT_EQ(view("y")->incarnation, 3u);
   EXPECT_EQ(count("y", EventType::kFailed), 0u);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 1u);
 
   sync({"z", z, 2, MemberState::kAlive, {}});
   sync({"z", z, 2, MemberState::kLeft, {}});  // a graceful leave is applied as such
@@ -1633,6 +1649,268 @@ TEST(NodeJoin, JoinIsFollowedByCatchUpSyncs) {
   EXPECT_EQ(to[1], 0) << "the first catch-up goes to the seed that answered";
   EXPECT_EQ(h.node(1).stats().catchup_syncs, 5u);
   EXPECT_TRUE(h.full_mesh());
+}
+
+// =============================================================================================
+// Forged and replayed accusations (issue 5, the part that needs no signatures)
+//
+// The forger holds the cluster key and speaks from n4's address. An accusation naming an
+// incarnation above the one a member knows is dropped and counted (memberlist #358); one at or
+// below it behaves as before (a live victim refutes it; an older one is stale).
+
+constexpr std::uint64_t kMaxIncarnation = std::numeric_limits<std::uint64_t>::max();
+
+// Accusations about `name` above `known` that any node sent (re-gossip of a forgery) since t.
+std::size_t accusations_sent_above(const Harness& h, const std::string& name, std::uint64_t known, TimePoint t) {
+  std::size_t n = 0;
+  for (const Packet& p : h.wire()) {
+    if (p.sent < t) continue;
+    for (const Message& m : p.messages) {
+      if (const auto* s = std::get_if<Suspect>(&m); s && s->name == name && s->incarnation > known) ++n;
+      if (const auto* d = std::get_if<Dead>(&m); d && d->name == name && d->incarnation > known) ++n;
+    }
+    if (!p.stream) continue;
+    for (const PushPullEntry& e : p.stream->members) {
+      if (e.name == name && e.state != MemberState::kAlive && e.incarnation > known) ++n;
+    }
+  }
+  return n;
+}
+
+// One forged message per bad incarnation (known + 1000, UINT64_MAX) to n0 and to the victim n1
+// itself: dropped and counted on both, never passed on; past the longest suspicion timeout
+// (6 * 6 s) n1 is alive at its own incarnation on every node, with no event about it anywhere.
+void expect_forgery_dropped(const std::function<Message(std::uint64_t)>& forge) {
+  Harness h(5);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::uint64_t known = h.node(1).incarnation();
+  const std::uint64_t refutes = h.node(1).stats().refutes;
+  const TimePoint t = h.now();
+  for (std::uint64_t bad : {known + 1000, kMaxIncarnation}) {
+    for (std::size_t to : {0u, 1u}) h.inject(to, h.addr(4), {forge(bad)});
+  }
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 2u);
+  EXPECT_EQ(h.node(1).stats().accusations_above_known, 2u);
+  EXPECT_EQ(h.node(1).incarnation(), known) << "the victim never refutes an incarnation it did not issue";
+  EXPECT_EQ(h.node(1).stats().refutes, refutes);
+  EXPECT_EQ(h.node(1).stats().refutes_saturated, 0u);
+  h.run_for(60s);
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const auto m = h.node(i).member("n1");
+    ASSERT_TRUE(m) << "viewer n" << i;
+    EXPECT_EQ(m->state, MemberState::kAlive) << "viewer n" << i;
+    EXPECT_EQ(m->incarnation, known) << "viewer n" << i;
+    EXPECT_TRUE(h.events_about(i, "n1", std::nullopt, t).empty()) << "viewer n" << i;
+  }
+  EXPECT_EQ(h.node(1).incarnation(), known);
+  EXPECT_EQ(accusations_sent_above(h, "n1", known, t), 0u) << "a dropped forgery is not gossiped";
+}
+
+TEST(NodeForged, SuspectAboveTheKnownIncarnationIsDroppedAndTheVictimStaysAlive) {
+  expect_forgery_dropped([](std::uint64_t inc) { return Message(Suspect{"n1", inc, "n4"}); });
+}
+
+TEST(NodeForged, FailedAboveTheKnownIncarnationIsDroppedAndTheVictimStaysAlive) {
+  expect_forgery_dropped([](std::uint64_t inc) { return Message(Dead{"n1", inc, "n4"}); });
+}
+
+TEST(NodeForged, LeaveAboveTheKnownIncarnationIsDroppedAndTheVictimStaysAlive) {
+  expect_forgery_dropped([](std::uint64_t inc) { return Message(Dead{"n1", inc, "n1"}); });
+}
+
+// The same verdicts in a push-pull state sync: dropped entry by entry (the alive entries of the
+// same sync are still merged), about ourselves too.
+TEST(NodeForged, PushPullEntriesAboveTheKnownIncarnationAreDropped) {
+  Harness h(5);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const TimePoint t = h.now();
+  auto inc = [&](std::size_t i) { return h.node(i).incarnation(); };
+  const std::uint64_t served = h.node(0).stats().syncs_served;
+  PushPull pp{900, /*join=*/false, /*response=*/false, {}};
+  pp.members.push_back({"n4", h.addr(4), inc(4), MemberState::kAlive, {}});  // the sender first
+  pp.members.push_back({"n0", h.addr(0), kMaxIncarnation, MemberState::kFailed, {}});
+  pp.members.push_back({"n1", h.addr(1), kMaxIncarnation, MemberState::kSuspect, {}});
+  pp.members.push_back({"n2", h.addr(2), inc(2) + 1000, MemberState::kFailed, {}});
+  pp.members.push_back({"n3", h.addr(3), kMaxIncarnation, MemberState::kLeft, {}});
+  h.inject_stream(0, h.addr(4), pp);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 4u);
+  EXPECT_EQ(h.node(0).stats().refutes, 0u);
+  EXPECT_EQ(h.node(0).stats().syncs_served, served + 1) << "the sync itself is answered";
+  h.run_for(60s);
+  EXPECT_TRUE(h.full_mesh()) << h.dump();
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    EXPECT_EQ(h.node(i).incarnation(), 0u) << "n" << i;
+    for (std::size_t j = 0; j < h.size(); ++j) {
+      EXPECT_TRUE(h.events_about(i, h.name(j), std::nullopt, t).empty()) << "n" << i << " about n" << j;
+    }
+  }
+}
+
+// Captured packets replayed after the state moved on: n1 was isolated until it was declared
+// failed, then refuted. Every datagram that accused it at the old incarnation, replayed to its
+// original receiver and to n1, is stale: no suspicion, no event, no refutation.
+TEST(NodeForged, ReplayedAccusationsAfterARefutationAreIgnored) {
+  Harness h(5);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::uint64_t old = h.node(1).incarnation();
+  h.isolate(1);
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        for (std::size_t i : {0u, 2u, 3u, 4u}) {
+          if (h.state(i, 1) != MemberState::kFailed) return false;
+        }
+        return true;
+      },
+      60s))
+      << h.dump();
+  h.isolate(1, false);
+  ASSERT_TRUE(h.run_until([&] { return h.full_mesh() && h.quiet(); }, 120s)) << h.dump();
+  const std::uint64_t now_inc = h.node(1).incarnation();
+  ASSERT_GT(now_inc, old);
+
+  std::vector<Packet> captured;
+  for (const Packet& p : h.wire()) {
+    const bool accuses = std::any_of(p.messages.begin(), p.messages.end(), [&](const Message& m) {
+      if (const auto* s = std::get_if<Suspect>(&m)) return s->name == "n1" && s->incarnation == old;
+      if (const auto* d = std::get_if<Dead>(&m)) return d->name == "n1" && d->incarnation == old;
+      return false;
+    });
+    if (accuses && p.to >= 0) captured.push_back(p);
+  }
+  ASSERT_FALSE(captured.empty());
+  ASSERT_TRUE(std::any_of(captured.begin(), captured.end(), [](const Packet& p) { return p.has(MsgType::kDead); }))
+      << "a failed verdict was captured too";
+  const TimePoint t = h.now();
+  std::vector<std::uint64_t> stale(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) stale[i] = h.node(i).stats().stale_messages;
+  for (const Packet& p : captured) {
+    h.inject_bytes(static_cast<std::size_t>(p.to), p.from_addr, p.bytes);
+    h.inject_bytes(1, p.from_addr, p.bytes);
+  }
+  EXPECT_EQ(h.node(1).incarnation(), now_inc) << "a stale accusation is answered, not refuted";
+  h.run_for(60s);
+  EXPECT_TRUE(h.full_mesh()) << h.dump();
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    EXPECT_TRUE(h.events_about(i, "n1", std::nullopt, t).empty()) << "viewer n" << i;
+    EXPECT_EQ(h.node(i).member("n1")->incarnation, now_inc) << "viewer n" << i;
+    EXPECT_GT(h.node(i).stats().stale_messages, stale[i]) << "n" << i;
+    EXPECT_EQ(h.node(i).stats().accusations_above_known, 0u) << "n" << i;
+  }
+  EXPECT_EQ(h.node(1).incarnation(), now_inc);
+}
+
+// What stays open until signatures: a forged leave at the KNOWN incarnation is believed, until
+// the live victim hears it (on the acks to its own probes) and refutes; it is back within
+// seconds, at the same address, with one more incarnation.
+TEST(NodeForged, LeaveAtTheKnownIncarnationIsUndoneByTheVictimsRefutation) {
+  Harness h(5);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::uint64_t known = h.node(1).incarnation();
+  const TimePoint t = h.now();
+  h.inject(0, h.addr(4), {Dead{"n1", known, "n1"}});
+  EXPECT_EQ(h.state(0, 1), MemberState::kLeft);
+  ASSERT_TRUE(h.run_until([&] { return h.full_mesh() && h.quiet(); }, 10s)) << h.dump();
+  EXPECT_EQ(h.node(1).incarnation(), known + 1);
+  for (std::size_t i : {0u, 2u, 3u, 4u}) {
+    EXPECT_EQ(h.node(i).member("n1")->addr, h.addr(1)) << "viewer n" << i;
+    EXPECT_TRUE(h.events_about(i, "n1", EventType::kFailed, t).empty()) << "viewer n" << i;
+  }
+}
+
+// A member that failed or left comes back from another address only above the incarnation it
+// had: a captured alive from its old address, replayed after it moved and failed, is stale.
+TEST(NodeForged, ReplayedAliveFromAnOldAddressDoesNotMoveAFailedMemberBack) {
+  Harness h(4);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const Endpoint old_addr = h.addr(1);
+  std::optional<Packet> captured;
+  for (const Packet& p : h.wire()) {
+    const bool own_alive = std::any_of(p.messages.begin(), p.messages.end(), [&](const Message& m) {
+      const Alive* a = std::get_if<Alive>(&m);
+      return a && a->name == "n1" && a->addr == old_addr;
+    });
+    if (p.from == 1 && own_alive) {
+      captured = p;
+      break;
+    }
+  }
+  ASSERT_TRUE(captured);
+  const Endpoint moved = Endpoint::v4(127, 0, 0, 9, 7946);
+  h.crash(1);
+  h.restart(1, h.node(0).member("n1")->incarnation + 1, moved);
+  h.join(1, {0});
+  ASSERT_TRUE(h.run_until([&] { return h.full_mesh() && h.quiet(); }, 20s)) << h.dump();
+  ASSERT_EQ(h.node(0).member("n1")->addr, moved);
+  h.crash(1);
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        return h.state(0, 1) == MemberState::kFailed && h.state(2, 1) == MemberState::kFailed &&
+               h.state(3, 1) == MemberState::kFailed;
+      },
+      60s))
+      << h.dump();
+  h.run_for(1s);
+  const TimePoint t = h.now();
+  const std::uint64_t stale = h.node(0).stats().stale_messages;
+  h.inject_bytes(0, old_addr, captured->bytes);
+  EXPECT_EQ(h.state(0, 1), MemberState::kFailed);
+  EXPECT_EQ(h.node(0).member("n1")->addr, moved);
+  EXPECT_GT(h.node(0).stats().stale_messages, stale);
+  EXPECT_TRUE(h.events_about(0, "n1", std::nullopt, t).empty());
+}
+
+// Refuting never wraps: at UINT64_MAX (reachable only through an impostor's alive, which
+// signatures will stop) we stay there and count it, instead of dropping to 0.
+TEST(NodeForged, RefutationSaturatesAtTheLargestIncarnation) {
+  Harness h(1);
+  h.join(0, {});
+  const Endpoint impostor = Endpoint::v4(10, 0, 0, 9, 7946);
+  h.inject(0, impostor, {Alive{"n0", impostor, kMaxIncarnation, {}}});
+  EXPECT_EQ(h.node(0).incarnation(), kMaxIncarnation);
+  EXPECT_EQ(h.node(0).stats().refutes_saturated, 1u);
+  h.inject(0, impostor, {Suspect{"n0", kMaxIncarnation, "x"}});
+  EXPECT_EQ(h.node(0).incarnation(), kMaxIncarnation) << "not wrapped to 0";
+  EXPECT_EQ(h.node(0).stats().refutes_saturated, 2u);
+  EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
+}
+
+// The cost of the rule, bounded: n0 missed n1's refutation (it knows incarnation 0, the others
+// 1), then n1 crashed. n0 drops the others' accusations at 1, but its own probe still finds
+// n1 dead, and every member declares it failed.
+TEST(NodeForged, AMemberThatMissedTheRefutationStillDetectsTheCrash) {
+  Config cfg;
+  cfg.push_pull_interval = 1h;
+  Harness h(5, cfg);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.add_filter([](Packet& p) {  // n0 hears no alive: no gossiped one, no state sync (catch-ups)
+    if (p.to != 0) return false;
+    if (p.stream) return true;
+    p.erase_if([](const Message& m) { return std::holds_alternative<Alive>(m); });
+    return false;
+  });
+  h.inject(1, h.addr(2), {Suspect{"n1", 0, "n2"}});
+  ASSERT_EQ(h.node(1).incarnation(), 1u);
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        for (std::size_t i : {2u, 3u, 4u}) {
+          if (h.node(i).member("n1")->incarnation != 1) return false;
+        }
+        return h.quiet();
+      },
+      20s))
+      << h.dump();
+  ASSERT_EQ(h.node(0).member("n1")->incarnation, 0u);
+  h.crash(1);
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        for (std::size_t i : {0u, 2u, 3u, 4u}) {
+          if (h.state(i, 1) != MemberState::kFailed) return false;
+        }
+        return true;
+      },
+      60s))
+      << h.dump();
+  EXPECT_GT(h.node(0).stats().accusations_above_known, 0u);
 }
 
 // =============================================================================================

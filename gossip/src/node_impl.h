@@ -150,6 +150,9 @@ class NodeImpl {
   void answer_stale_accusation(TimePoint now, const Endpoint& from, const std::string& name,
                                std::uint64_t incarnation);
   void refute(TimePoint now, std::uint64_t accused_incarnation);
+  // True (counted, logged) when a suspect / dead / leave names an incarnation above m's known one.
+  bool accusation_above_known(const Member& m, std::uint64_t incarnation, const char* kind,
+                              const std::string& from);
   void queue_broadcast(std::uint32_t slot);
   void emit(EventType type, std::uint32_t slot);
   void on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint64_t id);

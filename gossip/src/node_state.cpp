@@ -2,8 +2,26 @@
 //
 // Precedence for one member: a higher incarnation wins; at equal incarnation
 // dead(left/failed) > suspect > alive. Only the member itself raises its incarnation (to refute).
+//
+// An accusation (suspect, failed, or a leave) naming an incarnation ABOVE the one we know for
+// the member is dropped and counted (GossipStats::accusations_above_known), about ourselves too.
+// Only the member itself issues its incarnations, announcing each by an alive before anyone can
+// honestly accuse it at that number: an accusation above what we know means we missed that alive
+// (gossip or push-pull still brings it) or it is forged. Without this rule one forged message at
+// a huge incarnation evicts a member for good (memberlist #358): its refutation must beat the
+// accused number, which is impossible at UINT64_MAX (refute wrapped to 0 before), and every alive
+// it sends stays below the forged verdict. The trade-off is at accusation_above_known.
+// An accusation at the known incarnation is still applied; a live victim refutes it at known + 1.
+// Alive messages at a higher incarnation are taken as before: that is how refutations spread.
+//
+// What stays open until gossip claims are signed (issue 5): forged accusations at the known
+// incarnation (a live victim refutes them), forged alive messages for another member (including
+// one at UINT64_MAX, which the owner can no longer outbid), and a forged leave or failure
+// followed by an alive from another address taking over the name (memberlist #370, see on_alive).
 
 #include <spdlog/spdlog.h>
+
+#include <limits>
 
 #include "node_impl.h"
 
@@ -34,9 +52,18 @@ Duration NodeImpl::suspicion_min() const {
   return Suspicion::min_timeout(cfg_.suspicion_mult, members_.live(), cfg_.probe_interval, cfg_.suspicion_min_floor);
 }
 
+// Accusations at an incarnation above known are never applied (see the header), so
+// accused_incarnation <= ours except for an alive about us, and that only comes from an impostor
+// (signatures will stop it) or from our own earlier life when the agent lost its stored
+// incarnation. Saturates instead of wrapping to 0 (which every member would then ignore as stale).
 void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
   Member& self = members_.at(self_slot_);
-  self.incarnation = std::max(self.incarnation, accused_incarnation) + 1;
+  const std::uint64_t base = std::max(self.incarnation, accused_incarnation);
+  if (base == std::numeric_limits<std::uint64_t>::max()) {
+    ++stats_.refutes_saturated;
+    if (log_) log_->warn("refute_saturated incarnation={}", base);
+  }
+  self.incarnation = base == std::numeric_limits<std::uint64_t>::max() ? base : base + 1;
   ++stats_.refutes;
   awareness_.apply(1);  // being accused hints that we are the slow one
   queue_broadcast(self_slot_);
@@ -74,6 +101,25 @@ void NodeImpl::answer_stale_accusation(TimePoint now, const Endpoint& from, cons
   send_packet(from, msgs);
 }
 
+// The trade-off of dropping accusations above the known incarnation: an honest accuser at k + 1
+// while we know k means we missed the member's alive at k + 1 (a refutation or a metadata change).
+// Gossip or push-pull brings that alive (it clears a suspicion we hold at k), and the prober, if
+// its probes still fail, accuses again at k + 1, which we then take. If the member died right
+// after announcing k + 1 and every copy of that alive missed us, the other members' verdicts at
+// k + 1 are dropped here, and we find the failure through our own probe (one probe pass plus the
+// suspicion timeout, at k); the two views then differ in incarnation until the member is reaped.
+// Slower detection in a rare case, in exchange for no eviction by one forged message.
+bool NodeImpl::accusation_above_known(const Member& m, std::uint64_t incarnation, const char* kind,
+                                      const std::string& from) {
+  if (incarnation <= m.incarnation) return false;
+  ++stats_.accusations_above_known;
+  if (log_) {
+    log_->debug("accusation_above_known kind={} name={} incarnation={} known={} from={}", kind, m.name,
+                incarnation, m.incarnation, from);
+  }
+  return true;
+}
+
 void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
   if (a.meta.size() > cfg_.max_meta_bytes || a.name.size() > cfg_.max_name_bytes) {
     ++stats_.rejected[static_cast<std::size_t>(DecodeError::kTooLarge)];
@@ -109,8 +155,17 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
       }
       return;
     }
-    // A failed or left member may come back from another address, with any incarnation.
-  } else if (a.incarnation <= m.incarnation) {
+    // A failed or left member may come back from another address, but only above the
+    // incarnation it failed or left at, as at its old address: a captured old alive, replayed
+    // after the member moved and then failed or left, must not move it back. An agent restarts
+    // at its stored incarnation + 1, so an honest comeback is always above; a member that lost
+    // its stored incarnation and was seen failed above it is refused until it is reaped.
+    // What this cannot stop without signatures (memberlist #370): a forged leave or failure at
+    // the known incarnation, then an alive from the attacker's address one above it. The name
+    // moves to the attacker, and the owner's refutation from its own address is then refused as
+    // a name conflict. Only the owner's signature on its alive (issue 5) closes that.
+  }
+  if (a.incarnation <= m.incarnation) {
     ++stats_.stale_messages;
     return;
   }
@@ -139,13 +194,12 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
     ++stats_.stale_messages;
     return;
   }
+  // This also covers "accused again at a newer incarnation while our timer runs (we missed its
+  // refutation)", which used to keep the timer and take the newer incarnation: we now wait for
+  // the member's own alive at that incarnation instead (it ends our suspicion).
+  if (accusation_above_known(m, s.incarnation, "suspect", s.from)) return;
   if (auto it = suspicions_.find(slot); it != suspicions_.end()) {
-    if (s.incarnation > m.incarnation) {
-      // Accused again at a newer incarnation (we missed its refutation): keep the running
-      // timer, spread the newer accusation.
-      m.incarnation = s.incarnation;
-      queue_broadcast(slot);
-    } else if (it->second.confirm(s.from)) {
+    if (it->second.confirm(s.from)) {
       ++stats_.suspicion_confirmations;
       schedule(it->second.deadline(), TimerKind::kSuspicion, slot, it->second.id());
       queue_broadcast(slot);  // carries the new confirmer's name
@@ -190,6 +244,10 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
     return;
   }
   const bool left = d.from == d.name;
+  // A leave above the known incarnation too: a member that refuted or changed its metadata and
+  // then left while we missed the alive ends up failed here instead of left (our own probe finds
+  // it gone). A forged leave at a huge incarnation would otherwise pin its name as left forever.
+  if (accusation_above_known(m, d.incarnation, left ? "leave" : "dead", d.from)) return;
   // Already gone. A graceful leave may still correct an earlier "failed" (never the reverse).
   if (m.state == MemberState::kLeft) return;
   if (m.state == MemberState::kFailed && !left) return;
