@@ -15,18 +15,51 @@
 // Session handshake on a new mesh TCP connection (initiator = the connecting proxy):
 //   each handshake message is framed as [u16 big-endian length][Noise message]
 //   msg1 payload (initiator -> responder): msgpack map {"v": 1, "node": <initiator node name>,
-//                                          "ciphers": [1, 2]}   (record.h Cipher values offered)
+//                                          "ciphers": [1, 2],   (record.h Cipher values offered)
+//                                          "cert": bin}         (with a trust root only)
 //   msg2 payload (responder -> initiator): msgpack map {"v": 1, "node": <responder node name>,
-//                                          "cipher": <chosen>}
-//   The responder accepts msg1 only if RouteTable::peer_keys holds exactly the remote static key
-//   it saw for the node name claimed in msg1; the initiator checks the name in msg2 against the
-//   node it dialled (the key itself is authenticated by IK). Then records (record.h) with
-//   split() keys, and the stream multiplexer (mux.h; initiator = MuxRole::kInitiator) inside them.
-//   Stream OPEN payload: msgpack map {"v": 1, "service": <destination service name>}.
+//                                          "cipher": <chosen>,
+//                                          "cert": bin}         (with a trust root only)
+//   "cert" is the sender's node certificate envelope (trust.h), byte for byte, 1..kMaxCertBytes.
+//   Without a trust root (ProxyTrust): the responder accepts msg1 only if RouteTable::peer_keys
+//   holds exactly the remote static key it saw for the node name claimed in msg1; the initiator
+//   checks the name in msg2 against the node it dialled (the key itself is authenticated by IK).
+//   With a trust root each end instead requires the peer's "cert" and accepts it only if
+//   verify_cert passes (trusted operator, signature, not_before - skew <= wall clock <
+//   not_after + skew), its node is the name claimed in msg1 (responder) or the node dialled
+//   (initiator), its kx_pk is the Noise static key the peer proved, and its (issuer, serial) is
+//   not revoked. Refusal kills the session with the reason handshake_cert_missing,
+//   handshake_cert_<malformed | unknown_issuer | bad_signature | not_yet_valid | expired>,
+//   handshake_cert_mismatch or handshake_cert_revoked (counted, one info line). Then records
+//   (record.h) with split() keys, and the stream multiplexer (mux.h; initiator =
+//   MuxRole::kInitiator) inside them.
+//   Stream OPEN payload: msgpack map {"v": 1, "service": <destination service name>,
+//                                     "from": <source service>}   ("from" omitted: anonymous)
 //   The Noise prologue is kMeshPrologue below (both ends: another version fails message 1).
 //   The responder picks AES-256-GCM if it was offered and the responder has AES-NI, else
 //   XChaCha20-Poly1305; the initiator refuses a cipher it did not offer or a name it did not dial.
 //   Unknown map keys are ignored (a newer peer's additions); names are 1..255 bytes.
+//
+// Authorization with a trust root (ProxyTrust; proxy_trust.cpp):
+//   app connects (initiator)  our certificate must grant the upstream's `as` (if set) and the
+//                             policy must allow as -> service; else the app's connection is
+//                             closed with RST at once and no session is dialled
+//   stream start (initiator)  the session's peer certificate must grant the service; else that
+//                             instance counts as failed and another is tried
+//   OPEN (responder)          before routing: the initiator's certificate must grant "from"
+//                             (if set), ours the service, the policy must allow from -> service
+//                             (anonymous matches only from = "*" rules), and the matched rule's
+//                             rate limit must have a token for the pair; else
+//                             RESET(policy_denied), which the initiator does not retry
+//   shadow-deny               counted and logged as denied, let through
+//   new snapshot              sessions whose peer certificate no longer verifies (revoked,
+//                             expired, operator no longer trusted) or that have none are closed
+//                             (orderly; their connections get RST); every live connection is
+//                             re-decided and closed with RST if now denied; peer certificates
+//                             are also checked for expiry every second (kCertCheck)
+//   Every decision is counted (ProxyStats::policy, policy_pairs) and every refusal logged at
+//   info: `policy_deny from=client to=web node=n2 rule=0 side=responder` (rule: index or
+//   "default"; from "-" when anonymous), at most kMaxPolicyLogsPerSecond lines a second.
 //
 // Pooling: the sessions this proxy initiates are pooled, one per peer node (by node name), and
 // carry all our app connections to that node. A session a peer initiated carries only that
@@ -182,12 +215,14 @@ struct ProxyStats {
   std::uint64_t sessions_initiated = 0;
   std::uint64_t sessions_accepted = 0;
   std::uint64_t handshakes_failed = 0;   // bad message, wrong key for the name, unknown node,
-                                         // timeout, or refused (256 accepted handshakes at once)
+                                         // timeout, refused (256 accepted handshakes at once), or
+                                         // a peer certificate refused (trust root)
   std::uint64_t records_rejected = 0;    // records that failed to open, or an end (EOF, RST) without
                                          // the close record (connection closed)
   std::uint64_t protocol_errors = 0;     // mux errors (connection closed)
   std::uint64_t sessions_failed = 0;     // connect / handshake failed or timed out, or cut mid-way
-  std::uint64_t streams_refused = 0;     // peers' OPENs for a service not served here, or malformed
+  std::uint64_t streams_refused = 0;     // peers' OPENs for a service not served here, malformed,
+                                         // or refused by the trust root (grant, policy, rate)
   std::uint64_t connections_open = 0;    // current proxied connections (both sides), not monotonic
   // Current bytes held by the proxy for all connections and sessions (stream bytes waiting for a
   // socket, replay buffers, sealed and mux output not yet sent); bounded per connection by the
