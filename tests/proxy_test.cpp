@@ -22,6 +22,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "proxy_impl.h"  // the payload codecs (transport/src)
@@ -1282,6 +1283,79 @@ TEST_F(TrustTest, ResponderRefusesAServiceItsCertificateDoesNotGrant) {
   ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().streams_refused == 1; }));
   EXPECT_EQ(b_.proxy->stats().policy.not_granted, 1u);
   EXPECT_EQ(echo_.accepted.load(), 1);
+}
+
+// A hand-made initiator with `self`'s name and keys and `cert`: a real handshake with b (b must
+// know nothing but its trust root), then one stream OPEN with `open` and "ping" + FIN on it.
+// Returns "data" if bytes came back, "reset:<reason>" if b reset the stream, or what failed.
+std::string raw_open(const Node& self, const Node& b, const std::vector<std::byte>& cert, const std::vector<std::byte>& open) {
+  const int fd = dial(b.proxy->mesh_endpoint().port);
+  if (fd < 0) return "connect";
+  set_timeouts(fd, 5s);
+  const auto* pro = reinterpret_cast<const std::byte*>(kMeshPrologue.data());
+  auto hs = Handshake::initiator(self.kp, b.kp.public_key, std::span(pro, kMeshPrologue.size()));
+  std::string result = "handshake";
+  [&] {
+    auto msg1 = hs.write_message(encode_hello({self.name, {Cipher::kXChaCha20Poly1305}, cert}));
+    if (!msg1) return;
+    std::vector<std::byte> out{static_cast<std::byte>(msg1->size() >> 8), static_cast<std::byte>(msg1->size() & 0xff)};
+    out.insert(out.end(), msg1->begin(), msg1->end());
+    if (!send_all(fd, out.data(), out.size())) return;
+    std::array<std::byte, 2> len{};
+    if (::recv(fd, len.data(), 2, MSG_WAITALL) != 2) return;
+    std::vector<std::byte> msg2((std::to_integer<std::size_t>(len[0]) << 8) | std::to_integer<std::size_t>(len[1]));
+    if (::recv(fd, msg2.data(), msg2.size(), MSG_WAITALL) != static_cast<ssize_t>(msg2.size())) return;
+    auto accept = hs.read_message(msg2);
+    if (!accept || !decode_accept(*accept)) return;
+    auto keys = hs.split();
+    if (!keys) return;
+    RecordSealer sealer(Cipher::kXChaCha20Poly1305, keys->send_key(HandshakeRole::kInitiator));
+    RecordOpener opener(Cipher::kXChaCha20Poly1305, keys->receive_key(HandshakeRole::kInitiator));
+    MuxSession mux(MuxRole::kInitiator);
+    auto id = mux.open_stream(open);
+    if (!id) return;
+    const char ping[] = "ping";
+    (void)mux.write(*id, std::as_bytes(std::span(ping, 4)));
+    mux.shutdown_write(*id);
+    std::vector<std::byte> plain;
+    mux.take_output(plain);
+    out.clear();
+    if (!sealer.seal_into(out, RecordType::kData, plain) || !send_all(fd, out.data(), out.size())) return;
+    result = "no answer";
+    std::vector<std::byte> buf(65536);
+    for (;;) {
+      const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+      if (r <= 0) return;
+      plain.clear();
+      if (!opener.feed(std::span(buf.data(), static_cast<std::size_t>(r)), plain) || !mux.on_bytes(plain)) return;
+      for (auto& ev : mux.take_events()) {
+        if (auto* rs = std::get_if<StreamReset>(&ev); rs != nullptr && rs->id == *id) {
+          result = std::string("reset:") + to_string(rs->reason);
+          return;
+        }
+        if (auto* d = std::get_if<StreamData>(&ev); d != nullptr && d->id == *id) {
+          result = "data";
+          return;
+        }
+      }
+    }
+  }();
+  ::close(fd);
+  return result;
+}
+
+// A malicious initiator claims a source service its certificate does not grant: the responder
+// refuses the stream itself (an honest proxy would have refused early).
+TEST_F(TrustTest, ResponderRefusesASourceServiceNotGranted) {
+  trust({.own_cert = a_cert_}, {.own_cert = b_cert_});
+  EXPECT_EQ(raw_open(a_, b_, a_cert_, encode_open("web", "admin")), std::string("reset:") + to_string(ResetReason::kPolicyDenied));
+  EXPECT_EQ(b_.proxy->stats().policy.not_granted, 1u);
+  EXPECT_EQ(b_.proxy->stats().streams_refused, 1u);
+  EXPECT_EQ(echo_.accepted.load(), 0);
+  // The same peer with the source its certificate grants, and anonymous, gets through.
+  EXPECT_EQ(raw_open(a_, b_, a_cert_, encode_open("web", "client")), "data");
+  EXPECT_EQ(raw_open(a_, b_, a_cert_, encode_open("web")), "data");
+  EXPECT_EQ(b_.proxy->stats().peer_certs.verified, 3u);
 }
 
 // The responder's decision for client -> web under each kind of policy.
