@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "weft/gossip/codec.h"
 #include "weft/sim/cluster.h"
 #include "weft/sim/network.h"
 #include "weft/sim/scenario.h"
@@ -599,6 +601,80 @@ TEST(SimIcmp, RestartAfterARefusedDeathIsAliveAgainWithAHigherIncarnation) {
     c.run_for(30s);
     EXPECT_EQ(c.false_positives(), 0u) << c.dump();
     EXPECT_TRUE(c.fullmesh()) << c.dump();
+  }
+}
+
+// ----------------------------------------------------------------------------------- forged
+
+// Issue 5 / memberlist #358, before signatures: a member holding the cluster key (node 0) forges
+// accusations naming incarnations above the known ones (suspect and failed at UINT64_MAX, a
+// leave at known + 1000) about ten live members, every 5 s for a minute, to every member and to
+// the victims themselves, datagrams and push-pull state alike, at 5 % loss. Each is dropped
+// where it lands: nobody is ever seen failed or left, and no incarnation is dragged upwards.
+TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
+  constexpr std::size_t kNodes = 60;
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  constexpr NodeId kForger = 0;
+  for (std::uint64_t seed : seeds(4)) {
+    SCOPED_TRACE(seed_text(seed));
+    SimCluster c({.nodes = kNodes, .seed = seed, .net = {.loss = 0.05}});
+    ASSERT_TRUE(c.run_until([&] { return c.fullmesh(); }, 120s)) << c.dump();
+    c.run_for(2s);
+    std::vector<NodeId> victims;
+    for (NodeId v = 1 + static_cast<NodeId>(seed % 5); victims.size() < 10; v += 5) victims.push_back(v);
+    auto forge = [&] {
+      gossip::PacketBuilder pb(65000);
+      gossip::PushPull pp{7, /*join=*/false, /*response=*/false, {}};
+      pp.members.push_back({c.name(kForger), SimCluster::addr(kForger), c.node(kForger)->incarnation(),
+                            MemberState::kAlive, {}});
+      for (NodeId v : victims) {
+        const std::string& name = c.name(v);
+        const std::uint64_t known = c.node(v)->incarnation();
+        EXPECT_TRUE(pb.add(gossip::Suspect{name, kMax, c.name(kForger)}));
+        EXPECT_TRUE(pb.add(gossip::Dead{name, kMax, c.name(kForger)}));
+        EXPECT_TRUE(pb.add(gossip::Dead{name, known + 1000, name}));
+        pp.members.push_back({name, SimCluster::addr(v), kMax, MemberState::kFailed, {}});
+      }
+      const std::vector<std::byte> datagram = pb.finish();
+      const std::vector<std::byte> stream = gossip::encode_stream(pp);
+      for (NodeId to = 1; to < kNodes; ++to) {
+        c.net().send(c.now(), kForger, to, Channel::kUnreliable, std::vector<std::byte>(datagram));
+        if (to % 6 == 0) c.net().send(c.now(), kForger, to, Channel::kReliable, std::vector<std::byte>(stream));
+      }
+    };
+    auto victims_alive_everywhere = [&] {
+      for (NodeId i = 0; i < kNodes; ++i) {
+        for (NodeId v : victims) {
+          const auto m = c.view(i, v);
+          if (!m || m->state == MemberState::kFailed || m->state == MemberState::kLeft || m->incarnation >= 1000) {
+            ADD_FAILURE() << "node " << i << " about victim " << v << ": "
+                          << (m ? gossip::to_string(m->state) : "unknown") << " at "
+                          << (m ? m->incarnation : 0);
+            return false;
+          }
+        }
+      }
+      return true;
+    };
+    for (int round = 0; round < 12; ++round) {
+      forge();
+      for (int s = 0; s < 5; ++s) {
+        c.run_for(1s);
+        ASSERT_TRUE(victims_alive_everywhere()) << "round " << round << "\n" << c.dump();
+      }
+    }
+    c.run_for(60s);  // past the longest suspicion timeout of the last round
+    EXPECT_TRUE(victims_alive_everywhere());
+    EXPECT_TRUE(c.run_until([&] { return c.fullmesh(); }, 30s)) << c.dump();
+    EXPECT_EQ(c.false_positives(), 0u) << c.dump();
+    EXPECT_EQ(c.counters().false_positive_events, 0u);
+    std::uint64_t dropped = 0;
+    for (NodeId i = 0; i < kNodes; ++i) {
+      dropped += c.node(i)->stats().accusations_above_known;
+      EXPECT_LT(c.node(i)->incarnation(), 1000u) << "node " << i;
+      EXPECT_EQ(c.node(i)->stats().refutes_saturated, 0u) << "node " << i;
+    }
+    EXPECT_GT(dropped, 0u);
   }
 }
 
