@@ -1511,6 +1511,30 @@ TEST_F(TrustTest, CertificateExpiringWhileUpClosesTheSession) {
   ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().sessions_closed_on_recheck == 1; }, 3s));
 }
 
+// A renewed certificate for a (now also granting "admin") is used at once: connections made
+// after it go over a new session that carries it, while a live one finishes on the old session.
+TEST_F(TrustTest, RenewedOwnCertificateGoesOutOnNewSessions) {
+  TestService api(TestService::Mode::kEcho);
+  a_.proxy->set_routes(table({{"web", {instance(b_)}}, {"api", {instance(b_)}}}, {&b_}));
+  b_.proxy->set_routes(table({}, {&a_}, {{"web", echo_.port()}, {"api", api.port()}}));
+  const auto b_cert = cert_for(b_, op_, {.services = {"web", "api"}});
+  trust({.own_cert = a_cert_}, {.own_cert = b_cert});
+  const std::uint16_t web = add_upstream_as(a_, "web", "client");
+  const std::uint16_t admin_api = add_upstream_as(a_, "api", "admin");
+  const int live = open_echo(web);
+  ASSERT_GE(live, 0);
+  expect_refused(admin_api);  // not granted yet: refused early by a
+  EXPECT_EQ(a_.proxy->stats().policy.not_granted, 1u);
+  a_.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(a_, op_, {.services = {"client", "admin"}})}));
+  EXPECT_TRUE(round_trip(admin_api, "renewed"));
+  EXPECT_EQ(b_.proxy->stats().policy.not_granted, 0u);
+  EXPECT_EQ(a_.proxy->stats().sessions_initiated, 2u);
+  char buf[4] = {};  // the live connection still works on the old session
+  ASSERT_TRUE(send_all(live, "more", 4));
+  EXPECT_EQ(::recv(live, buf, 4, MSG_WAITALL), 4);
+  ::close(live);
+}
+
 // A trust root configured while uncertified sessions are up: they are closed.
 TEST_F(TrustTest, TrustRootClosesUncertifiedSessions) {
   const std::uint16_t port = add_upstream_as(a_, "web", "client");

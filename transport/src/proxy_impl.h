@@ -296,6 +296,7 @@ struct Proxy::Impl {
                               std::string& detail);
   // Is this peer still acceptable under trust_ (revoked, expired, operators)? Empty: yes.
   std::string recheck_session(const Session& s, UnixTime now);
+  void renew_sessions();  // our certificate changed: initiated sessions leave the pool
   void recheck_sessions();
   void recheck_conns();
   void check_cert_expiry();

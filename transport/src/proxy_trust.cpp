@@ -59,6 +59,7 @@ void Proxy::Impl::refresh_trust() {
     t = shared_trust_;
   }
   if (t == trust_) return;
+  const bool own_cert_changed = t && (!trust_ || trust_->own_cert != t->own_cert);
   trust_ = std::move(t);
   own_cert_.reset();
   if (trust_) {
@@ -80,8 +81,25 @@ void Proxy::Impl::refresh_trust() {
     limiter_policy_.reset();
     log_->info("trust_updated operators=0");
   }
+  if (own_cert_changed) renew_sessions();
   recheck_sessions();
   recheck_conns();
+}
+
+// The peers hold our old certificate in the sessions we initiated (what it grants, when it
+// expires): new connections get new sessions, which carry the new one; the old sessions finish
+// their streams and close (at once when they have none).
+void Proxy::Impl::renew_sessions() {
+  std::vector<std::uint64_t> idle;
+  for (auto& [id, s] : sessions_) {
+    if (!s->pooled) continue;
+    if (auto it = pool_.find(s->node); it != pool_.end() && it->second == id) pool_.erase(it);
+    s->pooled = false;
+    if (s->state == Session::State::kUp && s->streams.empty() && s->waiting.empty()) idle.push_back(id);
+  }
+  for (std::uint64_t id : idle) {
+    if (Session* s = session(id)) close_session_orderly(*s);
+  }
 }
 
 std::string Proxy::Impl::check_peer_cert(Session& s, std::span<const std::byte> envelope, const std::string& node,
