@@ -107,8 +107,28 @@ void print_cert(const json& c) {
   }
 }
 
+void print_revocations(const json& l) {
+  print_table({{"cluster:", l["cluster"].get<std::string>()},
+               {"version:", std::to_string(l["version"].get<std::uint64_t>())},
+               {"issuer:", l["issuer"].get<std::string>()},
+               {"revoked:", std::to_string(l["revoked"].size()) + " certificates"}});
+  std::vector<std::vector<std::string>> rows = {{"ISSUER", "SERIAL"}};
+  for (const json& c : l["revoked"])
+    rows.push_back({c["issuer"].get<std::string>(), std::to_string(c["serial"].get<std::uint64_t>())});
+  if (rows.size() > 1) print_table(rows);
+  if (l.contains("verification")) {
+    const json& v = l["verification"];
+    std::printf("verified: %s%s%s\n", v["valid"].get<bool>() ? "valid" : "INVALID (",
+                v["valid"].get<bool>() ? "" : (v["status"].get<std::string>() + "): ").c_str(),
+                v["reason"].get<std::string>().c_str());
+  }
+}
+
 struct CertArgs {
   agent::CertSignRequest sign;
+  agent::CertRevokeRequest revoke;
+  std::optional<std::uint64_t> revoke_version;
+  std::string revocations_file;
   std::string ttl = "720h";
   std::string show_file;
   std::vector<std::string> operator_pubs;
@@ -134,7 +154,49 @@ Command cert_command(CLI::App& parent) {
   show->add_option("certfile", a->show_file, "The certificate file")->required();
   show->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
   show->add_flag("--json", a->json, "Print JSON");
-  return Command{app, [a, sign] {
+  CLI::App* revoke = app->add_subcommand(
+      "revoke", "Sign the next revocation list: the previous list's certificates plus the ones named here");
+  revoke->add_option("--operator-key", a->revoke.operator_key, "The operator's secret key file (operator.key)")
+      ->required();
+  revoke->add_option("--passphrase-file", a->revoke.passphrase_file,
+                     "File whose first line unlocks the operator key");
+  revoke->add_option("--serial", a->revoke.serials,
+                     "Serial of a certificate this operator key signed (repeatable; `weft cert show`)");
+  revoke->add_option("--cert", a->revoke.certs, "A certificate file to revoke (repeatable)");
+  revoke->add_option("--from", a->revoke.from, "The previous revocation list: its entries are kept");
+  revoke->add_option("--cluster", a->revoke.cluster,
+                     "The agents' --cluster name (default: the previous list's, else \"default\")");
+  revoke->add_option("--version", a->revoke_version,
+                     "The list's version (default: the current unix time, above the previous list's)");
+  revoke->add_option("--out", a->revoke.out, "The revocation list file to write")->required();
+  CLI::App* revocations = app->add_subcommand("revocations", "Print a revocation list; with --operator-pub also verify it");
+  revocations->add_option("file", a->revocations_file, "The revocation list file")->required();
+  revocations->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
+  revocations->add_flag("--json", a->json, "Print JSON");
+  return Command{app, [a, sign, revoke, revocations] {
+                   if (revoke->parsed()) {
+                     a->revoke.version = a->revoke_version;
+                     a->revoke.now = wall_now();
+                     auto r = agent::cert_revoke(a->revoke);
+                     if (!r) return failed(r.error().message);
+                     std::printf("revocation list %s: cluster %s, version %s, %zu certificates revoked\n",
+                                 a->revoke.out.c_str(), (*r)["cluster"].get<std::string>().c_str(),
+                                 std::to_string((*r)["version"].get<std::uint64_t>()).c_str(),
+                                 (*r)["revoked"].size());
+                     return kExitOk;
+                   }
+                   if (revocations->parsed()) {
+                     auto r = agent::revocations_show(a->revocations_file, a->operator_pubs);
+                     if (!r) return failed(r.error().message);
+                     if (a->json) {
+                       print_json(*r);
+                     } else {
+                       print_revocations(*r);
+                     }
+                     if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>())
+                       return kExitFailure;
+                     return kExitOk;
+                   }
                    if (sign->parsed()) {
                      if (auto r = agent::check_node_name(a->sign.node); !r) {
                        std::fprintf(stderr, "weft: --node: %s\n", r.error().message.c_str());

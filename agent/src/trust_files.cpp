@@ -14,6 +14,7 @@
 #include "operator_key_file.h"
 #include "paths.h"
 #include "weft/store/store.h"
+#include "weft/transport/revocation.h"
 #include "weft/transport/trust.h"
 
 namespace weft::agent {
@@ -168,6 +169,102 @@ Result<json> cert_sign(const CertSignRequest& req) {
   return cert_json(d->cert);
 }
 
+namespace {
+
+json revocations_json(const tr::RevocationList& l) {
+  json revoked = json::array();
+  for (const tr::RevokedCert& c : l.revoked) revoked.push_back(json{{"issuer", tr::to_hex(c.issuer)}, {"serial", c.serial}});
+  return json{{"cluster", l.cluster}, {"version", l.version}, {"issuer", tr::to_hex(l.issuer)}, {"revoked", revoked}};
+}
+
+Result<std::vector<std::byte>> read_revocations(const std::string& file) {
+  auto text = read_file(file);
+  if (!text) return fail(text.error().message);
+  auto env = tr::unarmor_revocations(*text);
+  if (!env) return fail(file + ": " + env.error().message);
+  return env;
+}
+
+Result<std::vector<tr::SignPublicKey>> read_operator_pubs(const std::vector<std::string>& paths) {
+  std::vector<tr::SignPublicKey> trusted;
+  for (const std::string& path : paths) {
+    auto pub_text = read_file(path);
+    if (!pub_text) return fail("--operator-pub " + pub_text.error().message);
+    auto pk = tr::decode_operator_public(*pub_text);
+    if (!pk) return fail("--operator-pub " + path + ": " + pk.error().message);
+    trusted.push_back(*pk);
+  }
+  return trusted;
+}
+
+json verification_json(bool valid, const std::string& status, const std::string& reason) {
+  return json{{"valid", valid}, {"status", status}, {"reason", reason}};
+}
+
+}  // namespace
+
+Result<json> cert_revoke(const CertRevokeRequest& req) {
+  if (req.serials.empty() && req.certs.empty() && req.from.empty())
+    return fail("name a certificate to revoke (--serial N or --cert FILE)");
+  auto key = load_operator_key(req.operator_key, req.passphrase_file);
+  if (!key) return fail(key.error().message);
+  tr::RevocationList l;
+  l.cluster = req.cluster;
+  std::uint64_t previous = 0;
+  if (!req.from.empty()) {
+    auto env = read_revocations(req.from);
+    if (!env) return fail("--from " + env.error().message);
+    auto d = tr::decode_revocations(*env);
+    if (!d) return fail("--from " + req.from + ": " + d.error().message);
+    if (!l.cluster.empty() && l.cluster != d->list.cluster)
+      return fail("--from " + req.from + " is for cluster '" + d->list.cluster + "', not '" + l.cluster + "'");
+    l = d->list;
+    previous = l.version;
+  }
+  if (l.cluster.empty()) l.cluster = req.cluster.empty() ? "default" : req.cluster;
+  for (const std::uint64_t serial : req.serials) {
+    if (serial == 0) return fail("--serial 0 names no certificate");
+    l.revoked.push_back(tr::RevokedCert{key->issuer(), serial});
+  }
+  for (const std::string& file : req.certs) {
+    auto text = read_file(file);
+    if (!text) return fail("--cert " + text.error().message);
+    auto env = tr::unarmor_cert(*text);
+    if (!env) return fail("--cert " + file + ": " + env.error().message);
+    auto d = tr::decode_cert(*env);
+    if (!d) return fail("--cert " + file + ": " + d.error().message);
+    l.revoked.push_back(tr::RevokedCert{d->cert.issuer, d->cert.serial});
+  }
+  const auto now_s = static_cast<std::uint64_t>(std::max<std::int64_t>(0, req.now.time_since_epoch().count()));
+  l.version = req.version ? *req.version : std::max(now_s, previous + 1);
+  if (l.version <= previous) {
+    return fail("--version " + std::to_string(l.version) + " is not above the previous list's " +
+                std::to_string(previous) + " (agents would refuse it)");
+  }
+  auto env = tr::sign_revocations(l, *key);
+  if (!env) return fail(env.error().message);
+  if (auto r = tr::replace_file(req.out, tr::armor_revocations(*env), 0644); !r)
+    return fail("--out " + r.error().message);
+  auto d = tr::decode_revocations(*env);
+  if (!d) return fail("the new list does not decode: " + d.error().message);  // never: a bug
+  return revocations_json(d->list);
+}
+
+Result<json> revocations_show(const std::string& file, const std::vector<std::string>& operator_pubs) {
+  auto env = read_revocations(file);
+  if (!env) return fail(env.error().message);
+  auto d = tr::decode_revocations(*env);
+  if (!d) return fail(file + ": " + d.error().message);
+  json out = revocations_json(d->list);
+  if (operator_pubs.empty()) return out;
+  auto trusted = read_operator_pubs(operator_pubs);
+  if (!trusted) return fail(trusted.error().message);
+  auto v = tr::verify_revocations(*env, *trusted, d->list.cluster, std::nullopt);
+  out["verification"] = v ? verification_json(true, "valid", "")
+                          : verification_json(false, tr::to_string(v.error().kind), v.error().message);
+  return out;
+}
+
 Result<json> cert_show(const std::string& cert_file, const std::vector<std::string>& operator_pubs,
                        UnixSeconds now) {
   auto text = read_file(cert_file);
@@ -178,21 +275,11 @@ Result<json> cert_show(const std::string& cert_file, const std::vector<std::stri
   if (!d) return fail(cert_file + ": " + d.error().message);
   json out = cert_json(d->cert);
   if (operator_pubs.empty()) return out;
-  std::vector<tr::SignPublicKey> trusted;
-  for (const std::string& path : operator_pubs) {
-    auto pub_text = read_file(path);
-    if (!pub_text) return fail("--operator-pub " + pub_text.error().message);
-    auto pk = tr::decode_operator_public(*pub_text);
-    if (!pk) return fail("--operator-pub " + path + ": " + pk.error().message);
-    trusted.push_back(*pk);
-  }
-  auto v = tr::verify_cert(*env, trusted, now, tr::kDefaultCertSkew);
-  if (v) {
-    out["verification"] = json{{"valid", true}, {"status", "valid"}, {"reason", ""}};
-  } else {
-    out["verification"] =
-        json{{"valid", false}, {"status", tr::to_string(v.error().kind)}, {"reason", v.error().message}};
-  }
+  auto trusted = read_operator_pubs(operator_pubs);
+  if (!trusted) return fail(trusted.error().message);
+  auto v = tr::verify_cert(*env, *trusted, now, tr::kDefaultCertSkew);
+  out["verification"] = v ? verification_json(true, "valid", "")
+                          : verification_json(false, tr::to_string(v.error().kind), v.error().message);
   return out;
 }
 

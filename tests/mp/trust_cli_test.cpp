@@ -4,12 +4,14 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
 #include "cluster.h"
@@ -323,6 +325,68 @@ TEST(TrustAgent, StartsWithItsOwnCertificateOnly) {
     EXPECT_EQ(*code, 2) << a.log();
     EXPECT_NE(a.log().find(b.want), std::string::npos) << a.log();
   }
+}
+
+TEST(TrustCli, RevokeBuildsCumulativeSignedLists) {
+  TempDir t;
+  const std::string op = t.path + "/op";
+  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", op}).code, 0);
+  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", t.path + "/other"}).code, 0);
+  ASSERT_EQ(run({weft_bin(), "identity", "init", "--data-dir", t.path + "/n1"}).code, 0);
+  const std::string cert = t.path + "/n1.cert";
+  ASSERT_EQ(run({weft_bin(), "cert", "sign", "--operator-key", op + "/operator.key", "--node", "n1", "--node-key",
+                 t.path + "/n1/node.pub", "--out", cert})
+                .code,
+            0);
+  const json c = show_json({cert}, 0);
+  const std::uint64_t serial = c["serial"].get<std::uint64_t>();
+
+  const std::string r1 = t.path + "/r1", r2 = t.path + "/r2";
+  RunResult a = run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--cert", cert,
+                     "--cluster", "prod", "--version", "10", "--out", r1});
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_NE(a.out.find("version 10, 1 certificates revoked"), std::string::npos) << a.out;
+  EXPECT_NE(slurp_file(r1).find("-----BEGIN WEFT REVOCATION LIST-----"), std::string::npos);
+  // The next list keeps the previous entries and its cluster, and its version goes up.
+  RunResult b = run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--from", r1, "--serial",
+                     "42", "--out", r2});
+  ASSERT_EQ(b.code, 0) << b.out;
+  RunResult shown = run({weft_bin(), "cert", "revocations", r2, "--json", "--operator-pub", op + "/operator.pub"});
+  ASSERT_EQ(shown.code, 0) << shown.out;
+  const json l = json::parse(shown.out);
+  EXPECT_EQ(l["cluster"], "prod");
+  EXPECT_GT(l["version"].get<std::uint64_t>(), 10u);
+  ASSERT_EQ(l["revoked"].size(), 2u);
+  std::set<std::uint64_t> serials;
+  for (const json& e : l["revoked"]) {
+    EXPECT_EQ(e["issuer"], c["issuer"]);
+    serials.insert(e["serial"].get<std::uint64_t>());
+  }
+  EXPECT_EQ(serials, (std::set<std::uint64_t>{42, serial}));
+  EXPECT_TRUE(l["verification"]["valid"].get<bool>());
+  // Another operator's key does not verify it (exit 1 after showing it).
+  RunResult other = run({weft_bin(), "cert", "revocations", r2, "--operator-pub", t.path + "/other/operator.pub"});
+  EXPECT_EQ(other.code, 1) << other.out;
+  EXPECT_NE(other.out.find("INVALID (unknown issuer)"), std::string::npos) << other.out;
+
+  // Bad inputs: one line each, nothing written.
+  expect_one_line_error(run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--out",
+                             t.path + "/r3"}),
+                        "name a certificate to revoke");
+  expect_one_line_error(run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--from", r2,
+                             "--serial", "1", "--version", "10", "--out", t.path + "/r3"}),
+                        "is not above the previous list's");
+  expect_one_line_error(run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--from", r2,
+                             "--cluster", "dev", "--serial", "1", "--out", t.path + "/r3"}),
+                        "is for cluster 'prod'");
+  expect_one_line_error(run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--from", cert,
+                             "--serial", "1", "--out", t.path + "/r3"}),
+                        "not a WEFT REVOCATION LIST");
+  expect_one_line_error(run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--serial", "0",
+                             "--out", t.path + "/r3"}),
+                        "--serial 0");
+  EXPECT_NE(::access((t.path + "/r3").c_str(), F_OK), 0);
+  expect_one_line_error(run({weft_bin(), "cert", "revocations", cert}), "not a WEFT REVOCATION LIST");
 }
 
 }  // namespace

@@ -58,4 +58,23 @@ struct CertSignRequest {
                                                const std::vector<std::string>& operator_pubs,
                                                UnixSeconds now);
 
+struct CertRevokeRequest {
+  std::string operator_key;      // operator.key
+  std::string passphrase_file;   // empty: none
+  std::vector<std::uint64_t> serials;  // certificates of this operator key, by serial
+  std::vector<std::string> certs;      // certificate files (their issuer and serial)
+  std::string from;              // the previous list: its entries are kept; empty: none
+  std::string cluster;           // empty: the previous list's, else "default"
+  std::optional<std::uint64_t> version;  // default: max(now in unix seconds, previous + 1)
+  UnixSeconds now{};
+  std::string out;
+};
+// Signs and writes the next revocation list (the previous one's entries plus the new ones);
+// returns what revocations_show prints for it: {"cluster", "version", "issuer",
+// "revoked": [{"issuer", "serial"}...]}.
+[[nodiscard]] Result<nlohmann::json> cert_revoke(const CertRevokeRequest& req);
+// The list in FILE (not verified); with `operator_pubs` also "verification" as cert_show.
+[[nodiscard]] Result<nlohmann::json> revocations_show(const std::string& file,
+                                                      const std::vector<std::string>& operator_pubs);
+
 }  // namespace weft::agent
