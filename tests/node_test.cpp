@@ -1872,6 +1872,10 @@ TEST(NodeForged, RefutationSaturatesAtTheLargestIncarnation) {
   EXPECT_EQ(h.node(0).incarnation(), kMaxIncarnation) << "not wrapped to 0";
   EXPECT_EQ(h.node(0).stats().refutes_saturated, 2u);
   EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
+  // A metadata change needs a higher incarnation: refused rather than wrapped.
+  EXPECT_FALSE(h.set_meta(0, bytes_of({1})));
+  EXPECT_EQ(h.node(0).incarnation(), kMaxIncarnation);
+  EXPECT_TRUE(h.node(0).member("n0")->meta.empty());
 }
 
 // The cost of the rule, bounded: n0 missed n1's refutation (it knows incarnation 0, the others

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "node_impl.h"
 
@@ -270,6 +271,9 @@ bool Node::leave_done() const { return impl_->leave_done(); }
 Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
   if (meta.size() > impl_->cfg_.max_meta_bytes) return fail("metadata larger than max_meta_bytes");
   Member& self = impl_->members_.at(impl_->self_slot_);
+  // Only after a saturated refutation (an impostor's alive at UINT64_MAX): wrapping to 0 would
+  // make every member ignore us as stale, and at the same incarnation the change cannot spread.
+  if (self.incarnation == std::numeric_limits<std::uint64_t>::max()) return fail("incarnation exhausted");
   self.meta = std::move(meta);
   ++self.incarnation;
   impl_->queue_broadcast(impl_->self_slot_);

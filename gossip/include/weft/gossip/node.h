@@ -52,7 +52,8 @@ class Node {
   void leave(TimePoint now);
   [[nodiscard]] bool leave_done() const;
 
-  // New metadata: raises our incarnation and spreads it. Fails if larger than max_meta_bytes.
+  // New metadata: raises our incarnation and spreads it. Fails if larger than max_meta_bytes,
+  // or when our incarnation is already UINT64_MAX (see NodeImpl::refute).
   Result<void> set_meta(TimePoint now, std::vector<std::byte> meta);
 
   // A datagram from the unreliable channel (UDP).
