@@ -1535,6 +1535,83 @@ TEST_F(TrustTest, RenewedOwnCertificateGoesOutOnNewSessions) {
   ::close(live);
 }
 
+PolicyRule with_limits(PolicyRule r, std::optional<std::chrono::milliseconds> connect, std::optional<std::chrono::milliseconds> idle,
+                       std::optional<std::uint32_t> retries) {
+  r.connect_timeout = connect;
+  r.idle_timeout = idle;
+  r.retries = retries;
+  return r;
+}
+
+// The rule that allowed a connection sets its idle timeout (ProxyConfig's is 5 minutes).
+TEST_F(TrustTest, PolicyIdleTimeoutOverridesTheConfig) {
+  const auto p = policy_of(PolicyAction::kDeny, {with_limits(rule("client", "web", PolicyAction::kAllow), std::nullopt, 200ms, std::nullopt)});
+  const std::uint16_t port = certified(p, nullptr);
+  const int fd = open_echo(port);
+  ASSERT_GE(fd, 0);
+  set_timeouts(fd, 3s);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_end(fd), End::kReset);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ::close(fd);
+  EXPECT_EQ(a_.proxy->stats().upstreams.at("web").failures, 1u);
+}
+
+// retries = 0: a connection whose instance refuses it is not retried on the other one.
+TEST_F(TrustTest, PolicyRetriesBoundTheAttempts) {
+  Three t;
+  std::uint16_t dead_port = 0;
+  {
+    TestService gone(TestService::Mode::kEcho);
+    dead_port = gone.port();
+  }
+  t.b.proxy->set_routes(table({}, {&t.a}, {{"echo", dead_port}}));
+  t.c.proxy->set_routes(table({}, {&t.a}, {{"echo", t.sc.port()}}));
+  t.a.proxy->set_routes(table({{"echo", {instance(t.b), instance(t.c)}}}, {&t.b, &t.c}));
+  const auto p = policy_of(PolicyAction::kDeny, {with_limits(rule("client", "echo", PolicyAction::kAllow), std::nullopt, std::nullopt, 0u)});
+  t.a.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.a, op_, {.services = {"client"}}), .policy = p}));
+  t.b.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.b, op_, {.services = {"echo"}})}));
+  t.c.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.c, op_, {.services = {"echo"}})}));
+  UpstreamConfig u;
+  u.name = "echo";
+  u.listen = Endpoint::v4(127, 0, 0, 1, 0);
+  u.balance = Balance::kRoundRobin;
+  u.as = "client";
+  ASSERT_TRUE(t.a.proxy->add_upstream(u).has_value());
+  const std::uint16_t port = t.a.proxy->stats().listening["echo"].port;
+  int ok = 0;
+  for (int i = 0; i < 6; ++i) ok += round_trip(port, "r" + std::to_string(i)) ? 1 : 0;
+  EXPECT_EQ(ok, 3);  // round robin: every other connection tried b first, and only b
+  ASSERT_TRUE(wait_until([&] { return t.a.proxy->stats().upstreams["echo"].failures == 3; }));
+  EXPECT_EQ(t.a.proxy->stats().upstreams["echo"].retries, 0u);
+}
+
+// A rule's connect_timeout shorter than the session's: a connection waiting on a peer whose
+// handshake hangs is tried on another instance after it, not after ProxyConfig's 5 s.
+TEST_F(TrustTest, PolicyConnectTimeoutTriesAnotherInstance) {
+  TestService hole(TestService::Mode::kStall);  // takes the TCP connection, never answers
+  Node z;
+  z.name = "z";
+  z.kp = NoiseKeyPair::generate();
+  a_.proxy->set_routes(table({{"web", {{"z", Endpoint::v4(127, 0, 0, 1, hole.port()), true}, instance(b_)}}}, {&b_, &z}));
+  const auto p = policy_of(PolicyAction::kDeny, {with_limits(rule("client", "web", PolicyAction::kAllow), 150ms, std::nullopt, std::nullopt)});
+  trust({.own_cert = a_cert_, .policy = p}, {.own_cert = b_cert_});
+  UpstreamConfig u;
+  u.name = "web";
+  u.listen = Endpoint::v4(127, 0, 0, 1, 0);
+  u.balance = Balance::kRoundRobin;  // z first
+  u.as = "client";
+  ASSERT_TRUE(a_.proxy->add_upstream(u).has_value());
+  const std::uint16_t port = a_.proxy->stats().listening["web"].port;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(round_trip(port, "around the hole"));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(a_.proxy->stats().upstreams["web"].retries, 1u);
+  EXPECT_EQ(hole.accepted.load(), 1);
+}
+
 // A trust root configured while uncertified sessions are up: they are closed.
 TEST_F(TrustTest, TrustRootClosesUncertifiedSessions) {
   const std::uint16_t port = add_upstream_as(a_, "web", "client");

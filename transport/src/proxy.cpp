@@ -311,7 +311,8 @@ void Proxy::Impl::on_accept_app(Upstream& u) {
     if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE...): try at the next event
     // The initiator refuses early what the policy (or our certificate) does not allow: RST at
     // once, no session dialled. Counted as a connection that failed.
-    if (trust_ && !admit(Side::kInitiator, u.cfg.as, u.cfg.name, {}, nullptr)) {
+    const PolicyRule* rule = nullptr;
+    if (trust_ && !admit(Side::kInitiator, u.cfg.as, u.cfg.name, {}, nullptr, &rule)) {
       auto& tc = stats_.upstreams[u.cfg.name];
       ++tc.connections;
       ++tc.failures;
@@ -326,12 +327,13 @@ void Proxy::Impl::on_accept_app(Upstream& u) {
     c->name = u.cfg.name;
     c->from = u.cfg.as;
     c->last_activity = now_;
+    apply_limits(*c, rule);
     Conn& ref = *c;
     conns_[c->id] = std::move(c);
     auto& tc = stats_.upstreams[u.cfg.name];
     ++tc.connections;
     ++tc.active;
-    arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + cfg_.idle_timeout);
+    arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + ref.idle_timeout);
     dispatch(ref);  // may fail and close it
   }
 }

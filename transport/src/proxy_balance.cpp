@@ -63,7 +63,7 @@ void Proxy::Impl::dispatch(Conn& c) {
   UpstreamConfig u;
   u.name = c.name;
   if (auto it = upstreams_.find(c.name); it != upstreams_.end()) u = it->second.cfg;
-  while (c.attempts < cfg_.max_attempts) {
+  while (c.attempts < c.max_attempts) {
     auto inst = pick(c.name, u, c.tried);
     if (!inst) break;
     c.tried.insert(inst->node);
@@ -87,6 +87,10 @@ void Proxy::Impl::dispatch(Conn& c) {
     } else {
       c.session = s->id;
       s->waiting.push_back(c.id);
+      if (c.connect_timeout < cfg_.connect_timeout) {  // the session's own limit covers the rest
+        c.connect_deadline = now_ + c.connect_timeout;
+        arm_timer(Kind::kConn, c.id, c.timer_at, std::min(c.last_activity + c.idle_timeout, c.connect_deadline));
+      }
     }
     return;
   }

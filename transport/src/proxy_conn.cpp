@@ -50,6 +50,7 @@ void Proxy::Impl::conn_start_stream(Conn& c, Session& s) {
   c.session = s.id;
   c.stream = *id;
   c.opened_at = now_;
+  c.connect_deadline = TimePoint::max();
   s.streams[*id] = c.id;
   if (!c.replay.empty()) {
     // A retry: what the app sent to the failed instance (<= kReplayLimit < kInitialWindow).
@@ -68,7 +69,9 @@ void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std:
   auto open = decode_open_request(payload);
   // With a trust root: authorization before routing (a denied caller learns nothing about which
   // services are here), and not retried elsewhere by the initiator.
-  if (open && trust_ && !admit(Side::kResponder, open->from, open->service, s.node, s.peer_cert ? &*s.peer_cert : nullptr)) {
+  const PolicyRule* rule = nullptr;
+  if (open && trust_ &&
+      !admit(Side::kResponder, open->from, open->service, s.node, s.peer_cert ? &*s.peer_cert : nullptr, &rule)) {
     ++stats_.streams_refused;
     s.mux->reset(id, ResetReason::kPolicyDenied);
     return;
@@ -100,6 +103,7 @@ void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std:
   c->name = *service;
   c->node = s.node;
   c->from = open->from;
+  apply_limits(*c, rule);  // the idle timeout, for the service's socket here
   c->session = s.id;
   c->stream = id;
   c->last_activity = now_;
@@ -108,7 +112,7 @@ void Proxy::Impl::conn_open_remote(Session& s, StreamId id, std::span<const std:
   conns_[c->id] = std::move(c);
   s.streams[id] = ref.id;
   ++tc.active;
-  arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + cfg_.idle_timeout);
+  arm_timer(Kind::kConn, ref.id, ref.timer_at, now_ + ref.idle_timeout);
   update_conn_interest(ref);
 }
 
@@ -373,12 +377,25 @@ void Proxy::Impl::destroy_conn(Conn& c, bool reset) {
 }
 
 void Proxy::Impl::conn_timer(Conn& c) {
-  if (now_ - c.last_activity >= cfg_.idle_timeout) {
+  if (c.connect_deadline <= now_) {
+    // A policy rule's connect_timeout, shorter than the session's: give up on this instance
+    // (the session keeps trying for the others waiting on it) and try another.
+    c.connect_deadline = TimePoint::max();
+    Session* s = session(c.session);
+    if (c.client && c.stream == 0 && s != nullptr && s->state != Session::State::kUp) {
+      log_->debug("conn_connect_timeout name={} node={}", c.name, c.node);
+      std::erase(s->waiting, c.id);
+      c.session = 0;
+      conn_session_failed(c);  // may destroy c
+      return;
+    }
+  }
+  if (now_ - c.last_activity >= c.idle_timeout) {
     log_->debug("conn_idle_timeout name={}", c.name);
     abort_conn(c, ResetReason::kTimeout);
     return;
   }
-  arm_timer(Kind::kConn, c.id, c.timer_at, c.last_activity + cfg_.idle_timeout);
+  arm_timer(Kind::kConn, c.id, c.timer_at, std::min(c.last_activity + c.idle_timeout, c.connect_deadline));
 }
 
 }  // namespace weft::transport

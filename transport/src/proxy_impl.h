@@ -165,6 +165,11 @@ struct Conn {
   TimePoint last_activity{};
   TimePoint opened_at{};
   TimePoint timer_at = TimePoint::max();  // its entry in Impl::timers_ (idle check); max(): none
+  // This connection's limits: ProxyConfig's, or those of the policy rule that allowed it.
+  Duration idle_timeout{};
+  Duration connect_timeout{};     // client, per instance tried: its session must be up within it
+  unsigned max_attempts = 0;      // client
+  TimePoint connect_deadline = TimePoint::max();  // client, while waiting for a session; max(): none
 };
 
 struct InstanceState {
@@ -302,8 +307,12 @@ struct Proxy::Impl {
   void check_cert_expiry();
   enum class Side : std::uint8_t { kInitiator, kResponder };
   // Decides a new stream from -> to (trust_ set); false: refuse it. Counts and logs.
+  // `rule`: set to the policy rule that allowed it (nullptr: none), valid until trust_ changes.
   bool admit(Side side, const std::string& from, const std::string& to, const std::string& node,
-             const NodeCert* peer_cert);
+             const NodeCert* peer_cert, const PolicyRule** rule = nullptr);
+  // The limits of a new conn: ProxyConfig's, overridden by the rule's (connect_timeout,
+  // idle_timeout, retries: max_attempts = retries + 1).
+  void apply_limits(Conn& c, const PolicyRule* rule) const;
   void count_policy(const std::string& from, const std::string& to, std::uint64_t PolicyCounters::*field);
   void log_policy(std::string_view event, Side side, const std::string& from, const std::string& to,
                   const std::string& node, std::string_view rule);

@@ -214,7 +214,8 @@ void Proxy::Impl::recheck_conns() {
 }
 
 bool Proxy::Impl::admit(Side side, const std::string& from, const std::string& to, const std::string& node,
-                        const NodeCert* peer_cert) {
+                        const NodeCert* peer_cert, const PolicyRule** rule) {
+  if (rule != nullptr) *rule = nullptr;
   bool granted = true;
   if (side == Side::kInitiator) {
     // The app may claim only a service our certificate grants (the agent checks it too).
@@ -249,7 +250,14 @@ bool Proxy::Impl::admit(Side side, const std::string& from, const std::string& t
     }
   }
   if (!d.shadow_denied) count_policy(from, to, &PolicyCounters::allowed);
+  if (rule != nullptr && d.rule) *rule = &p.rules[*d.rule];
   return true;
+}
+
+void Proxy::Impl::apply_limits(Conn& c, const PolicyRule* rule) const {
+  c.idle_timeout = rule != nullptr && rule->idle_timeout ? Duration(*rule->idle_timeout) : cfg_.idle_timeout;
+  c.connect_timeout = rule != nullptr && rule->connect_timeout ? Duration(*rule->connect_timeout) : cfg_.connect_timeout;
+  c.max_attempts = rule != nullptr && rule->retries ? *rule->retries + 1 : cfg_.max_attempts;
 }
 
 void Proxy::Impl::count_policy(const std::string& from, const std::string& to,
