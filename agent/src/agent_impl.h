@@ -65,6 +65,10 @@ struct Waiter {
 struct KeyOp {
   std::uint32_t id = 0;
   std::string op;
+  std::string key;
+  // `use` first runs a "list" round: the key id every member must report, and those that did not.
+  std::string precheck_id;
+  std::set<std::string> lacking;
   Waiter waiter;
   std::set<std::string> waiting;  // members that have not answered
   std::size_t asked = 0;          // members asked, ourselves included
@@ -137,7 +141,9 @@ class Agent {
   Result<void> apply_key_op(const std::string& op, const std::string& key);
   Result<transport::KeyId> resolve_key(const std::string& key) const;
   json key_ids_json() const;
-  void finish_key_op();
+  void begin_key_round(TimePoint now, Waiter waiter, const std::string& op, const std::string& key,
+                       const std::string& precheck_id);
+  void finish_key_op(TimePoint now);
 
   AgentConfig cfg_;
   AgentFlags flags_;

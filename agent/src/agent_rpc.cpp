@@ -209,7 +209,7 @@ void Agent::check_waiters(TimePoint now) {
       return false;
     });
   }
-  if (key_op_ && (key_op_->waiting.empty() || now >= key_op_->waiter.deadline)) finish_key_op();
+  if (key_op_ && (key_op_->waiting.empty() || now >= key_op_->waiter.deadline)) finish_key_op(now);
 }
 
 json Agent::members_json() const {

@@ -97,14 +97,30 @@ void Agent::start_key_op(TimePoint now, const std::string& peer, const std::stri
         return reply_error(peer, "keys remove: " + transport::format_key_id(*id) +
                                      " is the primary key; make another primary first (weft keys use)");
       }
+      if (op == "use") {
+        // Every live member must hold the key before anyone seals with it, or those that do not
+        // would drop our gossip and see us fail: first ask everyone for their keys (a "list"
+        // round), and switch only if all of them answered with it (finish_key_op).
+        return begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, transport::format_key_id(*id));
+      }
     }
   }
+  begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, "");
+}
+
+// Asks every live member to apply `op` (or, with `precheck_id`, only to list its keys) and applies
+// it here; finish_key_op() answers `waiter` once all have answered or the wait is over.
+void Agent::begin_key_round(TimePoint now, Waiter waiter, const std::string& op, const std::string& key,
+                            const std::string& precheck_id) {
   KeyOp k;
   k.id = next_key_op_id_++;
   k.op = op;
-  k.waiter = Waiter{peer, now + kKeyOpWait};
+  k.key = key;
+  k.precheck_id = precheck_id;
+  k.waiter = std::move(waiter);
+  const std::string sent_op = precheck_id.empty() ? op : "list";
   // Sent before the local change: sealed with the key everyone holds now.
-  const std::vector<std::byte> body = pack(json{{"id", k.id}, {"op", op}, {"key", key}});
+  const std::vector<std::byte> body = pack(json{{"id", k.id}, {"op", sent_op}, {"key", key}});
   for (const gossip::MemberInfo& m : node_->members()) {
     if (m.name == cfg_.node) continue;
     if (m.state != gossip::MemberState::kAlive && m.state != gossip::MemberState::kSuspect) continue;
@@ -113,7 +129,7 @@ void Agent::start_key_op(TimePoint now, const std::string& peer, const std::stri
   }
   k.asked = k.waiting.size() + 1;
   key_op_ = std::move(k);
-  auto r = apply_key_op(op, key);
+  auto r = apply_key_op(sent_op, key);
   ++key_op_->responses;
   if (!r) key_op_->failed[cfg_.node] = r.error().message;
   for (transport::KeyId id : ring_.ids()) ++key_op_->key_counts[transport::format_key_id(id)];
@@ -149,16 +165,36 @@ void Agent::on_key_response(std::span<const std::byte> body) {
     const json& e = (*resp)["error"];
     key_op_->failed[name] = e.is_string() ? e.get<std::string>() : "failed";
   }
+  bool holds = false;
   if ((*resp)["keys"].is_array()) {
     for (const json& id : (*resp)["keys"]) {
-      if (id.is_string() && id.get_ref<const std::string&>().size() == 8) ++key_op_->key_counts[id.get<std::string>()];
+      if (!id.is_string() || id.get_ref<const std::string&>().size() != 8) continue;
+      ++key_op_->key_counts[id.get<std::string>()];
+      holds = holds || id.get_ref<const std::string&>() == key_op_->precheck_id;
     }
   }
+  if (!key_op_->precheck_id.empty() && !holds) key_op_->lacking.insert(name);
 }
 
-void Agent::finish_key_op() {
+void Agent::finish_key_op(TimePoint now) {
   KeyOp k = std::move(*key_op_);
   key_op_.reset();
+  if (!k.precheck_id.empty()) {
+    auto names = [](const std::set<std::string>& s) {
+      std::string out;
+      for (const std::string& n : s) out += (out.empty() ? "" : ", ") + n;
+      return out;
+    };
+    if (k.lacking.empty() && k.waiting.empty() && k.failed.empty()) {
+      return begin_key_round(now, Waiter{k.waiter.peer, now + kKeyOpWait}, k.op, k.key, "");
+    }
+    std::string why;
+    if (!k.lacking.empty()) why += "not installed on " + names(k.lacking);
+    if (!k.waiting.empty()) why += std::string(why.empty() ? "" : "; ") + "no answer from " + names(k.waiting);
+    if (!k.failed.empty()) why += std::string(why.empty() ? "" : "; ") + "failed on " + std::to_string(k.failed.size());
+    return reply_error(k.waiter.peer, "keys use: refused, every live member must hold key " + k.precheck_id +
+                                          " first (" + why + "); run weft keys install again");
+  }
   json result = {{"op", k.op},
                  {"members", k.asked},
                  {"responses", k.responses},

@@ -170,6 +170,50 @@ TEST(AgentProcess, KeyRotationKeepsEveryoneAlive) {
   EXPECT_TRUE(wait_until([&] { return c.all_count_alive(4); }, 20s)) << c.logs();
 }
 
+// `weft keys use` switches the primary only when every live member reports the key: a member
+// that joined after the install (it has only the old key) would otherwise drop everyone's gossip.
+TEST(AgentProcess, KeyUseIsRefusedUntilEveryLiveMemberHoldsTheKey) {
+  TempDir keys;
+  write_key(keys, "old");
+  const std::string fresh = run({weft_bin(), "keygen"}).out.substr(0, 44);
+  Cluster c(7, 3, keys.path + "/old");
+  c.start(0);
+  ASSERT_TRUE(c.agents[0]->wait_ready()) << c.logs();
+  c.start(1);
+  ASSERT_TRUE(c.agents[1]->wait_ready()) << c.logs();
+  ASSERT_TRUE(wait_until([&] { return c.agents[0]->count("alive") == 2 && c.agents[1]->count("alive") == 2; }, 15s))
+      << c.logs();
+  const std::string rpc = c.agents[0]->rpc();
+  auto primary_of = [&](std::size_t i) {
+    RunResult l = run({weft_bin(), "keys", "list", "--json", "--rpc", c.agents[i]->rpc()});
+    return l.code == 0 ? json::parse(l.out)["primary"].get<std::string>() : std::string("(failed)");
+  };
+  const std::string old_primary = primary_of(0);
+  ASSERT_EQ(old_primary.size(), 8u);
+  RunResult inst = run({weft_bin(), "keys", "install", fresh, "--rpc", rpc});
+  ASSERT_EQ(inst.code, 0) << inst.out;
+  // n2 joins late with only the old key.
+  c.start(2);
+  ASSERT_TRUE(c.agents[2]->wait_ready()) << c.logs();
+  ASSERT_TRUE(wait_until([&] { return c.all_count_alive(3); }, 15s)) << c.logs();
+
+  RunResult use = run({weft_bin(), "keys", "use", fresh, "--rpc", rpc});
+  EXPECT_NE(use.code, 0) << use.out;
+  EXPECT_NE(use.out.find("not installed on n2"), std::string::npos) << use.out;
+  // Nothing changed anywhere: the old key is still everyone's primary, all stay alive.
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(primary_of(i), old_primary) << "n" << i;
+  std::this_thread::sleep_for(2s);
+  EXPECT_TRUE(c.all_count_alive(3)) << c.logs();
+
+  // Installed again (now on all three), the switch goes through.
+  ASSERT_EQ(run({weft_bin(), "keys", "install", fresh, "--rpc", rpc}).code, 0);
+  RunResult use2 = run({weft_bin(), "keys", "use", fresh, "--rpc", rpc});
+  ASSERT_EQ(use2.code, 0) << use2.out << c.logs();
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_NE(primary_of(i), old_primary) << "n" << i;
+  std::this_thread::sleep_for(2s);
+  EXPECT_TRUE(c.all_count_alive(3)) << c.logs();
+}
+
 TEST(AgentProcess, MalformedInputIsCountedAndDropped) {
   TempDir keys;
   write_key(keys, "key");
