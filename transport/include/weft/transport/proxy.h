@@ -52,6 +52,13 @@
 //                             rate limit must have a token for the pair; else
 //                             RESET(policy_denied), which the initiator does not retry
 //   shadow-deny               counted and logged as denied, let through
+//   limits                    the rule that allowed a connection replaces ProxyConfig's limits
+//                             for it: idle_timeout (both sides), connect_timeout (initiator, per
+//                             instance tried: the session must be up within it, when shorter
+//                             than ProxyConfig's) and retries (initiator: at most retries + 1
+//                             instances tried)
+//   our certificate renewed   the sessions we initiated leave the pool (they finish their
+//                             streams): new connections go over new sessions that carry it
 //   new snapshot              sessions whose peer certificate no longer verifies (revoked,
 //                             expired, operator no longer trusted) or that have none are closed
 //                             (orderly; their connections get RST); every live connection is
@@ -174,7 +181,8 @@ struct TrafficCounters {
   std::uint64_t active = 0;        // current, not monotonic
   std::uint64_t bytes_in = 0;      // towards the app / client
   std::uint64_t bytes_out = 0;     // from the app / client
-  std::uint64_t failures = 0;      // connections that ended in an error (reset, timeout, no route)
+  std::uint64_t failures = 0;      // connections that ended in an error (reset, timeout, no route,
+                                   // refused by the trust root or the policy)
   std::uint64_t retries = 0;
   std::uint64_t ejections = 0;
   std::array<std::uint64_t, 16> latency_us_log2{};  // connect/first-byte latency histogram: bucket i < 2^(i+6) us
