@@ -198,6 +198,7 @@ TEST(ConfigTest, RejectsBadValuesAndRelations) {
       {"probe_timeout = probe_interval", [](Config& c) { c.probe_timeout = c.probe_interval; }},
       {"probe_timeout > probe_interval", [](Config& c) { c.probe_timeout = 2s; }},
       {"gossip_interval 0", [](Config& c) { c.gossip_interval = 0s; }},
+      {"reclaim_after < 0", [](Config& c) { c.reclaim_after = -1s; }},
       {"push_pull_interval 0", [](Config& c) { c.push_pull_interval = 0s; }},
       {"sync_timeout 0", [](Config& c) { c.sync_timeout = 0s; }},
       {"suspicion_mult 0", [](Config& c) { c.suspicion_mult = 0; }},
@@ -1857,6 +1858,69 @@ TEST(NodeForged, ReplayedAliveFromAnOldAddressDoesNotMoveAFailedMemberBack) {
   EXPECT_EQ(h.node(0).member("n1")->addr, moved);
   EXPECT_GT(h.node(0).stats().stale_messages, stale);
   EXPECT_TRUE(h.events_about(0, "n1", std::nullopt, t).empty());
+}
+
+// memberlist #370 without signatures, narrowed by Config::reclaim_after: a forged leave at the
+// known incarnation, then at once an alive for the same name from the forger's address. With
+// reclaim_after the new address is refused while the owner refutes from its own, and once the
+// owner is alive again any later claim from elsewhere is an ordinary name conflict.
+TEST(NodeForged, ReclaimAfterKeepsAForgedLeaveFromHandingTheNameToAnotherAddress) {
+  Config cfg;
+  cfg.reclaim_after = 60s;
+  Harness h(5, cfg);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::uint64_t known = h.node(1).incarnation();
+  const Endpoint forger = Endpoint::v4(127, 0, 0, 9, 7946);
+  const std::vector<std::size_t> others = {0, 2, 3, 4};
+  for (std::size_t i : others) h.inject(i, forger, {Dead{"n1", known, "n1"}, Alive{"n1", forger, known + 1, {}}});
+  for (std::size_t i : others) {
+    EXPECT_EQ(h.node(i).member("n1")->addr, h.addr(1)) << "viewer n" << i;
+    EXPECT_EQ(h.node(i).stats().name_conflicts, 1u) << "viewer n" << i;
+  }
+  auto owner_everywhere = [&] {
+    for (std::size_t i : others) {
+      const auto m = h.node(i).member("n1");
+      if (!m || m->state != MemberState::kAlive || m->addr != h.addr(1)) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(h.run_until(owner_everywhere, 40s)) << h.dump();
+  EXPECT_GT(h.node(1).incarnation(), known);
+  for (std::size_t i : others) h.inject(i, forger, {Alive{"n1", forger, known + 100, {}}});
+  h.run_for(60s);
+  EXPECT_TRUE(owner_everywhere()) << h.dump();
+}
+
+// The price of reclaim_after: an honest member that failed and came back at a new address is
+// refused there until reclaim_after has passed since the verdict, then accepted (its periodic
+// sync carries its alive).
+TEST(NodeForged, ReclaimAfterDelaysAnHonestMoveUntilItHasPassed) {
+  Config cfg;
+  cfg.reclaim_after = 60s;
+  Harness h(3, cfg);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.crash(1);
+  ASSERT_TRUE(h.run_until(
+      [&] { return h.state(0, 1) == MemberState::kFailed && h.state(2, 1) == MemberState::kFailed; }, 40s))
+      << h.dump();
+  const TimePoint failed = std::min(*h.first_event(0, "n1", EventType::kFailed), *h.first_event(2, "n1", EventType::kFailed));
+  const Endpoint moved = Endpoint::v4(127, 0, 0, 9, 7946);
+  h.restart(1, h.node(0).member("n1")->incarnation + 1, moved);
+  h.join(1, {0});
+  auto moved_everywhere = [&] {
+    for (std::size_t i : {0u, 2u}) {
+      const auto m = h.node(i).member("n1");
+      if (!m || m->state != MemberState::kAlive || m->addr != moved) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(h.run_until(moved_everywhere, 120s)) << h.dump();
+  for (std::size_t i : {0u, 2u}) {
+    const auto back = h.first_event(i, "n1", EventType::kRecovered, failed);
+    ASSERT_TRUE(back) << "viewer n" << i;
+    EXPECT_GE(*back - failed, cfg.reclaim_after) << "viewer n" << i;
+  }
+  EXPECT_GE(h.node(0).stats().name_conflicts, 1u);
 }
 
 // Refuting never wraps: at UINT64_MAX (reachable only through an impostor's alive, which

@@ -33,6 +33,7 @@ Result<void> Config::validate() const {
   if (max_meta_bytes > kMaxMetaBytes) return fail("max_meta_bytes is above the wire limit");
   if (max_name_bytes == 0 || max_name_bytes > kMaxNameBytes) return fail("max_name_bytes is out of range");
   if (reap_after <= Duration::zero()) return fail("reap_after must be positive");
+  if (reclaim_after < Duration::zero()) return fail("reclaim_after must not be negative");
   // The largest alive message we accept must fit one datagram, or it could never be
   // piggybacked: its broadcast would stay queued for good (and a leave would never finish).
   std::vector<std::byte> largest;

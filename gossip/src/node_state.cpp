@@ -163,7 +163,17 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     // What this cannot stop without signatures (memberlist #370): a forged leave or failure at
     // the known incarnation, then an alive from the attacker's address one above it. The name
     // moves to the attacker, and the owner's refutation from its own address is then refused as
-    // a name conflict. Only the owner's signature on its alive (issue 5) closes that.
+    // a name conflict. Config::reclaim_after narrows it: a new address is refused for that long
+    // after the verdict, while a live owner refutes from its own. Only the owner's signature on
+    // its alive (issue 5) closes it.
+    if (now - m.state_change < cfg_.reclaim_after) {
+      ++stats_.name_conflicts;
+      if (log_) {
+        log_->warn("name_conflict name={} known={} claimed={} reason=reclaim_after", a.name, m.addr.to_string(),
+                   a.addr.to_string());
+      }
+      return;
+    }
   }
   if (a.incarnation <= m.incarnation) {
     ++stats_.stale_messages;

@@ -79,6 +79,13 @@ struct Config {
 
   // --- membership ---
   Duration reap_after = 24h;             // failed and left members are forgotten after this
+  // A failed or left member may come back from ANOTHER address only this long after it was
+  // declared failed or left (0 = at once, as memberlist's DeadNodeReclaimTime). Until then a live
+  // owner hears the verdict and refutes from its own address, so a forged failure or leave
+  // followed by an alive from the forger's address cannot take the name over (memberlist #370;
+  // signed claims will close it for good). Costs an honest member that really moved up to
+  // reclaim_after plus a push-pull interval before it is seen at its new address.
+  Duration reclaim_after = 0s;
   std::size_t max_meta_bytes = 512;
   std::size_t max_name_bytes = 128;
   // Members told directly of a graceful leave, and of a failure the refused fast path declared
