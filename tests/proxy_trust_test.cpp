@@ -620,6 +620,59 @@ TEST_F(TrustTest, PolicyConnectTimeoutTriesAnotherInstance) {
   EXPECT_EQ(hole.accepted.load(), 1);
 }
 
+// The operators change (a root rotation that drops a's issuer): a's live session on b no longer
+// verifies and is closed.
+TEST_F(TrustTest, DroppedOperatorClosesItsSessions) {
+  const std::uint16_t port = certified();
+  const int fd = open_echo(port);
+  ASSERT_GE(fd, 0);
+  set_timeouts(fd, 3s);
+  auto rotated = std::make_shared<ProxyTrust>(*trust_of(op_, {.own_cert = b_cert_}));
+  rotated->operators = {OperatorKey::generate().public_key()};
+  b_.proxy->set_trust(rotated);
+  EXPECT_NE(wait_end(fd), End::kTimeout);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().sessions_closed_on_recheck == 1; }, 3s));
+}
+
+// The trust root removed: the gossiped key decides again, so a session that only a certificate
+// admitted (b has no key for "a") is closed; one with the right key stays.
+TEST_F(TrustTest, TrustRemovedFallsBackToGossipedKeys) {
+  b_.proxy->set_routes(table({}, {}, {{"web", echo_.port()}}));
+  const std::uint16_t port = certified();
+  const int fd = open_echo(port);
+  ASSERT_GE(fd, 0);
+  set_timeouts(fd, 3s);
+  a_.proxy->set_trust(nullptr);
+  b_.proxy->set_trust(nullptr);
+  EXPECT_NE(wait_end(fd), End::kTimeout);
+  ::close(fd);
+  ASSERT_TRUE(wait_until([&] { return b_.proxy->stats().sessions_closed_on_recheck == 1; }, 3s));
+  b_.proxy->set_routes(table({}, {&a_}, {{"web", echo_.port()}}));
+  EXPECT_TRUE(round_trip(port, "gossiped key again"));
+}
+
+// Decision lines are bounded (kMaxPolicyLogsPerSecond); the rest are counted.
+TEST_F(TrustTest, DecisionLogIsBounded) {
+  const auto deny = policy_of(PolicyAction::kDeny, {});
+  const std::uint16_t port = certified(deny, nullptr);
+  constexpr int kConns = 80;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kConns; ++i) {
+    const int fd = dial(port);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(wait_end(fd), End::kReset);
+    ::close(fd);
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const auto s = a_.proxy->stats();
+  EXPECT_EQ(s.policy.denied, static_cast<std::uint64_t>(kConns));
+  EXPECT_LE(s.policy_logs_suppressed, static_cast<std::uint64_t>(kConns));
+  if (took < 900ms) {  // all in the window the first line opened
+    EXPECT_EQ(s.policy_logs_suppressed, static_cast<std::uint64_t>(kConns - static_cast<int>(kMaxPolicyLogsPerSecond)));
+  }
+}
+
 // A trust root configured while uncertified sessions are up: they are closed.
 TEST_F(TrustTest, TrustRootClosesUncertifiedSessions) {
   const std::uint16_t port = add_upstream_as(a_, "web", "client");
