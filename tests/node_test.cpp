@@ -1860,6 +1860,34 @@ TEST(NodeForged, ReplayedAliveFromAnOldAddressDoesNotMoveAFailedMemberBack) {
   EXPECT_TRUE(h.events_about(0, "n1", std::nullopt, t).empty());
 }
 
+// A left member gets no probes and no gossip, so without a direct copy a live owner would learn
+// of a forged leave only at its next push-pull (30 s here). Members that apply a leave tell the
+// leaver with probability 4 / live members: the owner refutes within a second and is alive again
+// everywhere, at the same address.
+TEST(NodeForged, ForgedLeaveIsEchoedToTheOwnerWhoRefutesAtOnce) {
+  constexpr std::size_t kNodes = 40;
+  Harness h(kNodes);
+  ASSERT_TRUE(h.form_cluster(60s)) << h.dump();
+  const std::uint64_t known = h.node(1).incarnation();
+  const TimePoint t = h.now();
+  for (std::size_t i : {0u, 2u, 3u}) h.inject(i, h.addr(4), {Dead{"n1", known, "n1"}});
+  auto back_everywhere = [&] {
+    for (std::size_t i = 0; i < kNodes; ++i) {
+      const auto m = h.node(i).member("n1");
+      if (!m || m->state != MemberState::kAlive || m->incarnation <= known) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(h.run_until(back_everywhere, 3s)) << h.dump();
+  EXPECT_LE(secs(h.now() - t), 3.0);
+  EXPECT_EQ(h.node(1).stats().refutes, 1u);
+  std::uint64_t echoes = 0;
+  for (std::size_t i = 0; i < kNodes; ++i) echoes += h.node(i).stats().leave_echoes;
+  EXPECT_GT(echoes, 0u);
+  EXPECT_LE(echoes, 20u) << "about 4 cluster-wide, not one per member";
+  EXPECT_FALSE(carrying<Dead>(h, std::nullopt, 1, [](const Dead& d) { return d.name == "n1"; }, t).empty());
+}
+
 // memberlist #370 without signatures, narrowed by Config::reclaim_after: a forged leave at the
 // known incarnation, then at once an alive for the same name from the forger's address. With
 // reclaim_after the new address is refused while the owner refutes from its own, and once the

@@ -678,6 +678,42 @@ TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
   }
 }
 
+// What signatures must still close, bounded meanwhile: a forged leave at the KNOWN incarnation
+// is believed, but members that apply it echo it to the owner (about 4 copies cluster-wide), so
+// the live owner refutes and is alive again everywhere within seconds, never failed.
+TEST(SimForged, LeaveAtTheKnownIncarnationIsRefutedWithinSeconds) {
+  constexpr std::size_t kNodes = 60;
+  constexpr NodeId kForger = 0;
+  for (std::uint64_t seed : seeds(4)) {
+    SCOPED_TRACE(seed_text(seed));
+    SimCluster c({.nodes = kNodes, .seed = seed, .net = {.loss = 0.05}});
+    ASSERT_TRUE(c.run_until([&] { return c.fullmesh(); }, 120s)) << c.dump();
+    c.run_for(2s);
+    const auto victim = static_cast<NodeId>(1 + seed % (kNodes - 1));
+    const std::uint64_t known = c.node(victim)->incarnation();
+    gossip::PacketBuilder pb(65000);
+    EXPECT_TRUE(pb.add(gossip::Dead{c.name(victim), known, c.name(victim)}));
+    const std::vector<std::byte> datagram = pb.finish();
+    for (NodeId to = 1, told = 0; to < kNodes && told < 3; ++to) {  // gossip spreads it from there
+      if (to == victim) continue;
+      c.net().send(c.now(), kForger, to, Channel::kUnreliable, std::vector<std::byte>(datagram));
+      ++told;
+    }
+    auto back_everywhere = [&] {
+      for (NodeId i = 0; i < kNodes; ++i) {
+        const auto m = c.view(i, victim);
+        if (i != victim && (!m || m->state != MemberState::kAlive || m->incarnation <= known)) return false;
+      }
+      return true;
+    };
+    EXPECT_TRUE(c.run_until(back_everywhere, 5s)) << "victim " << victim << "\n" << c.dump();
+    c.run_for(60s);
+    EXPECT_TRUE(c.fullmesh()) << c.dump();
+    EXPECT_EQ(c.failed_events(victim), 0u);
+    EXPECT_EQ(c.false_positives(), 0u) << c.dump();
+  }
+}
+
 // ---------------------------------------------------------------------------------- scenario
 
 ScenarioConfig small_scenario(std::uint64_t seed) {

@@ -147,6 +147,8 @@ class NodeImpl {
   void on_alive(TimePoint now, const Alive& a, bool rebroadcast);
   void on_suspect(TimePoint now, const Suspect& s);
   void on_dead(TimePoint now, const Dead& d);
+  // Tells a member we just marked left, with probability ~4 / live members (see the definition).
+  void echo_leave(const Dead& d, std::uint32_t slot);
   void answer_stale_accusation(TimePoint now, const Endpoint& from, const std::string& name,
                                std::uint64_t incarnation);
   void refute(TimePoint now, std::uint64_t accused_incarnation);

@@ -272,6 +272,23 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
   emit(left ? EventType::kLeft : EventType::kFailed, slot);
   queue_broadcast(slot);
   schedule(now + cfg_.reap_after, TimerKind::kReap, slot, m.uid);
+  if (left) echo_leave(d, slot);
+}
+
+// Anyone with the cluster key can forge a leave at the known incarnation, and a left member
+// gets no probes and no gossip: a live owner would learn of it only from its next push-pull
+// (minutes in a large cluster), while every member has dropped it, and (memberlist #370) another
+// address may claim its name once Config::reclaim_after has passed. So each member that applies
+// a leave sends the member one copy with probability kLeaveEchoes / live members: about
+// kLeaveEchoes copies cluster-wide whatever the size. The owner refutes at once; a real leaver
+// is still draining its broadcasts (it ignores them) or gone.
+void NodeImpl::echo_leave(const Dead& d, std::uint32_t slot) {
+  constexpr std::uint64_t kLeaveEchoes = 4;
+  const std::uint64_t live = std::max<std::uint64_t>(members_.live(), 1);
+  if (live > kLeaveEchoes && rng_.below(live) >= kLeaveEchoes) return;
+  ++stats_.leave_echoes;
+  const Message msgs[] = {d};
+  send_packet(members_.at(slot).addr, msgs);
 }
 
 }  // namespace weft::gossip
