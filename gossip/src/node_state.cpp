@@ -278,7 +278,7 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
 // Anyone with the cluster key can forge a leave at the known incarnation, and a left member
 // gets no probes and no gossip: a live owner would learn of it only from its next push-pull
 // (minutes in a large cluster), while every member has dropped it, and (memberlist #370) another
-// address may claim its name once Config::reclaim_after has passed. So each member that applies
+// address may claim its name (at once, or after Config::reclaim_after). So each member that applies
 // a leave sends the member one copy with probability kLeaveEchoes / live members: about
 // kLeaveEchoes copies cluster-wide whatever the size. The owner refutes at once; a real leaver
 // is still draining its broadcasts (it ignores them) or gone.
