@@ -275,6 +275,33 @@ TEST_F(TrustTest, DestinationNotGrantedByThePeerIsNotOpened) {
   EXPECT_EQ(echo_.accepted.load(), 0);
 }
 
+// Two instances, b's certificate does not grant "web": every connection ends up on c (those
+// that tried b first are retried), and b never sees an OPEN.
+TEST_F(TrustTest, InstanceNotGrantedIsSkippedForAnother) {
+  Three t;
+  t.b.proxy->set_routes(table({}, {&t.a}, {{"web", t.sb.port()}}));
+  t.c.proxy->set_routes(table({}, {&t.a}, {{"web", t.sc.port()}}));
+  t.a.proxy->set_routes(table({{"web", {instance(t.b), instance(t.c)}}}, {&t.b, &t.c}));
+  t.a.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.a, op_, {.services = {"client"}})}));
+  t.b.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.b, op_, {.services = {"api"}})}));
+  t.c.proxy->set_trust(trust_of(op_, {.own_cert = cert_for(t.c, op_, {.services = {"web"}})}));
+  UpstreamConfig u;
+  u.name = "web";
+  u.listen = Endpoint::v4(127, 0, 0, 1, 0);
+  u.balance = Balance::kRoundRobin;
+  u.as = "client";
+  ASSERT_TRUE(t.a.proxy->add_upstream(u).has_value());
+  const std::uint16_t port = t.a.proxy->stats().listening["web"].port;
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(round_trip(port, "g" + std::to_string(i)));
+  EXPECT_EQ(t.sc.accepted.load(), 4);
+  EXPECT_EQ(t.sb.accepted.load(), 0);
+  const auto s = t.a.proxy->stats();
+  EXPECT_GE(s.policy.not_granted, 1u);
+  EXPECT_GE(s.upstreams.at("web").retries, 1u);
+  EXPECT_EQ(s.upstreams.at("web").failures, 0u);
+  EXPECT_EQ(t.b.proxy->stats().streams_refused, 0u);
+}
+
 // The responder's own certificate does not grant the destination: it refuses the OPEN. (a sees
 // b's certificate, which grants "web"; b was handed another one for itself.)
 TEST_F(TrustTest, ResponderRefusesAServiceItsCertificateDoesNotGrant) {
