@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 
-
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -1662,7 +1661,8 @@ TEST(NodeJoin, JoinIsFollowedByCatchUpSyncs) {
 constexpr std::uint64_t kMaxIncarnation = std::numeric_limits<std::uint64_t>::max();
 
 // Accusations about `name` above `known` that any node sent (re-gossip of a forgery) since t.
-std::size_t accusations_sent_above(const Harness& h, const std::string& name, std::uint64_t known, TimePoint t) {
+std::size_t accusations_sent_above(const Harness& h, const std::string& name, std::uint64_t known,
+                                   TimePoint t) {
   std::size_t n = 0;
   for (const Packet& p : h.wire()) {
     if (p.sent < t) continue;
@@ -1779,8 +1779,9 @@ TEST(NodeForged, ReplayedAccusationsAfterARefutationAreIgnored) {
     if (accuses && p.to >= 0) captured.push_back(p);
   }
   ASSERT_FALSE(captured.empty());
-  ASSERT_TRUE(std::any_of(captured.begin(), captured.end(), [](const Packet& p) { return p.has(MsgType::kDead); }))
-      << "a failed verdict was captured too";
+  ASSERT_TRUE(std::any_of(captured.begin(), captured.end(), [](const Packet& p) {
+    return p.has(MsgType::kDead);
+  })) << "a failed verdict was captured too";
   const TimePoint t = h.now();
   std::vector<std::uint64_t> stale(h.size());
   for (std::size_t i = 0; i < h.size(); ++i) stale[i] = h.node(i).stats().stale_messages;
@@ -1885,7 +1886,9 @@ TEST(NodeForged, ForgedLeaveIsEchoedToTheOwnerWhoRefutesAtOnce) {
   for (std::size_t i = 0; i < kNodes; ++i) echoes += h.node(i).stats().leave_echoes;
   EXPECT_GT(echoes, 0u);
   EXPECT_LE(echoes, 20u) << "about 4 cluster-wide, not one per member";
-  EXPECT_FALSE(carrying<Dead>(h, std::nullopt, 1, [](const Dead& d) { return d.name == "n1"; }, t).empty());
+  EXPECT_FALSE(carrying<Dead>(
+                   h, std::nullopt, 1, [](const Dead& d) { return d.name == "n1"; }, t)
+                   .empty());
 }
 
 // memberlist #370 without signatures, narrowed by Config::reclaim_after: a forged leave at the
@@ -1900,7 +1903,8 @@ TEST(NodeForged, ReclaimAfterKeepsAForgedLeaveFromHandingTheNameToAnotherAddress
   const std::uint64_t known = h.node(1).incarnation();
   const Endpoint forger = Endpoint::v4(127, 0, 0, 9, 7946);
   const std::vector<std::size_t> others = {0, 2, 3, 4};
-  for (std::size_t i : others) h.inject(i, forger, {Dead{"n1", known, "n1"}, Alive{"n1", forger, known + 1, {}}});
+  for (std::size_t i : others)
+    h.inject(i, forger, {Dead{"n1", known, "n1"}, Alive{"n1", forger, known + 1, {}}});
   for (std::size_t i : others) {
     EXPECT_EQ(h.node(i).member("n1")->addr, h.addr(1)) << "viewer n" << i;
     EXPECT_EQ(h.node(i).stats().name_conflicts, 1u) << "viewer n" << i;
@@ -1931,7 +1935,8 @@ TEST(NodeForged, ReclaimAfterDelaysAnHonestMoveUntilItHasPassed) {
   ASSERT_TRUE(h.run_until(
       [&] { return h.state(0, 1) == MemberState::kFailed && h.state(2, 1) == MemberState::kFailed; }, 40s))
       << h.dump();
-  const TimePoint failed = std::min(*h.first_event(0, "n1", EventType::kFailed), *h.first_event(2, "n1", EventType::kFailed));
+  const TimePoint failed =
+      std::min(*h.first_event(0, "n1", EventType::kFailed), *h.first_event(2, "n1", EventType::kFailed));
   const Endpoint moved = Endpoint::v4(127, 0, 0, 9, 7946);
   h.restart(1, h.node(0).member("n1")->incarnation + 1, moved);
   h.join(1, {0});

@@ -625,8 +625,11 @@ TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
     auto forge = [&] {
       gossip::PacketBuilder pb(65000);
       gossip::PushPull pp{7, /*join=*/false, /*response=*/false, {}};
-      pp.members.push_back({c.name(kForger), SimCluster::addr(kForger), c.node(kForger)->incarnation(),
-                            MemberState::kAlive, {}});
+      pp.members.push_back({c.name(kForger),
+                            SimCluster::addr(kForger),
+                            c.node(kForger)->incarnation(),
+                            MemberState::kAlive,
+                            {}});
       for (NodeId v : victims) {
         const std::string& name = c.name(v);
         const std::uint64_t known = c.node(v)->incarnation();
@@ -639,14 +642,16 @@ TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
       const std::vector<std::byte> stream = gossip::encode_stream(pp);
       for (NodeId to = 1; to < kNodes; ++to) {
         c.net().send(c.now(), kForger, to, Channel::kUnreliable, std::vector<std::byte>(datagram));
-        if (to % 6 == 0) c.net().send(c.now(), kForger, to, Channel::kReliable, std::vector<std::byte>(stream));
+        if (to % 6 == 0)
+          c.net().send(c.now(), kForger, to, Channel::kReliable, std::vector<std::byte>(stream));
       }
     };
     auto victims_alive_everywhere = [&] {
       for (NodeId i = 0; i < kNodes; ++i) {
         for (NodeId v : victims) {
           const auto m = c.view(i, v);
-          if (!m || m->state == MemberState::kFailed || m->state == MemberState::kLeft || m->incarnation >= 1000) {
+          if (!m || m->state == MemberState::kFailed || m->state == MemberState::kLeft ||
+              m->incarnation >= 1000) {
             ADD_FAILURE() << "node " << i << " about victim " << v << ": "
                           << (m ? gossip::to_string(m->state) : "unknown") << " at "
                           << (m ? m->incarnation : 0);

@@ -169,8 +169,8 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     if (now - m.state_change < cfg_.reclaim_after) {
       ++stats_.name_conflicts;
       if (log_) {
-        log_->warn("name_conflict name={} known={} claimed={} reason=reclaim_after", a.name, m.addr.to_string(),
-                   a.addr.to_string());
+        log_->warn("name_conflict name={} known={} claimed={} reason=reclaim_after", a.name,
+                   m.addr.to_string(), a.addr.to_string());
       }
       return;
     }

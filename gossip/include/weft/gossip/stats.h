@@ -52,10 +52,10 @@ struct GossipStats {
   std::uint64_t refute_bursts = 0;        // refutations also sent directly to refute_fanout members
   std::uint64_t stale_accusations_answered = 0;  // our current alive sent to whoever still accused
                                                  // an older incarnation of us
-  std::uint64_t accusations_above_known = 0;  // suspect / failed / leave naming an incarnation
-                                             // above the known one (memberlist #358): dropped
-  std::uint64_t refutes_saturated = 0;    // refutations stuck at UINT64_MAX (an impostor's alive)
-  std::uint64_t leave_echoes = 0;         // leaves we applied and told the leaver of (forged ones)
+  std::uint64_t accusations_above_known = 0;     // suspect / failed / leave naming an incarnation
+                                                 // above the known one (memberlist #358): dropped
+  std::uint64_t refutes_saturated = 0;           // refutations stuck at UINT64_MAX (an impostor's alive)
+  std::uint64_t leave_echoes = 0;                // leaves we applied and told the leaver of (forged ones)
   std::uint64_t name_conflicts = 0;
   std::uint64_t reaped = 0;
   std::uint64_t stale_messages = 0;       // updates older than what we know
