@@ -20,6 +20,7 @@ Command add_agent_command(CLI::App& parent) {
     app->add_option_function<std::string>(name, [&out](const std::string& v) { out = v; }, help);
   };
   opt("--node", flags->node, "Node name, unique in the cluster (default: the host name)");
+  opt("--cluster", flags->cluster, "The cluster's name; a signed policy must name it (default: default)");
   opt("--bind", flags->bind, "IP:PORT for gossip (UDP) and agent-to-agent messages (TCP)");
   opt("--advertise", flags->advertise, "IP:PORT other agents use to reach this one (default: --bind)");
   app->add_option("--join", flags->join, "IP:PORT of an agent to join (repeatable)");

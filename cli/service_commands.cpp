@@ -94,6 +94,7 @@ struct UpstreamArgs {
   std::string name;
   std::string listen;
   std::string balance = "peak-ewma";
+  std::string as;
   std::string remove_name;
 };
 
@@ -108,14 +109,21 @@ Command upstream_command(CLI::App& parent) {
   add->add_option("--listen", a->listen, "IP:PORT local apps connect to, like 127.0.0.1:9001")->required();
   add->add_option("--balance", a->balance, "peak-ewma (default) or round-robin")
       ->check(CLI::IsMember({"peak-ewma", "round-robin"}));
+  add->add_option("--as", a->as,
+                  "The local app's own service: the source service policy decides on (with a trust root, "
+                  "this node's certificate must grant it)");
   CLI::App* rm = app->add_subcommand("remove", "Close the listener (live connections finish)");
   add_client_options(rm, *o, false);
   rm->add_option("name", a->remove_name, "The upstream's service name")->required();
   return Command{app, [o, a, add] {
                    if (add->parsed()) {
-                     auto r = call(*o, "upstream.add", json{{"name", a->name}, {"listen", a->listen}, {"balance", a->balance}});
+                     json params{{"name", a->name}, {"listen", a->listen}, {"balance", a->balance}};
+                     if (!a->as.empty()) params["as"] = a->as;
+                     auto r = call(*o, "upstream.add", params);
                      if (!r) return kExitFailure;
-                     std::printf("upstream %s listening on %s\n", a->name.c_str(), r->value("listen", a->listen).c_str());
+                     std::printf("upstream %s listening on %s%s\n", a->name.c_str(),
+                                 r->value("listen", a->listen).c_str(),
+                                 a->as.empty() ? "" : (" as " + a->as).c_str());
                      return kExitOk;
                    }
                    auto r = call(*o, "upstream.remove", json{{"name", a->remove_name}});
@@ -137,8 +145,12 @@ Command upstreams_command(CLI::App& parent) {
                      print_json(list);
                      return kExitOk;
                    }
-                   std::vector<std::vector<std::string>> rows = {{"UPSTREAM", "LISTEN", "BALANCE"}};
-                   for (const json& u : list) rows.push_back({u.value("name", ""), u.value("listen", ""), u.value("balance", "")});
+                   std::vector<std::vector<std::string>> rows = {{"UPSTREAM", "LISTEN", "BALANCE", "AS"}};
+                   for (const json& u : list) {
+                     const bool has_as = u.contains("as") && u["as"].is_string();
+                     rows.push_back({u.value("name", ""), u.value("listen", ""), u.value("balance", ""),
+                                     has_as ? u["as"].get<std::string>() : "-"});
+                   }
                    print_table(rows);
                    return kExitOk;
                  }};
@@ -207,6 +219,17 @@ Command stats_command(CLI::App& parent) {
                                          "records_rejected", "protocol_errors", "sessions_failed", "streams_refused",
                                          "connections_open", "bytes_buffered", "buffer_bytes_allocated"}) {
                      std::printf("%s = %llu\n", k, static_cast<unsigned long long>(r->value(k, std::uint64_t{0})));
+                   }
+                   if (r->contains("policy") && (*r)["policy"].is_object()) {
+                     const json& p = (*r)["policy"];
+                     std::printf("policy.version = %llu\npolicy.accepted = %llu\n",
+                                 static_cast<unsigned long long>(p.value("version", std::uint64_t{0})),
+                                 static_cast<unsigned long long>(p.value("accepted", std::uint64_t{0})));
+                     if (p.contains("rejected") && p["rejected"].is_object()) {
+                       for (const auto& item : p["rejected"].items()) {
+                         std::printf("policy.rejected.%s = %s\n", item.key().c_str(), item.value().dump().c_str());
+                       }
+                     }
                    }
                    return kExitOk;
                  }};

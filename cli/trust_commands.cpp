@@ -1,6 +1,7 @@
-// The offline trust subcommands (issue 5): `weft operator init`, `weft identity init`,
-// `weft cert sign`, `weft cert show`, `weft policy sign`, `weft policy show FILE`. They work on files only
-// (no agent needed); the file handling is in weft/agent/trust_files.h, flags and rendering here.
+// The trust subcommands (issue 5): `weft operator init`, `weft identity init`, `weft cert sign`,
+// `weft cert show`, `weft policy sign`, `weft policy show FILE` work on files only (no agent
+// needed; the file handling is in weft/agent/trust_files.h and policy_files.h). `weft policy apply
+// SIGNED` and `weft policy show` without a file ask the local agent. Flags and rendering here.
 
 // GCC 12 reports a false "potential null pointer dereference" inside CLI11's inline string code.
 #pragma GCC diagnostic push
@@ -9,6 +10,8 @@
 #pragma GCC diagnostic pop
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "commands.h"
 #include "weft/agent/config.h"
 #include "weft/agent/policy_files.h"
+#include "weft/agent/rpc.h"
 #include "weft/agent/trust_files.h"
 
 namespace weft::cli {
@@ -284,13 +288,71 @@ void print_policy(const json& p) {
 struct PolicyArgs {
   agent::PolicySignRequest sign;
   std::string show_file;
+  std::string apply_file;
   std::vector<std::string> operator_pubs;
   std::string cluster;
   bool json = false;
+  ClientOptions client;  // --rpc, --data-dir (apply, and show without a file)
 };
 
-// `weft policy apply SIGNED` and `weft policy show` without a file need the agent (the next step
-// of issue 5): show already takes its file as optional so the no-file form can ask the agent.
+// The signed policy's text as it is: the agent unarmors, verifies and counts it (the CLI links
+// neither transport nor store). Bounded by what one RPC request carries.
+Result<std::string> read_signed_policy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(path + ": cannot read it");
+  std::string text;
+  text.resize(agent::kMaxRequestBytes);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (in.good() && in.peek() != std::char_traits<char>::eof()) {
+    return fail(path + ": larger than " + std::to_string(agent::kMaxRequestBytes / 1024) + " KiB: not a signed policy");
+  }
+  return text;
+}
+
+// `weft policy apply` asks the agent; the refusal is the agent's one line, exit 1.
+int policy_apply(const PolicyArgs& a) {
+  auto text = read_signed_policy(a.apply_file);
+  if (!text) return failed(text.error().message);
+  auto r = call(a.client, "policy_apply", json{{"policy", *text}});
+  if (!r) return kExitFailure;
+  std::printf("policy version %llu applied\n",
+              static_cast<unsigned long long>(r->value("version", std::uint64_t{0})));
+  return kExitOk;
+}
+
+// `weft policy show` without a file: the policy the agent enforces, and its counters.
+int policy_show_agent(const PolicyArgs& a) {
+  auto r = call(a.client, "policy", json::object());
+  if (!r) return kExitFailure;
+  if (a.json) {
+    print_json(*r);
+    return kExitOk;
+  }
+  if (!r->value("trust", false)) {
+    std::printf("no trust root on this agent (start it with --operator-pub and --cert): no policy applies\n");
+  } else if (!r->contains("policy") || (*r)["policy"].is_null()) {
+    std::printf("no policy held (cluster %s): every certified pair is allowed\n",
+                r->value("cluster", std::string()).c_str());
+  } else {
+    print_policy((*r)["policy"]);
+    if ((*r)["policy"].value("expired", false)) std::printf("expired: yes, still enforced until a newer version\n");
+  }
+  if (r->contains("stats") && (*r)["stats"].is_object()) {
+    const json& st = (*r)["stats"];
+    std::string rejected;
+    if (st.contains("rejected") && st["rejected"].is_object()) {
+      for (const auto& item : st["rejected"].items()) {
+        if (!rejected.empty()) rejected += ", ";
+        rejected += item.key() + " " + item.value().dump();
+      }
+    }
+    std::printf("documents: %llu accepted; rejected: %s\n",
+                static_cast<unsigned long long>(st.value("accepted", std::uint64_t{0})), rejected.c_str());
+  }
+  return kExitOk;
+}
+
 Command policy_command(CLI::App& parent) {
   auto a = std::make_shared<PolicyArgs>();
   CLI::App* app = parent.add_subcommand("policy", "Authorization policy signed by the operator key");
@@ -302,14 +364,22 @@ Command policy_command(CLI::App& parent) {
   sign->add_option("--passphrase-file", a->sign.passphrase_file,
                    "File whose first line unlocks the operator key");
   sign->add_option("--out", a->sign.out, "The signed policy file to write")->required();
-  CLI::App* show =
-      app->add_subcommand("show", "Print a signed or TOML policy file; with --operator-pub verify it");
+  CLI::App* apply = app->add_subcommand(
+      "apply", "Give a signed policy to the local agent; it verifies it, stores it and spreads it by gossip");
+  apply->add_option("file", a->apply_file, "The signed policy (weft policy sign --out)")->required();
+  add_client_options(apply, a->client, false);
+  CLI::App* show = app->add_subcommand(
+      "show",
+      "Without FILE: the policy the local agent enforces, with its counters. With FILE: print a signed or "
+      "TOML policy file; with --operator-pub verify it");
   show->add_option("file", a->show_file, "A signed policy or a TOML policy file");
   show->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
   show->add_option("--cluster", a->cluster, "Verify for this cluster name (default: the policy's own)");
   show->add_flag("--json", a->json, "Print JSON");
+  add_client_options(show, a->client, false);
   return Command{
-      app, [a, sign] {
+      app, [a, sign, apply] {
+        if (apply->parsed()) return policy_apply(*a);
         if (sign->parsed()) {
           auto r = agent::policy_sign(a->sign);
           if (!r) return failed(r.error().message);
@@ -319,8 +389,7 @@ Command policy_command(CLI::App& parent) {
                       (*r)["default"].get<std::string>().c_str(), (*r)["issuer"].get<std::string>().c_str());
           return kExitOk;
         }
-        if (a->show_file.empty())
-          return failed("policy show without a file needs the agent (not yet implemented)");
+        if (a->show_file.empty()) return policy_show_agent(*a);
         auto r = agent::policy_show(a->show_file, a->operator_pubs, a->cluster, wall_now());
         if (!r) return failed(r.error().message);
         if (a->json) {

@@ -1,11 +1,16 @@
-// weft::agent settings and the reliable-message frame: TOML + flags, errors that name the problem.
+// weft::agent settings and the reliable-message frame: TOML + flags, errors that name the problem;
+// the signed-document sync (doc_sync.h): its wire maps and which member it asks, when.
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "catalog.h"
+#include "doc_sync.h"
 #include "frame.h"
 #include "weft/agent/config.h"
 
@@ -264,6 +269,164 @@ TEST(AgentConfig, BadInputNamesTheProblem) {
   f = minimal();
   f.join = {"not an address"};
   EXPECT_NE(resolve_config(f).error().message.find("--join"), std::string::npos);
+}
+
+// The cluster name a signed policy must name: "default" unless set; flags win; checked.
+// Upstreams take `as` (the local app's service) from the file.
+TEST(AgentConfig, ClusterNameAndUpstreamAs) {
+  EXPECT_EQ(resolve_config(minimal())->cluster, "default");
+  TomlFile t(R"(
+cluster = "prod-eu"
+[[upstream]]
+name = "web"
+listen = "127.0.0.1:9000"
+as = "client"
+)");
+  AgentFlags f = minimal();
+  f.config = t.path;
+  auto c = resolve_config(f);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->cluster, "prod-eu");
+  ASSERT_EQ(c->upstreams.size(), 1u);
+  EXPECT_EQ(c->upstreams[0].as, "client");
+  f.cluster = "staging";
+  EXPECT_EQ(resolve_config(f)->cluster, "staging");
+  f.cluster = "bad name";
+  ASSERT_FALSE(resolve_config(f));
+  EXPECT_NE(resolve_config(f).error().message.find("--cluster"), std::string::npos);
+  TomlFile bad_as("[[upstream]]\nname = \"web\"\nlisten = \"127.0.0.1:9000\"\nas = \"a b\"\n");
+  AgentFlags g = minimal();
+  g.config = bad_as.path;
+  ASSERT_FALSE(resolve_config(g));
+  EXPECT_NE(resolve_config(g).error().message.find("as: "), std::string::npos) << resolve_config(g).error().message;
+  UpstreamSpec u{"web", *Endpoint::parse("127.0.0.1:9000"), "peak-ewma", ""};
+  EXPECT_TRUE(check_upstream(u));
+  u.as = "client";
+  EXPECT_TRUE(check_upstream(u));
+  u.as = "no/slash";
+  EXPECT_FALSE(check_upstream(u));
+}
+
+TEST(AgentFrame, SignedDocKindsRoundTrip) {
+  const Endpoint from = *Endpoint::parse("127.0.0.7:7946");
+  for (FrameKind k : {FrameKind::kSignedDocRequest, FrameKind::kSignedDocResponse}) {
+    std::vector<std::byte> wire;
+    encode_frame(k, from, {}, wire);
+    auto f = decode_frame(wire);
+    ASSERT_TRUE(f) << f.error().message;
+    EXPECT_EQ(f->kind, k);
+  }
+  EXPECT_EQ(static_cast<int>(FrameKind::kSignedDocRequest), 5);  // on the wire
+  EXPECT_EQ(static_cast<int>(FrameKind::kSignedDocResponse), 6);
+  std::vector<std::byte> wire;
+  encode_frame(FrameKind::kSignedDocResponse, from, {}, wire);
+  wire[1] = std::byte{7};
+  EXPECT_FALSE(decode_frame(wire));
+}
+
+// "pol" in gossip metadata: round trip, absent = 0, and a wrong type makes the metadata bad.
+TEST(SignedDocSync, PolicyVersionInMeta) {
+  NodeMeta m;
+  m.mesh_port = 7947;
+  m.policy_version = 42;
+  auto back = decode_meta(encode_meta(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, m);
+  NodeMeta only;
+  only.policy_version = 1;
+  EXPECT_FALSE(encode_meta(only).empty());
+  EXPECT_EQ(decode_meta(encode_meta(only))->policy_version, 1u);
+  EXPECT_EQ(decode_meta(encode_meta(NodeMeta{}))->policy_version, 0u);
+  const std::vector<std::uint8_t> bad = nlohmann::json::to_msgpack(nlohmann::json{{"pol", "seven"}});
+  std::vector<std::byte> b(bad.size());
+  std::memcpy(b.data(), bad.data(), b.size());
+  EXPECT_FALSE(decode_meta(b));
+}
+
+TEST(SignedDocSync, WireRoundTripAndRejects) {
+  const DocRequest req{kDocKindPolicy, 17};
+  EXPECT_EQ(*decode_doc_request(encode_doc_request(req)), req);
+  const DocResponse resp{kDocKindPolicy, {std::byte{1}, std::byte{2}}};
+  EXPECT_EQ(*decode_doc_response(encode_doc_response(resp)), resp);
+  const DocResponse empty{kDocKindPolicy, {}};
+  EXPECT_EQ(*decode_doc_response(encode_doc_response(empty)), empty);
+  auto pack = [](const nlohmann::json& j) {
+    const std::vector<std::uint8_t> m = nlohmann::json::to_msgpack(j);
+    std::vector<std::byte> out(m.size());
+    std::memcpy(out.data(), m.data(), m.size());
+    return out;
+  };
+  EXPECT_FALSE(decode_doc_request(pack({{"kind", 1}})));
+  EXPECT_FALSE(decode_doc_request(pack({{"kind", 0}, {"have", 1}})));
+  EXPECT_FALSE(decode_doc_request(pack({{"kind", 1}, {"have", -1}})));
+  EXPECT_FALSE(decode_doc_response(pack({{"envelope", nlohmann::json::binary({1})}})));
+  EXPECT_FALSE(decode_doc_response(pack({{"kind", 1}, {"envelope", "text"}})));
+  EXPECT_FALSE(decode_doc_response(pack({{"kind", 1}, {"envelope", nlohmann::json::binary({})}})));
+  EXPECT_FALSE(decode_doc_response(pack(nlohmann::json::array({1, 2}))));
+  // Every prefix of a valid message and random bytes fail without throwing.
+  const auto wire = encode_doc_response(resp);
+  for (std::size_t n = 0; n < wire.size(); ++n) EXPECT_FALSE(decode_doc_response(std::span(wire).first(n))) << n;
+  std::vector<std::byte> junk(64);
+  for (std::size_t i = 0; i < junk.size(); ++i) junk[i] = std::byte(static_cast<std::uint8_t>(i * 37 + 11));
+  EXPECT_FALSE(decode_doc_request(junk));
+}
+
+TEST(SignedDocSync, AsksOneMemberAtATimeAndMovesOnAfterATimeout) {
+  DocSync s(1s);
+  const TimePoint t0{};
+  const Endpoint a = *Endpoint::parse("10.0.0.1:7946");
+  const Endpoint b = *Endpoint::parse("10.0.0.2:7946");
+  const Endpoint c = *Endpoint::parse("10.0.0.3:7946");
+  EXPECT_FALSE(s.due(t0));
+  EXPECT_EQ(s.next(), TimePoint::max());
+  s.on_member("a", a, true, 3);
+  s.on_member("b", b, true, 3);
+  s.on_member("c", c, true, 2);
+  auto f = s.due(t0);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->version, 3u);
+  const std::string first = f->node;
+  EXPECT_TRUE(first == "a" || first == "b");
+  EXPECT_FALSE(s.due(t0 + 500ms)) << "one request in flight";
+  EXPECT_EQ(s.next(), t0 + 1s);
+  // No answer within the timeout: the other member advertising 3 is asked.
+  f = s.due(t0 + 1s);
+  ASSERT_TRUE(f);
+  EXPECT_NE(f->node, first);
+  EXPECT_EQ(s.stats().fetch_timeouts, 1u);
+  // Its document did not verify: not asked again for 3; the first member is.
+  s.on_response(f->addr, false);
+  f = s.due(t0 + 1s);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->node, first);
+  // Accepted: we hold 3; c (2) is behind us, nothing left to fetch.
+  s.on_response(f->addr, true);
+  s.held(3);
+  EXPECT_FALSE(s.due(t0 + 2s));
+  EXPECT_EQ(s.next(), TimePoint::max());
+  // A member advertising a newer version is asked at once; a dead one never.
+  s.on_member("c", c, false, 9);
+  EXPECT_FALSE(s.due(t0 + 3s));
+  s.on_member("c", c, true, 9);
+  EXPECT_EQ(s.next(), TimePoint{});
+  f = s.due(t0 + 3s);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->node, "c");
+  // A member that leaves while asked frees the slot.
+  s.forget("c");
+  EXPECT_FALSE(s.due(t0 + 3s));
+  EXPECT_EQ(s.stats().fetches_sent, 4u);
+}
+
+// The highest advertised version is fetched first, whoever advertises lower ones.
+TEST(SignedDocSync, PrefersTheHighestVersion) {
+  DocSync s(1s);
+  s.on_member("old", *Endpoint::parse("10.0.0.1:7946"), true, 4);
+  s.on_member("new", *Endpoint::parse("10.0.0.2:7946"), true, 8);
+  auto f = s.due(TimePoint{});
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->node, "new");
+  EXPECT_EQ(f->version, 8u);
 }
 
 TEST(AgentFrame, RoundTripAndRejects) {

@@ -162,6 +162,7 @@ std::optional<int> Agent::start() {
                transport::to_hex(trust_->cert.issuer), transport::format_rfc3339(trust_->cert.not_after),
                trust_->cert.services.size());
   }
+  if (auto r = load_policy(); !r) return fail_start(r.error().message, 1);
   if (auto old = store_.node_name(); old && *old && **old != cfg_.node) {
     log_->warn("node renamed old={} new={}", **old, cfg_.node);
   }
@@ -297,6 +298,8 @@ void Agent::on_stream(TimePoint now, std::span<const std::byte> bytes) {
     case FrameKind::kKeyResponse: on_key_response(f->body); break;
     case FrameKind::kCatalogRequest: on_catalog_request(now, f->from, f->body); break;
     case FrameKind::kCatalogResponse: on_catalog_response(f->from, f->body); break;
+    case FrameKind::kSignedDocRequest: on_doc_request(now, f->from, f->body); break;
+    case FrameKind::kSignedDocResponse: on_doc_response(now, f->from, f->body); break;
   }
 }
 
@@ -309,6 +312,7 @@ void Agent::on_events(TimePoint now) {
     if (e.name != cfg_.node) {
       dirty_members_.insert(e.name);
       on_member_catalog(now, e.name);
+      on_member_policy(e.name);
     }
   }
   // A refutation raises our incarnation without an event: it is written like a member change.
@@ -424,7 +428,8 @@ void Agent::reload() {
 }
 
 TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
-  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_, remote_.next_fetch(), publish_at_});
+  TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_, remote_.next_fetch(), publish_at_,
+                          policy_sync_.next()});
   if (leaving_) t = std::min(t, leave_deadline_);
   for (const Waiter& w : join_waiters_) t = std::min(t, w.deadline);
   if (key_op_) t = std::min(t, key_op_->waiter.deadline);
@@ -466,6 +471,7 @@ int Agent::run() {
     flush_outgoing(now);
     on_events(now);
     send_catalog_fetches(now);
+    send_doc_fetches(now);
     if (leaving_ && (node_->leave_done() || now >= leave_deadline_)) break;
 
     const TimePoint wake = std::min(next_wakeup(deadline), health_.tick(now));

@@ -5,6 +5,7 @@
 //   agent.cpp     start-up, event loop, datagrams and streams, persistence, shutdown
 //   agent_rpc.cpp RPC server: decoding requests, methods, deferred replies
 //   keyops.cpp    cluster-wide key rotation (as `serf keys`)
+//   policy_state.cpp  the operator-signed policy: apply, store, spread (doc_sync.h), proxy snapshot
 //   frame.cpp     the reliable-message frame inside the seal
 
 #include <array>
@@ -18,6 +19,7 @@
 #include <zmq.hpp>
 
 #include "catalog.h"
+#include "doc_sync.h"
 #include "frame.h"
 #include "health.h"
 #include "weft/agent/agent.h"
@@ -26,6 +28,7 @@
 #include "weft/store/store.h"
 #include "weft/transport/identity.h"
 #include "weft/transport/keyring.h"
+#include "weft/transport/policy.h"
 #include "weft/transport/proxy.h"
 #include "weft/transport/reliable.h"
 #include "weft/transport/trust.h"
@@ -127,12 +130,31 @@ class Agent {
 
   // --- mesh.cpp ---
   std::optional<std::string> start_proxy();  // an error message, or nullopt
+  Result<void> check_upstream_as(const UpstreamSpec& u) const;
   Result<void> add_upstream(const UpstreamSpec& u);
   Result<bool> remove_upstream(const std::string& name);
   void publish_routes();
   json upstreams_json() const;
   json routes_json() const;
   json proxy_stats_json() const;
+
+  // --- policy_state.cpp ---
+  // The stored policy at start: re-verified (its version is not compared; an expired one is kept,
+  // see the file's comment). An unreadable row is an error; one that no longer verifies is logged
+  // and not enforced.
+  Result<void> load_policy();
+  // Verifies a signed policy envelope (from `weft policy apply` or a peer) against the trust
+  // root, this cluster and the version held, counts the outcome, stores it durably, then
+  // enforces and advertises it. Returns the version, or why it was refused (one line).
+  Result<std::uint64_t> accept_policy(TimePoint now, std::span<const std::byte> envelope, const std::string& source);
+  void publish_trust();  // a new ProxyTrust snapshot to the proxy (with a trust root only)
+  void on_member_policy(const std::string& name);
+  void send_doc_fetches(TimePoint now);
+  void on_doc_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
+  void on_doc_response(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
+  void rpc_policy_apply(TimePoint now, const std::string& peer, const json& params);
+  json policy_rpc_json() const;   // the `policy` RPC: what `weft policy show` prints
+  json policy_stats_json() const; // version and counters, in `weft stats`
 
   // --- keyops.cpp ---
   void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key);
@@ -164,6 +186,15 @@ class Agent {
     transport::NodeCert cert;
   };
   std::optional<Trust> trust_;
+  // The signed policy this agent enforces (issue 5): parsed, and its envelope byte for byte (what
+  // peers fetch). Null: none held.
+  std::shared_ptr<const transport::Policy> policy_;
+  std::vector<std::byte> policy_envelope_;
+  // The highest version stored, even one that no longer verifies (the store never goes back).
+  std::optional<std::uint64_t> policy_floor_;
+  transport::PolicyStats policy_stats_;  // documents from `weft policy apply` and from peers
+  DocSync policy_sync_{std::chrono::seconds(1)};
+  std::set<std::string> policy_logged_;  // peer rejections already logged (bounded)
   [[nodiscard]] Result<Trust> load_trust() const;
   [[nodiscard]] nlohmann::json trust_json() const;
   store::Store store_;

@@ -168,8 +168,9 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
     if (!e) return reply_error(peer, "upstream add: --listen must be IP:PORT, like 127.0.0.1:9001");
     u.listen = *e;
     u.balance = params.value("balance", "peak-ewma");
+    u.as = params.value("as", "");
     if (auto r = add_upstream(u); !r) return reply_error(peer, "upstream add: " + r.error().message);
-    reply(peer, json{{"added", u.name}, {"listen", u.listen.to_string()}});
+    reply(peer, json{{"added", u.name}, {"listen", u.listen.to_string()}, {"as", u.as.empty() ? json(nullptr) : json(u.as)}});
   } else if (method == "upstream.remove") {
     const std::string name = params.value("name", "");
     auto r = remove_upstream(name);
@@ -181,7 +182,13 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
   } else if (method == "routes") {
     reply(peer, json{{"routes", routes_json()}});
   } else if (method == "stats") {
-    reply(peer, proxy_stats_json());
+    json s = proxy_stats_json();
+    s["policy"] = policy_stats_json();
+    reply(peer, s);
+  } else if (method == "policy_apply") {
+    rpc_policy_apply(now, peer, params);
+  } else if (method == "policy") {
+    reply(peer, policy_rpc_json());
   } else if (method == "keys.list" || method == "keys.install" || method == "keys.use" || method == "keys.remove") {
     std::string key;
     if (method != "keys.list") {

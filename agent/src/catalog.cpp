@@ -170,7 +170,9 @@ Result<std::uint64_t> decode_catalog_request(std::span<const std::byte> bytes) {
 }
 
 std::vector<std::byte> encode_meta(const NodeMeta& m) {
-  if (m.tags.empty() && m.catalog_version == 0 && m.mesh_port == 0 && m.kx_pk.empty()) return {};
+  if (m.tags.empty() && m.catalog_version == 0 && m.mesh_port == 0 && m.kx_pk.empty() && m.policy_version == 0) {
+    return {};
+  }
   json j = json::object();
   if (!m.tags.empty()) j["tags"] = m.tags;
   if (m.catalog_version != 0) j["cat"] = m.catalog_version;
@@ -180,6 +182,7 @@ std::vector<std::byte> encode_meta(const NodeMeta& m) {
     std::memcpy(kx.data(), m.kx_pk.data(), kx.size());
     j["kx"] = json::binary(std::move(kx));
   }
+  if (m.policy_version != 0) j["pol"] = m.policy_version;
   return to_bytes(j);
 }
 
@@ -208,6 +211,10 @@ std::optional<NodeMeta> decode_meta(std::span<const std::byte> bytes) {
     const auto& b = it->get_binary();
     m.kx_pk.resize(b.size());
     std::memcpy(m.kx_pk.data(), b.data(), b.size());
+  }
+  if (auto it = j->find("pol"); it != j->end()) {
+    if (!it->is_number_unsigned()) return std::nullopt;
+    m.policy_version = it->get<std::uint64_t>();
   }
   return m;
 }

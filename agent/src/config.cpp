@@ -18,7 +18,7 @@ namespace {
 
 // Settings read from the file, before the flags are laid over them.
 struct FileSettings {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level, mesh_bind, cert;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, log_level, mesh_bind, cert, cluster;
   std::vector<std::string> operator_pubs;
   std::vector<std::string> join;
   std::optional<bool> insecure_plaintext, log_json;
@@ -99,14 +99,14 @@ Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::
 
 Result<Endpoint> parse_addr(const std::string& what, const std::string& text, bool allow_no_port);
 
-// One [[upstream]] table: name, listen, balance (as `weft upstream add`).
+// One [[upstream]] table: name, listen, balance, as (as `weft upstream add`).
 Result<UpstreamSpec> read_upstream(const toml::node& n, const std::string& path) {
   const toml::table* t = n.as_table();
   if (!t) return fail(path + ": each [[upstream]] must be a table (" + where(n) + ")");
   const std::string at = " (" + where(n) + ")";
   for (const auto& [k, v] : *t) {
     const std::string_view key = k.str();
-    if (key != "name" && key != "listen" && key != "balance") {
+    if (key != "name" && key != "listen" && key != "balance" && key != "as") {
       return fail(path + ": unknown upstream setting '" + std::string(key) + "' (" + where(v) + ")");
     }
   }
@@ -124,6 +124,9 @@ Result<UpstreamSpec> read_upstream(const toml::node& n, const std::string& path)
   auto balance = get_string(*t, "balance", path);
   if (!balance) return Unexpected<Error>(balance.error());
   if (*balance) u.balance = **balance;
+  auto as = get_string(*t, "as", path);
+  if (!as) return Unexpected<Error>(as.error());
+  if (*as) u.as = **as;
   if (auto r = check_upstream(u); !r) return fail(path + ": upstream '" + u.name + "': " + r.error().message + at);
   return u;
 }
@@ -184,7 +187,7 @@ Result<FileSettings> read_file(const std::string& path) {
   }
   static const char* const kKnown[] = {"node", "bind", "advertise", "join", "data_dir", "rpc", "key_file",
                                        "insecure_plaintext", "log_level", "log_json", "tags", "gossip", "service",
-                                       "upstream", "mesh_bind", "operator_pub", "cert"};
+                                       "upstream", "mesh_bind", "operator_pub", "cert", "cluster"};
   for (const auto& [k, v] : t) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k.str()) == std::end(kKnown)) {
       return fail(path + ": unknown setting '" + std::string(k.str()) + "' (" + where(v) + ")");
@@ -195,7 +198,7 @@ Result<FileSettings> read_file(const std::string& path) {
     std::optional<std::string>* out;
   } strings[] = {{"node", &s.node}, {"bind", &s.bind}, {"advertise", &s.advertise}, {"data_dir", &s.data_dir},
                  {"rpc", &s.rpc}, {"key_file", &s.key_file}, {"log_level", &s.log_level},
-                 {"mesh_bind", &s.mesh_bind}, {"cert", &s.cert}};
+                 {"mesh_bind", &s.mesh_bind}, {"cert", &s.cert}, {"cluster", &s.cluster}};
   for (auto& e : strings) {
     auto r = get_string(t, e.key, path);
     if (!r) return Unexpected<Error>(r.error());
@@ -324,11 +327,16 @@ Result<void> check_node_name(std::string_view name) { return check_name("node", 
 
 Result<void> check_service_name(std::string_view name) { return check_name("service", name); }
 
+Result<void> check_cluster_name(std::string_view name) { return check_name("cluster", name); }
+
 Result<void> check_upstream(const UpstreamSpec& u) {
   if (auto r = check_service_name(u.name); !r) return r;
   if (u.listen.port == 0) return fail("listen address needs a port");
   if (u.balance != "peak-ewma" && u.balance != "round-robin") {
     return fail("balance '" + u.balance + "' is not peak-ewma or round-robin");
+  }
+  if (!u.as.empty()) {
+    if (auto r = check_service_name(u.as); !r) return fail("as: " + r.error().message);
   }
   return {};
 }
@@ -355,6 +363,10 @@ Result<AgentConfig> resolve_config(const AgentFlags& flags) {
   }
   if (auto r = check_node_name(*node); !r) return fail("--node: " + r.error().message);
   c.node = *node;
+  if (auto cl = pick(flags.cluster, f.cluster)) {
+    if (auto r = check_cluster_name(*cl); !r) return fail("--cluster: " + r.error().message);
+    c.cluster = *cl;
+  }
 
   auto bind = pick(flags.bind, f.bind);
   if (!bind) return fail("--bind IP:PORT is required");

@@ -19,7 +19,7 @@ Result<FrameView> decode_frame(std::span<const std::byte> bytes) {
   if (bytes.size() < 3) return fail("frame too short");
   if (std::to_integer<std::uint8_t>(bytes[0]) != kFrameVersion) return fail("unknown frame version");
   const auto kind = std::to_integer<std::uint8_t>(bytes[1]);
-  if (kind > static_cast<std::uint8_t>(FrameKind::kCatalogResponse)) return fail("unknown frame kind");
+  if (kind > static_cast<std::uint8_t>(FrameKind::kSignedDocResponse)) return fail("unknown frame kind");
   const std::size_t len = std::to_integer<std::uint8_t>(bytes[2]);
   if (bytes.size() < 3 + len) return fail("frame address truncated");
   const std::string_view addr(reinterpret_cast<const char*>(bytes.data() + 3), len);

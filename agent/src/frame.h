@@ -27,6 +27,8 @@ enum class FrameKind : std::uint8_t {
   kKeyResponse = 2,
   kCatalogRequest = 3,   // body: catalog.h
   kCatalogResponse = 4,
+  kSignedDocRequest = 5,   // body: doc_sync.h (the operator-signed policy, issue 5)
+  kSignedDocResponse = 6,
 };
 
 struct FrameView {

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "agent_impl.h"
@@ -16,9 +17,12 @@ transport::Balance balance_of(const std::string& b) {
   return b == "round-robin" ? transport::Balance::kRoundRobin : transport::Balance::kPeakEwma;
 }
 
+// Stored rows: {"name", "listen", "balance"} and, when set, "as" (rows written before `--as`
+// existed have none and read back as anonymous).
 std::vector<std::byte> encode_upstream(const UpstreamSpec& u) {
-  const std::vector<std::uint8_t> m =
-      json::to_msgpack(json{{"name", u.name}, {"listen", u.listen.to_string()}, {"balance", u.balance}});
+  json j{{"name", u.name}, {"listen", u.listen.to_string()}, {"balance", u.balance}};
+  if (!u.as.empty()) j["as"] = u.as;
+  const std::vector<std::uint8_t> m = json::to_msgpack(j);
   std::vector<std::byte> out(m.size());
   if (!m.empty()) std::memcpy(out.data(), m.data(), m.size());
   return out;
@@ -34,6 +38,7 @@ Result<UpstreamSpec> decode_upstream(std::span<const std::byte> bytes) {
     if (!e) return fail("bad listen address");
     u.listen = *e;
     u.balance = j.value("balance", "peak-ewma");
+    u.as = j.value("as", "");
     if (auto r = check_upstream(u); !r) return fail(r.error().message);
     return u;
   } catch (const json::exception& e) {
@@ -52,6 +57,8 @@ std::optional<std::string> Agent::start_proxy() {
   auto p = transport::Proxy::start(pc, proxy_log_);
   if (!p) return "cannot listen for the mesh at " + cfg_.mesh_bind.to_string() + ": " + p.error().message;
   proxy_ = std::move(*p);
+  // With a trust root: certificates from the first handshake on, and the stored policy (if any).
+  publish_trust();
   routes_dirty_ = true;
   publish_routes();
 
@@ -76,15 +83,32 @@ std::optional<std::string> Agent::start_proxy() {
     all[u.name] = u;
   }
   for (const auto& [name, u] : all) {
-    // A listener that cannot bind (the port is taken) is reported and retried by the operator;
-    // the agent still serves gossip and the other upstreams.
-    if (auto r = proxy_->add_upstream({u.name, u.listen, balance_of(u.balance)}); !r) {
+    // A listener that cannot bind (the port is taken), or an `as` the certificate no longer
+    // grants, is reported and fixed by the operator; the agent still serves gossip and the
+    // other upstreams.
+    if (auto r = check_upstream_as(u); !r) {
+      log_->error("upstream not started name={} listen={} why={}", name, u.listen.to_string(), r.error().message);
+      continue;
+    }
+    if (auto r = proxy_->add_upstream({u.name, u.listen, balance_of(u.balance), u.as}); !r) {
       log_->error("upstream not started name={} listen={} why={}", name, u.listen.to_string(), r.error().message);
       continue;
     }
     upstreams_[name] = u;
   }
   return std::nullopt;
+}
+
+// The initiating agent may claim only services its certificate grants (issue 5). Without a trust
+// root `as` is not checked (and no peer checks it either).
+Result<void> Agent::check_upstream_as(const UpstreamSpec& u) const {
+  if (u.as.empty() || !trust_) return {};
+  const auto& granted = trust_->cert.services;
+  if (std::find(granted.begin(), granted.end(), u.as) != granted.end()) return {};
+  std::string list;
+  for (const std::string& s : granted) list += (list.empty() ? "" : ", ") + s;
+  return fail("--as " + u.as + ": this node's certificate does not grant service '" + u.as + "' (it grants: " +
+              (list.empty() ? "none" : list) + ")");
 }
 
 Result<void> Agent::add_upstream(const UpstreamSpec& u) {
@@ -97,7 +121,8 @@ Result<void> Agent::add_upstream(const UpstreamSpec& u) {
   for (const auto& [name, other] : upstreams_) {
     if (other.listen == u.listen) return fail(u.listen.to_string() + " is already upstream '" + name + "'");
   }
-  if (auto r = proxy_->add_upstream({u.name, u.listen, balance_of(u.balance)}); !r) {
+  if (auto r = check_upstream_as(u); !r) return r;
+  if (auto r = proxy_->add_upstream({u.name, u.listen, balance_of(u.balance), u.as}); !r) {
     return fail("cannot listen on " + u.listen.to_string() + ": " + r.error().message);
   }
   if (auto r = store_.put_entry(store::EntryKind::kUpstream, {u.name, encode_upstream(u)}); !r) {
@@ -105,7 +130,8 @@ Result<void> Agent::add_upstream(const UpstreamSpec& u) {
     return r;
   }
   upstreams_[u.name] = u;
-  log_->info("upstream added name={} listen={} balance={}", u.name, u.listen.to_string(), u.balance);
+  log_->info("upstream added name={} listen={} balance={} as={}", u.name, u.listen.to_string(), u.balance,
+             u.as.empty() ? "-" : u.as);
   return {};
 }
 
@@ -149,7 +175,10 @@ void Agent::publish_routes() {
 json Agent::upstreams_json() const {
   json arr = json::array();
   for (const auto& [name, u] : upstreams_) {
-    arr.push_back(json{{"name", name}, {"listen", u.listen.to_string()}, {"balance", u.balance}});
+    arr.push_back(json{{"name", name},
+                       {"listen", u.listen.to_string()},
+                       {"balance", u.balance},
+                       {"as", u.as.empty() ? json(nullptr) : json(u.as)}});
   }
   return arr;
 }

@@ -54,6 +54,12 @@ Result<json> policy_sign(const PolicySignRequest& req) {
   return policy_json(d->policy, true);
 }
 
+Result<json> describe_policy(std::span<const std::byte> envelope) {
+  auto d = tr::decode_policy(envelope);
+  if (!d) return fail(d.error().message);
+  return policy_json(d->policy, true);
+}
+
 Result<json> policy_show(const std::string& file, const std::vector<std::string>& operator_pubs,
                          const std::string& cluster, UnixSeconds now) {
   auto text = tr::read_text_file(file);

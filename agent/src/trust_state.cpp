@@ -46,6 +46,8 @@ json Agent::trust_json() const {
   for (const tr::SignPublicKey& pk : trust_->operators) operators.push_back(tr::to_hex(tr::issuer_id(pk)));
   const tr::NodeCert& c = trust_->cert;
   return json{{"operators", operators},
+              {"cluster", cfg_.cluster},
+              {"policy_version", policy_ ? policy_->version : 0},
               {"cert",
                {{"serial", c.serial},
                 {"issuer", tr::to_hex(c.issuer)},

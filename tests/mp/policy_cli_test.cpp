@@ -130,7 +130,10 @@ TEST(PolicyCli, BadInputsFailWithOneLine) {
                              "--out", t.path + "/x"}),
                         "missing.toml");
   expect_one_line_error(run({weft_bin(), "policy", "show", t.path + "/missing.signed"}), "missing.signed");
-  expect_one_line_error(run({weft_bin(), "policy", "show"}), "needs the agent");
+  // Without a file, show asks the agent: with none to ask, one line saying how to name it.
+  expect_one_line_error(run({weft_bin(), "policy", "show"}), "no agent to ask");
+  expect_one_line_error(run({weft_bin(), "policy", "apply", t.path + "/missing.signed", "--rpc", t.path + "/none.sock"}),
+                        "missing.signed");
   // A certificate file is not a policy.
   write_file(t.path + "/cert",
              "-----BEGIN WEFT NODE CERTIFICATE-----\nkQ==\n-----END WEFT NODE CERTIFICATE-----\n");

@@ -7,6 +7,7 @@
 //   key_file = "/etc/weft/key"  insecure_plaintext = false   log_level = "info"
 //   log_json = false            tags = { role = "web" }
 //   operator_pub = ["/etc/weft/operator.pub"]   cert = "/etc/weft/node.cert"   (issue 5)
+//   cluster = "default"         # the cluster name a signed policy must name (issue 5)
 //   [gossip]                    # durations as "500ms", "1s", "2m", "24h"
 //   probe_interval = "1s"  probe_timeout = "500ms"  indirect_checks = 3  suspicion_mult = 2
 //   suspicion_max_mult = 6  suspicion_confirmations = 3  suspicion_min_floor = "6s"
@@ -43,11 +44,16 @@ struct UpstreamSpec {
   std::string name;
   Endpoint listen;
   std::string balance = "peak-ewma";  // or "round-robin"
+  // The local app's own service (`--as`, `as = "..."`): the source service policy decides on.
+  // Empty: anonymous. With a trust root, this node's certificate must grant it.
+  std::string as;
   friend bool operator==(const UpstreamSpec&, const UpstreamSpec&) = default;
 };
 
 struct AgentConfig {
   std::string node;
+  // The cluster's name (issue 5): a signed policy is accepted only if it names this cluster.
+  std::string cluster = "default";
   Endpoint bind;
   std::optional<Endpoint> advertise;
   std::vector<Endpoint> join;
@@ -74,7 +80,8 @@ struct AgentConfig {
 
 // What the command line gave; unset fields fall back to the file, then to defaults.
 struct AgentFlags {
-  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level, mesh_bind, cert;
+  std::optional<std::string> node, bind, advertise, data_dir, rpc, key_file, config, log_level, mesh_bind, cert,
+      cluster;
   std::vector<std::string> join;
   std::vector<std::string> operator_pubs;  // --operator-pub FILE (repeatable)
   std::vector<std::string> tags;  // KEY=VALUE
@@ -96,8 +103,10 @@ struct AgentFlags {
 [[nodiscard]] Result<void> check_node_name(std::string_view name);
 // Service names: the same alphabet and length.
 [[nodiscard]] Result<void> check_service_name(std::string_view name);
-// Name, listen address (an IP literal with a non-zero port) and balance ("peak-ewma" or
-// "round-robin"). One line naming the problem.
+// Cluster names: the same alphabet and length.
+[[nodiscard]] Result<void> check_cluster_name(std::string_view name);
+// Name, listen address (an IP literal with a non-zero port), balance ("peak-ewma" or
+// "round-robin") and `as` (empty or a service name). One line naming the problem.
 [[nodiscard]] Result<void> check_upstream(const UpstreamSpec& u);
 
 }  // namespace weft::agent

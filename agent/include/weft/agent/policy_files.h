@@ -19,7 +19,9 @@
 //   retries = 2                         # optional: connect retries to other instances
 // Unknown keys are errors: a typo must never silently widen access.
 
+#include <cstddef>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -46,5 +48,9 @@ struct PolicySignRequest {
 [[nodiscard]] Result<nlohmann::json> policy_show(const std::string& file,
                                                  const std::vector<std::string>& operator_pubs,
                                                  const std::string& cluster, UnixSeconds now);
+
+// What policy_show prints for a signed policy envelope (decoded, the signature not checked): the
+// agent's `policy` RPC uses it for the policy it holds, so both show the same fields.
+[[nodiscard]] Result<nlohmann::json> describe_policy(std::span<const std::byte> envelope);
 
 }  // namespace weft::agent
