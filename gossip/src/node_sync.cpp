@@ -230,6 +230,8 @@ void NodeImpl::merge_state(TimePoint now, const PushPull& pp) {
   const std::string& sender = pp.members.front().name;
   // A joiner learns what everyone already knows: re-broadcasting it would only add traffic.
   const bool rebroadcast = !(pp.join && pp.response);
+  // Entries take the same rules as gossip: a suspect, failed or left entry above the incarnation
+  // we know is dropped and counted (node_state.cpp); an alive one above it is a refutation.
   for (const PushPullEntry& e : pp.members) {
     switch (e.state) {
       case MemberState::kAlive:
