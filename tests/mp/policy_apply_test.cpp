@@ -28,6 +28,7 @@ namespace tr = weft::transport;
 constexpr int kApplyTest = 21;    // addr_for: each test's own 127.x.y.0/24
 constexpr int kSpreadTest = 22;
 constexpr int kCrashTest = 23;
+constexpr int kMergeTest = 24;
 
 std::string slurp_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -79,10 +80,11 @@ struct TrustedCluster {
       agents.push_back(std::make_unique<AgentProc>(name, addr_for(test_no, i), data));
     }
   }
-  std::vector<std::string> args(std::size_t i) const {
+  // Agent i's flags; it joins through agent `seed` (none if it is the seed itself).
+  std::vector<std::string> args(std::size_t i, std::size_t seed = 0) const {
     std::vector<std::string> a = {"--key-file", keys.path + "/key", "--operator-pub", op + "/operator.pub",
                                   "--cert", certs[i]};
-    if (i != 0) a.insert(a.end(), {"--join", agents[0]->addr});
+    if (i != seed) a.insert(a.end(), {"--join", agents[seed]->addr});
     return a;
   }
   void start(std::size_t i) { agents[i]->start(args(i)); }
@@ -289,6 +291,37 @@ TEST(PolicySpread, ReachesEveryAgentOfTenWithinFiveSeconds) {
       }
     }
   }
+}
+
+// Two groups that never met (as after a partition) each applied a policy; once they join, the
+// newest version wins on every agent of both, whichever side holds it.
+TEST(PolicySpread, NewestVersionWinsWhenTwoGroupsMerge) {
+  constexpr std::size_t kN = 4;
+  TrustedCluster c(kMergeTest, static_cast<int>(kN));
+  // Group {n0, n1} joins through n0, group {n2, n3} through n2.
+  for (std::size_t i : {0u, 1u, 2u, 3u}) {
+    c.agents[i]->start(c.args(i, i < 2 ? 0 : 2));
+    ASSERT_TRUE(c.agents[i]->wait_ready()) << c.agents[i]->log();
+  }
+  ASSERT_EQ(c.apply(0, c.sign(7)).code, 0);
+  ASSERT_EQ(c.apply(3, c.sign(4)).code, 0);
+  ASSERT_TRUE(wait_until([&] { return c.version_of(1) == 7 && c.version_of(2) == 4; }, 5s)) << c.logs();
+  EXPECT_EQ(c.agents[0]->count("alive"), 2u) << "the groups are separate";
+  auto r = c.agents[2]->call("join", json{{"addrs", json::array({c.agents[0]->addr})}}, 10s);
+  ASSERT_TRUE(r) << c.logs();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (std::size_t i = 0; i < kN; ++i) {
+          if (c.version_of(i) != 7) return false;
+        }
+        return true;
+      },
+      10s))
+      << c.logs();
+  // The older version was never offered back to the newer side.
+  auto s = c.agents[0]->call("stats");
+  ASSERT_TRUE(s);
+  EXPECT_EQ((*s)["policy"]["accepted"], 1) << s->dump();
 }
 
 // (d) kill -9 of an agent while it applies a stream of policy updates, 20 times: the database
