@@ -30,7 +30,8 @@ std::optional<json> object_of(std::span<const std::byte> bytes) {
 
 Result<std::uint8_t> get_kind(const json& j) {
   auto it = j.find("kind");
-  if (it == j.end() || !it->is_number_unsigned() || it->get<std::uint64_t>() == 0 || it->get<std::uint64_t>() > 255) {
+  if (it == j.end() || !it->is_number_unsigned() || it->get<std::uint64_t>() == 0 ||
+      it->get<std::uint64_t>() > 255) {
     return fail("'kind' is missing or not 1..255");
   }
   return static_cast<std::uint8_t>(it->get<std::uint64_t>());
@@ -70,7 +71,8 @@ Result<DocResponse> decode_doc_response(std::span<const std::byte> bytes) {
   DocResponse r{*kind, {}};
   if (auto it = j->find("envelope"); it != j->end()) {
     if (!it->is_binary() || it->get_binary().empty() || it->get_binary().size() > kMaxDocEnvelopeBytes) {
-      return fail("document response: 'envelope' is not 1.." + std::to_string(kMaxDocEnvelopeBytes) + " bytes");
+      return fail("document response: 'envelope' is not 1.." + std::to_string(kMaxDocEnvelopeBytes) +
+                  " bytes");
     }
     const auto& b = it->get_binary();
     r.envelope.resize(b.size());
@@ -119,7 +121,8 @@ std::optional<DocSync::Fetch> DocSync::due(TimePoint now) {
   const Member* bm = nullptr;
   for (const auto& [name, m] : members_) {
     if (!wanted(m)) continue;
-    if (bm == nullptr || m.version > bm->version || (m.version == bm->version && m.last_asked < bm->last_asked)) {
+    if (bm == nullptr || m.version > bm->version ||
+        (m.version == bm->version && m.last_asked < bm->last_asked)) {
       best = &name;
       bm = &m;
     }

@@ -94,7 +94,7 @@ class DocSync {
     Endpoint addr;
     bool live = false;
     std::uint64_t version = 0;
-    std::uint64_t useless_version = 0;  // its answer for this version did not help
+    std::uint64_t useless_version = 0;        // its answer for this version did not help
     TimePoint last_asked = TimePoint::min();  // never
   };
   [[nodiscard]] bool wanted(const Member& m) const {

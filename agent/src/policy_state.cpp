@@ -28,7 +28,8 @@ namespace tr = weft::transport;
 namespace {
 
 constexpr std::size_t kMaxLoggedRejections = 256;
-constexpr const char* kNoTrustRoot = "no trust root configured (start the agent with --operator-pub and --cert)";
+constexpr const char* kNoTrustRoot =
+    "no trust root configured (start the agent with --operator-pub and --cert)";
 
 // Policies carry wall-clock times (expiry). The agent's one wall-clock read for them; the
 // transport library takes `now` as an argument.
@@ -106,10 +107,11 @@ Result<std::uint64_t> Agent::accept_policy(TimePoint now, std::span<const std::b
   policy_sync_.held(version);
   publish_trust();
   if (node_) {
-    if (auto r = node_->set_meta(now, own_meta()); !r) log_->error("policy version not advertised: {}", r.error().message);
+    if (auto r = node_->set_meta(now, own_meta()); !r)
+      log_->error("policy version not advertised: {}", r.error().message);
   }
-  log_->info("policy applied version={} source={} rules={} default={}", version, source, policy_->rules.size(),
-             tr::to_string(policy_->default_action));
+  log_->info("policy applied version={} source={} rules={} default={}", version, source,
+             policy_->rules.size(), tr::to_string(policy_->default_action));
   return version;
 }
 
@@ -179,7 +181,8 @@ void Agent::on_doc_response(TimePoint now, const Endpoint& from, std::span<const
 void Agent::rpc_policy_apply(TimePoint now, const std::string& peer, const json& params) {
   if (!trust_) return reply_error(peer, std::string("policy apply: ") + kNoTrustRoot);
   auto it = params.find("policy");
-  if (it == params.end() || !it->is_string()) return reply_error(peer, "policy apply: give the signed policy text");
+  if (it == params.end() || !it->is_string())
+    return reply_error(peer, "policy apply: give the signed policy text");
   auto envelope = tr::unarmor_policy(it->get_ref<const std::string&>());
   if (!envelope) {
     ++policy_stats_.malformed;

@@ -25,7 +25,7 @@ namespace {
 
 namespace tr = weft::transport;
 
-constexpr int kApplyTest = 21;    // addr_for: each test's own 127.x.y.0/24
+constexpr int kApplyTest = 21;  // addr_for: each test's own 127.x.y.0/24
 constexpr int kSpreadTest = 22;
 constexpr int kCrashTest = 23;
 constexpr int kMergeTest = 24;
@@ -82,8 +82,8 @@ struct TrustedCluster {
   }
   // Agent i's flags; it joins through agent `seed` (none if it is the seed itself).
   std::vector<std::string> args(std::size_t i, std::size_t seed = 0) const {
-    std::vector<std::string> a = {"--key-file", keys.path + "/key", "--operator-pub", op + "/operator.pub",
-                                  "--cert", certs[i]};
+    std::vector<std::string> a = {"--key-file",         keys.path + "/key", "--operator-pub",
+                                  op + "/operator.pub", "--cert",           certs[i]};
     if (i != seed) a.insert(a.end(), {"--join", agents[seed]->addr});
     return a;
   }
@@ -95,8 +95,8 @@ struct TrustedCluster {
     for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
   }
   // Signs a policy with `version`; returns the signed file.
-  std::string sign(std::uint64_t version, const std::string& extra = "", const std::string& cluster = "default",
-                   const std::string& key_dir = "") {
+  std::string sign(std::uint64_t version, const std::string& extra = "",
+                   const std::string& cluster = "default", const std::string& key_dir = "") {
     const std::string base = dir.path + "/p" + std::to_string(version) + "-" + std::to_string(signed_++);
     write_file(base + ".toml", "cluster = \"" + cluster + "\"\nversion = " + std::to_string(version) +
                                    "\ndefault = \"deny\"\n" + extra +
@@ -151,7 +151,8 @@ TEST(PolicyApply, RefusalsAreCountedAndTheAppliedPolicyPersists) {
   expect_one_line_error(c.apply(0, c.sign(9, "", "default", c.dir.path + "/other")),
                         "policy refused (unknown issuer)");
   expect_one_line_error(c.apply(0, c.sign(9, "", "prod")), "policy refused (wrong cluster)");
-  expect_one_line_error(c.apply(0, c.sign(9, "expires = \"2020-01-01T00:00:00Z\"\n")), "policy refused (expired)");
+  expect_one_line_error(c.apply(0, c.sign(9, "expires = \"2020-01-01T00:00:00Z\"\n")),
+                        "policy refused (expired)");
   // A signature that does not match the body: one signature byte changed inside the armor.
   {
     auto env = tr::unarmor_policy(slurp_file(c.sign(9)));
@@ -197,11 +198,12 @@ TEST(PolicyApply, RefusalsAreCountedAndTheAppliedPolicyPersists) {
   EXPECT_EQ((*info)["trust"]["cluster"], "default");
 
   // --as: only a service the certificate grants ("web", "client").
-  RunResult up = run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39551", "--as", "client", "--rpc", rpc});
+  RunResult up = run(
+      {weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39551", "--as", "client", "--rpc", rpc});
   EXPECT_EQ(up.code, 0) << up.out;
-  expect_one_line_error(
-      run({weft_bin(), "upstream", "add", "db", "--listen", "127.0.0.1:39552", "--as", "admin", "--rpc", rpc}),
-      "does not grant service 'admin'");
+  expect_one_line_error(run({weft_bin(), "upstream", "add", "db", "--listen", "127.0.0.1:39552", "--as",
+                             "admin", "--rpc", rpc}),
+                        "does not grant service 'admin'");
   RunResult ups = run({weft_bin(), "upstreams", "--json", "--rpc", rpc});
   ASSERT_EQ(ups.code, 0) << ups.out;
   json ul = parse_json(ups);
@@ -229,15 +231,16 @@ TEST(PolicyApply, WithoutATrustRootApplyIsRefused) {
   AgentProc a("n0", addr_for(kApplyTest, 5), t.path + "/n0");
   a.start({"--key-file", keys.path + "/key"});
   ASSERT_TRUE(a.wait_ready()) << a.log();
-  write_file(t.path + "/p.signed", "-----BEGIN WEFT SIGNED POLICY-----\nkQ==\n-----END WEFT SIGNED POLICY-----\n");
+  write_file(t.path + "/p.signed",
+             "-----BEGIN WEFT SIGNED POLICY-----\nkQ==\n-----END WEFT SIGNED POLICY-----\n");
   expect_one_line_error(run({weft_bin(), "policy", "apply", t.path + "/p.signed", "--rpc", a.rpc()}),
                         "no trust root configured (start the agent with --operator-pub and --cert)");
   RunResult show = run({weft_bin(), "policy", "show", "--rpc", a.rpc()});
   EXPECT_EQ(show.code, 0) << show.out;
   EXPECT_NE(show.out.find("no trust root"), std::string::npos) << show.out;
   // --as is not checked without a certificate to check it against.
-  EXPECT_EQ(run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39553", "--as", "anything", "--rpc",
-                 a.rpc()})
+  EXPECT_EQ(run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39553", "--as", "anything",
+                 "--rpc", a.rpc()})
                 .code,
             0);
 }
@@ -272,10 +275,13 @@ TEST(PolicySpread, ReachesEveryAgentOfTenWithinFiveSeconds) {
           return true;
         },
         5s);
-    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    const auto took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
     std::string where;
-    for (std::size_t i = 0; i < kN; ++i) where += " n" + std::to_string(i) + "=" + std::to_string(c.version_of(i));
-    ASSERT_TRUE(all) << "version " << version << " after " << took.count() << " ms:" << where << "\n" << c.logs();
+    for (std::size_t i = 0; i < kN; ++i)
+      where += " n" + std::to_string(i) + "=" + std::to_string(c.version_of(i));
+    ASSERT_TRUE(all) << "version " << version << " after " << took.count() << " ms:" << where << "\n"
+                     << c.logs();
     EXPECT_LE(took, 5s);
     std::printf("policy version %llu from n%zu reached all %zu agents in %lld ms\n",
                 static_cast<unsigned long long>(version), origin, kN, static_cast<long long>(took.count()));
@@ -347,7 +353,8 @@ TEST(PolicyCrash, KillNineDuringPolicyUpdatesKeepsTheStoreConsistent) {
     p.default_action = v % 2 ? tr::PolicyAction::kDeny : tr::PolicyAction::kAllow;
     p.rules.push_back(tr::PolicyRule{"client", "web", tr::PolicyAction::kAllow, {}, {}, {}, {}});
     for (std::uint64_t r = 0; r < v % 7; ++r) {  // sizes vary with the version
-      p.rules.push_back(tr::PolicyRule{"svc" + std::to_string(r), "*", tr::PolicyAction::kDeny, {}, {}, {}, {}});
+      p.rules.push_back(
+          tr::PolicyRule{"svc" + std::to_string(r), "*", tr::PolicyAction::kDeny, {}, {}, {}, {}});
     }
     auto e = tr::sign_policy(std::move(p), *key);
     ASSERT_TRUE(e) << e.error().message;
@@ -399,16 +406,19 @@ TEST(PolicyCrash, KillNineDuringPolicyUpdatesKeepsTheStoreConsistent) {
     EXPECT_TRUE(got == last || got == last + 1) << "stored " << got << ", last acknowledged " << last;
     if (*d) {
       ASSERT_LE(got, kSigned);
-      EXPECT_EQ((*d)->envelope, envelopes[got]) << "the stored envelope is not the one signed as version " << got;
+      EXPECT_EQ((*d)->envelope, envelopes[got])
+          << "the stored envelope is not the one signed as version " << got;
       auto v = tr::verify_policy((*d)->envelope, trusted, "default", std::nullopt, now);
       ASSERT_TRUE(v) << v.error().message;
       EXPECT_EQ(v->version, got);
     }
     if (last < kSigned) ++kills_mid_stream;
     if (got == last + 1) ++in_flight_landed;
-    std::printf("round %d (ready in %lld ms): %llu..%llu acknowledged, stored %llu\n", round,
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count()), static_cast<unsigned long long>(held + 1),
-                static_cast<unsigned long long>(last), static_cast<unsigned long long>(got));
+    std::printf(
+        "round %d (ready in %lld ms): %llu..%llu acknowledged, stored %llu\n", round,
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count()),
+        static_cast<unsigned long long>(held + 1), static_cast<unsigned long long>(last),
+        static_cast<unsigned long long>(got));
     held = got;
   }
   EXPECT_GE(kills_mid_stream, 15) << "the kills seldom landed during the updates";
