@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <ostream>
 #include <set>
 #include <string>
 #include <variant>
@@ -713,6 +714,276 @@ TEST_F(TrustTest, TrustRootClosesUncertifiedSessions) {
   EXPECT_TRUE(round_trip(port, "certified now"));
   EXPECT_EQ(b_.proxy->stats().peer_certs.verified, 1u);
 }
+
+// ---- Issue 5's authorization matrix ----
+// Every certificate state of one node x every kind of policy: a real app connection a -> b for
+// "web" as "client" per row, on fresh proxies, checked against the outcome the row states (the
+// table is written out, not derived from the proxy's logic). How to read it:
+//  - a bad certificate of the initiator is refused by the responder in the handshake, so the
+//    responder never decides; but the initiator decides first, when the app connects: a policy
+//    it holds that denies refuses at once (no session dialled), one that allows or shadow-denies
+//    counts that decision and then the handshake fails;
+//  - a source service the initiator's certificate does not grant is refused by the initiator
+//    before any policy (not_granted, no session);
+//  - a destination the responder's certificate does not grant: the initiator counts not_granted
+//    once the session is up (it reads the peer's certificate) and opens no stream;
+//  - shadow-deny lets through, counted as shadow_denied (not allowed).
+enum class CertState { kValid, kExpired, kNotYetValid, kUnknownIssuer, kRevoked, kNotGranted, kKeyMismatch };
+enum class PolicyKind { kAllow, kDeny, kNoRule, kShadowDeny };
+enum class BadSide { kInitiator, kResponder };       // whose certificate is in `cert` state
+enum class Holder { kBoth, kResponderOnly };         // which proxies hold the policy
+enum class AppSees { kEcho, kRefused };              // the app's connection
+enum class Dial { kNotDialled, kUp, kCertRefused };  // the session a -> b
+
+// ProxyStats::policy on one proxy (rate_limited and closed_on_recheck: always 0 here).
+struct Decisions {
+  std::uint64_t allowed = 0;
+  std::uint64_t denied = 0;
+  std::uint64_t shadow_denied = 0;
+  std::uint64_t not_granted = 0;
+};
+
+struct MatrixRow {
+  const char* name = "";
+  BadSide bad = BadSide::kInitiator;
+  CertState cert = CertState::kValid;
+  PolicyKind policy = PolicyKind::kAllow;
+  Holder holder = Holder::kBoth;
+  AppSees app = AppSees::kEcho;
+  Dial session = Dial::kUp;
+  Decisions a{};  // the initiator's counters
+  Decisions b{};  // the responder's
+};
+
+std::vector<MatrixRow> authorization_matrix() {
+  using enum CertState;
+  using enum PolicyKind;
+  using enum BadSide;
+  using enum Holder;
+  using enum AppSees;
+  using enum Dial;
+  // clang-format off: one row a line
+  // name, whose certificate, its state, policy, held by, the app sees, the session a -> b,
+  // a's decisions, b's decisions
+  return {
+      // The initiator's certificate; the same policy on both proxies.
+      {"init_valid__allow", kInitiator, kValid, kAllow, kBoth, kEcho, kUp, {.allowed = 1}, {.allowed = 1}},
+      {"init_valid__deny", kInitiator, kValid, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_valid__no_rule", kInitiator, kValid, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_valid__shadow_deny", kInitiator, kValid, kShadowDeny, kBoth, kEcho, kUp, {.shadow_denied = 1}, {.shadow_denied = 1}},
+      {"init_expired__allow", kInitiator, kExpired, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"init_expired__deny", kInitiator, kExpired, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_expired__no_rule", kInitiator, kExpired, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_expired__shadow_deny", kInitiator, kExpired, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"init_not_yet_valid__allow", kInitiator, kNotYetValid, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"init_not_yet_valid__deny", kInitiator, kNotYetValid, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_not_yet_valid__no_rule", kInitiator, kNotYetValid, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_not_yet_valid__shadow_deny", kInitiator, kNotYetValid, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"init_unknown_issuer__allow", kInitiator, kUnknownIssuer, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"init_unknown_issuer__deny", kInitiator, kUnknownIssuer, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_unknown_issuer__no_rule", kInitiator, kUnknownIssuer, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_unknown_issuer__shadow_deny", kInitiator, kUnknownIssuer, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"init_revoked__allow", kInitiator, kRevoked, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"init_revoked__deny", kInitiator, kRevoked, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_revoked__no_rule", kInitiator, kRevoked, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_revoked__shadow_deny", kInitiator, kRevoked, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"init_not_granted__allow", kInitiator, kNotGranted, kAllow, kBoth, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__deny", kInitiator, kNotGranted, kDeny, kBoth, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__no_rule", kInitiator, kNotGranted, kNoRule, kBoth, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__shadow_deny", kInitiator, kNotGranted, kShadowDeny, kBoth, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_key_mismatch__allow", kInitiator, kKeyMismatch, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"init_key_mismatch__deny", kInitiator, kKeyMismatch, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_key_mismatch__no_rule", kInitiator, kKeyMismatch, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"init_key_mismatch__shadow_deny", kInitiator, kKeyMismatch, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+
+      // The initiator's certificate; the policy on the responder only (a decides nothing): a bad
+      // certificate fails the handshake before any policy, whatever the policy says.
+      {"init_valid__allow__at_b", kInitiator, kValid, kAllow, kResponderOnly, kEcho, kUp, {}, {.allowed = 1}},
+      {"init_valid__deny__at_b", kInitiator, kValid, kDeny, kResponderOnly, kRefused, kUp, {}, {.denied = 1}},
+      {"init_valid__no_rule__at_b", kInitiator, kValid, kNoRule, kResponderOnly, kRefused, kUp, {}, {.denied = 1}},
+      {"init_valid__shadow_deny__at_b", kInitiator, kValid, kShadowDeny, kResponderOnly, kEcho, kUp, {}, {.shadow_denied = 1}},
+      {"init_expired__allow__at_b", kInitiator, kExpired, kAllow, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_expired__deny__at_b", kInitiator, kExpired, kDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_expired__no_rule__at_b", kInitiator, kExpired, kNoRule, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_expired__shadow_deny__at_b", kInitiator, kExpired, kShadowDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_not_yet_valid__allow__at_b", kInitiator, kNotYetValid, kAllow, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_not_yet_valid__deny__at_b", kInitiator, kNotYetValid, kDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_not_yet_valid__no_rule__at_b", kInitiator, kNotYetValid, kNoRule, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_not_yet_valid__shadow_deny__at_b", kInitiator, kNotYetValid, kShadowDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_unknown_issuer__allow__at_b", kInitiator, kUnknownIssuer, kAllow, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_unknown_issuer__deny__at_b", kInitiator, kUnknownIssuer, kDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_unknown_issuer__no_rule__at_b", kInitiator, kUnknownIssuer, kNoRule, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_unknown_issuer__shadow_deny__at_b", kInitiator, kUnknownIssuer, kShadowDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_revoked__allow__at_b", kInitiator, kRevoked, kAllow, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_revoked__deny__at_b", kInitiator, kRevoked, kDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_revoked__no_rule__at_b", kInitiator, kRevoked, kNoRule, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_revoked__shadow_deny__at_b", kInitiator, kRevoked, kShadowDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_not_granted__allow__at_b", kInitiator, kNotGranted, kAllow, kResponderOnly, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__deny__at_b", kInitiator, kNotGranted, kDeny, kResponderOnly, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__no_rule__at_b", kInitiator, kNotGranted, kNoRule, kResponderOnly, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_not_granted__shadow_deny__at_b", kInitiator, kNotGranted, kShadowDeny, kResponderOnly, kRefused, kNotDialled, {.not_granted = 1}, {}},
+      {"init_key_mismatch__allow__at_b", kInitiator, kKeyMismatch, kAllow, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_key_mismatch__deny__at_b", kInitiator, kKeyMismatch, kDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_key_mismatch__no_rule__at_b", kInitiator, kKeyMismatch, kNoRule, kResponderOnly, kRefused, kCertRefused, {}, {}},
+      {"init_key_mismatch__shadow_deny__at_b", kInitiator, kKeyMismatch, kShadowDeny, kResponderOnly, kRefused, kCertRefused, {}, {}},
+
+      // The responder's certificate (valid: the rows above); the same policy on both. The
+      // initiator refuses it in the handshake, or (not granting "web") refuses to open the stream.
+      {"resp_expired__allow", kResponder, kExpired, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"resp_expired__deny", kResponder, kExpired, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_expired__no_rule", kResponder, kExpired, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_expired__shadow_deny", kResponder, kExpired, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"resp_not_yet_valid__allow", kResponder, kNotYetValid, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"resp_not_yet_valid__deny", kResponder, kNotYetValid, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_not_yet_valid__no_rule", kResponder, kNotYetValid, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_not_yet_valid__shadow_deny", kResponder, kNotYetValid, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"resp_unknown_issuer__allow", kResponder, kUnknownIssuer, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"resp_unknown_issuer__deny", kResponder, kUnknownIssuer, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_unknown_issuer__no_rule", kResponder, kUnknownIssuer, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_unknown_issuer__shadow_deny", kResponder, kUnknownIssuer, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"resp_revoked__allow", kResponder, kRevoked, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"resp_revoked__deny", kResponder, kRevoked, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_revoked__no_rule", kResponder, kRevoked, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_revoked__shadow_deny", kResponder, kRevoked, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+      {"resp_not_granted__allow", kResponder, kNotGranted, kAllow, kBoth, kRefused, kUp, {.allowed = 1, .not_granted = 1}, {}},
+      {"resp_not_granted__deny", kResponder, kNotGranted, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_not_granted__no_rule", kResponder, kNotGranted, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_not_granted__shadow_deny", kResponder, kNotGranted, kShadowDeny, kBoth, kRefused, kUp, {.shadow_denied = 1, .not_granted = 1}, {}},
+      {"resp_key_mismatch__allow", kResponder, kKeyMismatch, kAllow, kBoth, kRefused, kCertRefused, {.allowed = 1}, {}},
+      {"resp_key_mismatch__deny", kResponder, kKeyMismatch, kDeny, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_key_mismatch__no_rule", kResponder, kKeyMismatch, kNoRule, kBoth, kRefused, kNotDialled, {.denied = 1}, {}},
+      {"resp_key_mismatch__shadow_deny", kResponder, kKeyMismatch, kShadowDeny, kBoth, kRefused, kCertRefused, {.shadow_denied = 1}, {}},
+  };
+  // clang-format on
+}
+
+void PrintTo(const MatrixRow& row, std::ostream* os) { *os << row.name; }  // failures name the row
+
+class AuthorizationMatrix : public TrustTest, public ::testing::WithParamInterface<MatrixRow> {
+ protected:
+  // `n`'s certificate serving `service`, in `state` (kRevoked: valid, the verifier revokes it).
+  std::vector<std::byte> cert_in(const Node& n, const std::string& service, CertState state) {
+    switch (state) {
+      case CertState::kValid:
+      case CertState::kRevoked:
+        return cert_for(n, op_, {.services = {service}});
+      case CertState::kExpired:
+        return cert_for(n, op_, {.services = {service}, .not_before = -2h, .not_after = -1h});
+      case CertState::kNotYetValid:
+        return cert_for(n, op_, {.services = {service}, .not_before = 1h, .not_after = 2h});
+      case CertState::kUnknownIssuer:
+        return cert_for(n, OperatorKey::generate(), {.services = {service}});
+      case CertState::kNotGranted:
+        return cert_for(n, op_, {.services = {"unrelated"}});
+      case CertState::kKeyMismatch:
+        return cert_for(n, op_, {.services = {service}, .kx = NoiseKeyPair::generate().public_key});
+    }
+    return {};
+  }
+  static std::shared_ptr<const Policy> policy_for(PolicyKind k) {
+    switch (k) {
+      case PolicyKind::kAllow:
+        return policy_of(PolicyAction::kDeny, {rule("client", "web", PolicyAction::kAllow)});
+      case PolicyKind::kDeny:  // the default would allow: the rule decides
+        return policy_of(PolicyAction::kAllow, {rule("client", "web", PolicyAction::kDeny)});
+      case PolicyKind::kNoRule:  // a rule for another pair only
+        return policy_of(PolicyAction::kDeny, {rule("other", "web", PolicyAction::kAllow)});
+      case PolicyKind::kShadowDeny:
+        return policy_of(PolicyAction::kDeny, {rule("client", "web", PolicyAction::kShadowDeny)});
+    }
+    return nullptr;
+  }
+  // The counter of `verifier` that the refusal of a certificate in `state` moves.
+  static std::uint64_t refusal_count(const ProxyStats& verifier, CertState state) {
+    switch (state) {
+      case CertState::kExpired: return verifier.peer_certs.expired;
+      case CertState::kNotYetValid: return verifier.peer_certs.not_yet_valid;
+      case CertState::kUnknownIssuer: return verifier.peer_certs.unknown_issuer;
+      case CertState::kRevoked: return verifier.certs_revoked;
+      case CertState::kKeyMismatch: return verifier.certs_mismatched;
+      case CertState::kValid:
+      case CertState::kNotGranted: break;
+    }
+    return 0;
+  }
+  static void expect_decisions(const ProxyStats& s, const Decisions& want, const char* side) {
+    SCOPED_TRACE(side);
+    EXPECT_EQ(s.policy.allowed, want.allowed);
+    EXPECT_EQ(s.policy.denied, want.denied);
+    EXPECT_EQ(s.policy.shadow_denied, want.shadow_denied);
+    EXPECT_EQ(s.policy.not_granted, want.not_granted);
+    EXPECT_EQ(s.policy.rate_limited, 0u);
+    EXPECT_EQ(s.policy.closed_on_recheck, 0u);
+    // One pair only: its entry holds the same counts (no entry when nothing was decided).
+    const bool any = want.allowed + want.denied + want.shadow_denied + want.not_granted > 0;
+    ASSERT_EQ(s.policy_pairs.size(), any ? 1u : 0u);
+    if (any) {
+      const PolicyCounters& p = s.policy_pairs.at("client->web");
+      EXPECT_EQ(p.allowed, want.allowed);
+      EXPECT_EQ(p.denied, want.denied);
+      EXPECT_EQ(p.shadow_denied, want.shadow_denied);
+      EXPECT_EQ(p.not_granted, want.not_granted);
+    }
+  }
+};
+
+TEST_P(AuthorizationMatrix, Decides) {
+  const MatrixRow& row = GetParam();
+  const bool a_bad = row.bad == BadSide::kInitiator;
+  const auto a_cert = a_bad ? cert_in(a_, "client", row.cert) : a_cert_;
+  const auto b_cert = a_bad ? b_cert_ : cert_in(b_, "web", row.cert);
+  const auto policy = policy_for(row.policy);
+  TrustSpec a{.own_cert = a_cert, .policy = row.holder == Holder::kBoth ? policy : nullptr};
+  TrustSpec b{.own_cert = b_cert, .policy = policy};
+  if (row.cert == CertState::kRevoked) (a_bad ? b : a).revoked = {{op_.issuer(), serial_of(a_bad ? a_cert : b_cert)}};
+  trust(std::move(a), std::move(b));
+  const std::uint16_t port = add_upstream_as(a_, "web", "client");
+
+  if (row.app == AppSees::kEcho) {
+    EXPECT_TRUE(round_trip(port, "matrix"));
+    EXPECT_EQ(echo_.accepted.load(), 1);
+  } else {
+    expect_refused(port);
+    ASSERT_TRUE(wait_until([&] { return a_.proxy->stats().upstreams["web"].failures == 1; }, 3s));
+  }
+  Node& verifier = a_bad ? b_ : a_;
+  if (row.session == Dial::kCertRefused) {
+    ASSERT_TRUE(wait_until([&] { return verifier.proxy->stats().handshakes_failed >= 1; }, 3s));
+    ASSERT_TRUE(wait_until([&] { return verifier.proxy->stats().sessions_open == 0; }, 3s));
+  }
+  const auto sa = a_.proxy->stats();
+  const auto sb = b_.proxy->stats();
+  switch (row.session) {
+    case Dial::kNotDialled:
+      EXPECT_EQ(sa.sessions_initiated, 0u);
+      EXPECT_EQ(sb.sessions_accepted, 0u);
+      break;
+    case Dial::kUp:
+      EXPECT_EQ(sa.sessions_initiated, 1u);
+      EXPECT_EQ(sa.handshakes_failed, 0u);
+      EXPECT_EQ(sb.handshakes_failed, 0u);
+      EXPECT_EQ(sa.peer_certs.verified, 1u);
+      EXPECT_EQ(sb.peer_certs.verified, 1u);
+      break;
+    case Dial::kCertRefused: {
+      const ProxyStats& v = a_bad ? sb : sa;
+      EXPECT_EQ(v.handshakes_failed, 1u);
+      EXPECT_EQ(refusal_count(v, row.cert), 1u);
+      EXPECT_EQ(sa.sessions_initiated, 1u);
+      break;
+    }
+  }
+  if (row.app == AppSees::kRefused) {
+    EXPECT_EQ(echo_.accepted.load(), 0);
+    EXPECT_EQ(sa.upstreams.at("web").failures, 1u);
+  }
+  EXPECT_EQ(sb.streams_refused, row.b.denied);  // the only OPEN b refuses here is a policy deny
+  expect_decisions(sa, row.a, "initiator a");
+  expect_decisions(sb, row.b, "responder b");
+}
+
+INSTANTIATE_TEST_SUITE_P(Trust, AuthorizationMatrix, ::testing::ValuesIn(authorization_matrix()),
+                         [](const ::testing::TestParamInfo<MatrixRow>& row) { return std::string(row.param.name); });
 
 }  // namespace
 }  // namespace weft::transport

@@ -39,25 +39,40 @@ constexpr std::size_t kMaxDatagram = 65536;
 constexpr std::size_t kMaxRejoinSeeds = 16;
 
 // Code and read-only data that only the start needed (argument and config parsing, schema
-// checks, the first joins) stay resident until memory runs short, and the kernel maps whole
-// 64 KiB neighbourhoods around every page touched. Once the agent has settled, ask it to drop
-// this process's clean file-backed pages (MADV_PAGEOUT: pages other processes map are kept);
-// what the idle loop needs comes back on first use. Best effort: errors are only logged.
-void page_out_file_mappings(spdlog::logger& log) {
-  std::FILE* maps = std::fopen("/proc/self/maps", "re");
-  if (maps == nullptr) return;
+// checks, the first joins) stay mapped, and the kernel maps whole 64 KiB neighbourhoods around
+// every page touched. Once the agent has settled, unmap this process's pristine file-backed pages:
+// read-only or executable private mappings of a file that hold no private (copied-on-write)
+// page, so dropping a page loses nothing and the next touch maps the same file bytes again. Pages
+// other processes map stay in the page cache (co-located agents share the code); this process
+// only stops counting them until it needs them. Mappings with private copies (relocated data,
+// RELRO) are never touched. Best effort: errors are only logged.
+void unmap_pristine_file_pages(spdlog::logger& log) {
+  std::FILE* smaps = std::fopen("/proc/self/smaps", "re");
+  if (smaps == nullptr) return;
   char line[4096];
   std::size_t ranges = 0;
-  while (std::fgets(line, sizeof line, maps) != nullptr) {
-    unsigned long lo = 0, hi = 0, offset = 0, inode = 0;
+  unsigned long lo = 0, hi = 0;
+  bool candidate = false;  // the current mapping: private, file-backed, not writable
+  auto finish = [&](unsigned long anonymous_kb) {
+    if (candidate && anonymous_kb == 0 && ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0) {
+      ++ranges;
+    }
+    candidate = false;
+  };
+  while (std::fgets(line, sizeof line, smaps) != nullptr) {
+    unsigned long a = 0, b = 0, offset = 0, inode = 0, kb = 0;
     char perms[8] = {};
     char dev[16] = {};
-    if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &offset, dev, &inode) != 6) continue;
-    if (inode == 0 || perms[1] == 'w') continue;  // anonymous, or written pages (data, relro)
-    if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT) == 0) ++ranges;
+    if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu", &a, &b, perms, &offset, dev, &inode) == 6) {
+      lo = a;
+      hi = b;
+      candidate = inode != 0 && perms[1] != 'w' && perms[3] == 'p';
+    } else if (std::sscanf(line, "Anonymous: %lu kB", &kb) == 1) {
+      finish(kb);  // the field comes once per mapping, after the header
+    }
   }
-  std::fclose(maps);
-  log.debug("paged_out_file_mappings ranges={}", ranges);
+  std::fclose(smaps);
+  log.debug("unmapped_pristine_file_pages ranges={}", ranges);
 }
 
 Result<std::vector<transport::Key>> read_key_file(const std::string& path) {
@@ -528,7 +543,7 @@ int Agent::run() {
       ::malloc_trim(0);
       if (!paged_out_startup_) {
         paged_out_startup_ = true;
-        page_out_file_mappings(*log_);
+        unmap_pristine_file_pages(*log_);
       }
       next_trim_ = now + kTrimEvery;
     }
