@@ -715,6 +715,42 @@ TEST_F(TrustTest, TrustRootClosesUncertifiedSessions) {
   EXPECT_EQ(b_.proxy->stats().peer_certs.verified, 1u);
 }
 
+// ProxyStats::policy_pairs keeps at most kMaxPolicyPairs pairs of its own; the decisions of the
+// pairs beyond are summed under "other", and a pair that has its entry keeps counting there.
+// (Anonymous apps on a, one upstream per destination, a deny-all policy: every pair is refused
+// by a at once, no session.)
+TEST_F(TrustTest, PolicyPairsAreCappedTheRestUnderOther) {
+  trust({.own_cert = a_cert_, .policy = policy_of(PolicyAction::kDeny, {})}, {.own_cert = b_cert_});
+  constexpr std::size_t kPairs = kMaxPolicyPairs + 44;
+  std::vector<std::uint16_t> ports;
+  for (std::size_t i = 0; i < kPairs; ++i) ports.push_back(add_upstream(a_, "s" + std::to_string(i)));
+  const auto refuse = [](std::uint16_t port) {
+    const int fd = dial(port);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(wait_end(fd), End::kReset);
+    ::close(fd);
+  };
+  for (const std::uint16_t port : ports) refuse(port);
+  auto s = a_.proxy->stats();
+  EXPECT_EQ(s.policy.denied, kPairs);
+  ASSERT_EQ(s.policy_pairs.size(), kMaxPolicyPairs + 1);
+  ASSERT_EQ(s.policy_pairs.count("other"), 1u);
+  EXPECT_EQ(s.policy_pairs.at("other").denied, kPairs - kMaxPolicyPairs);
+  for (std::size_t i = 0; i < kMaxPolicyPairs; ++i) {  // the first pairs seen have their own
+    const std::string key = "-->s" + std::to_string(i);
+    ASSERT_EQ(s.policy_pairs.count(key), 1u) << key;
+    EXPECT_EQ(s.policy_pairs.at(key).denied, 1u) << key;
+  }
+  refuse(ports.front());  // held: its own entry
+  refuse(ports.back());   // beyond the cap: "other"
+  s = a_.proxy->stats();
+  EXPECT_EQ(s.policy.denied, kPairs + 2);
+  EXPECT_EQ(s.policy_pairs.size(), kMaxPolicyPairs + 1);
+  EXPECT_EQ(s.policy_pairs.at("-->s0").denied, 2u);
+  EXPECT_EQ(s.policy_pairs.at("other").denied, kPairs - kMaxPolicyPairs + 1);
+  EXPECT_EQ(b_.proxy->stats().sessions_accepted, 0u);
+}
+
 // ---- Issue 5's authorization matrix ----
 // Every certificate state of one node x every kind of policy: a real app connection a -> b for
 // "web" as "client" per row, on fresh proxies, checked against the outcome the row states (the
