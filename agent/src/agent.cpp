@@ -31,6 +31,7 @@ namespace weft::agent {
 namespace {
 
 constexpr auto kTrimEvery = std::chrono::seconds(30);
+constexpr auto kFirstTrim = std::chrono::seconds(2);  // after start: parsing and set-up are done
 // Member changes are written this long after the first one: batched, yet on disk before a
 // kill -9 shortly after a join could lose them.
 constexpr auto kPersistDelay = std::chrono::milliseconds(200);
@@ -253,7 +254,7 @@ std::optional<int> Agent::start() {
   const TimePoint now = Clock::now();
   node_->join(now, rejoin_seeds_);
   next_persist_ = TimePoint::max();
-  next_trim_ = now + kTrimEvery;
+  next_trim_ = now + kFirstTrim;
   next_rejoin_ = now + cfg_.rejoin_interval;
   next_idle_close_ = now + std::chrono::seconds(1);
   log_->info("started node={} bind={} advertise={} incarnation={} seeds={} keys={} rpc={}", cfg_.node,
@@ -539,12 +540,11 @@ int Agent::run() {
       if (!dirty_members_.empty()) next_persist_ = now + std::chrono::seconds(1);
     }
     if (now >= next_trim_) {
-      // The join burst and state syncs leave freed heap behind: give it back to the system.
+      // The join burst and state syncs leave freed heap behind: give it back to the system. And
+      // the code and data that only the start (or a burst since) needed stop counting: what
+      // the loop needs faults back in, a few hundred minor faults per period at most.
       ::malloc_trim(0);
-      if (!paged_out_startup_) {
-        paged_out_startup_ = true;
-        unmap_pristine_file_pages(*log_);
-      }
+      unmap_pristine_file_pages(*log_);
       next_trim_ = now + kTrimEvery;
     }
     if (now >= next_rejoin_) rejoin_round(now);

@@ -220,7 +220,6 @@ class Agent {
   TimePoint next_rejoin_{};
   TimePoint next_idle_close_{};
   TimePoint next_trim_{};
-  bool paged_out_startup_ = false;
 
   std::map<std::string, LocalService> local_services_;
   std::uint64_t catalog_version_ = 0;
