@@ -220,6 +220,11 @@ Command stats_command(CLI::App& parent) {
                                          "connections_open", "bytes_buffered", "buffer_bytes_allocated"}) {
                      std::printf("%s = %llu\n", k, static_cast<unsigned long long>(r->value(k, std::uint64_t{0})));
                    }
+                   if (r->contains("policy_decisions") && (*r)["policy_decisions"].is_object()) {
+                     for (const auto& item : (*r)["policy_decisions"].items()) {
+                       std::printf("policy_decisions.%s = %s\n", item.key().c_str(), item.value().dump().c_str());
+                     }
+                   }
                    if (r->contains("policy") && (*r)["policy"].is_object()) {
                      const json& p = (*r)["policy"];
                      std::printf("policy.version = %llu\npolicy.accepted = %llu\n",

@@ -235,7 +235,14 @@ json Agent::proxy_stats_json() const {
               {"streams_refused", s.streams_refused},
               {"connections_open", s.connections_open},
               {"bytes_buffered", s.bytes_buffered},
-              {"buffer_bytes_allocated", s.buffer_bytes_allocated}};
+              {"buffer_bytes_allocated", s.buffer_bytes_allocated},
+              {"policy_decisions",
+               {{"allowed", s.policy.allowed},
+                {"denied", s.policy.denied},
+                {"shadow_denied", s.policy.shadow_denied},
+                {"rate_limited", s.policy.rate_limited},
+                {"not_granted", s.policy.not_granted},
+                {"closed_on_recheck", s.policy.closed_on_recheck}}}};
 }
 
 }  // namespace weft::agent

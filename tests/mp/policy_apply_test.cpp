@@ -3,8 +3,12 @@
 // persistence across a restart, `weft upstream add --as` against the certificate, and kill -9
 // during a stream of policy updates (the store stays consistent and never mixes two versions).
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -29,6 +33,7 @@ constexpr int kApplyTest = 21;  // addr_for: each test's own 127.x.y.0/24
 constexpr int kSpreadTest = 22;
 constexpr int kCrashTest = 23;
 constexpr int kMergeTest = 24;
+constexpr int kEnforceTest = 25;
 
 std::string slurp_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -328,6 +333,118 @@ TEST(PolicySpread, NewestVersionWinsWhenTwoGroupsMerge) {
   auto s = c.agents[0]->call("stats");
   ASSERT_TRUE(s);
   EXPECT_EQ((*s)["policy"]["accepted"], 1) << s->dump();
+}
+
+// A thread per connection echoing bytes back (enough for a handful of test connections).
+class TinyEcho {
+ public:
+  TinyEcho() {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    EXPECT_EQ(::listen(lfd_, 64), 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+    accepter_ = std::thread([this] {
+      for (;;) {
+        const int c = ::accept(lfd_, nullptr, nullptr);
+        if (c < 0) return;  // shut down
+        std::thread([c] {
+          char buf[4096];
+          for (;;) {
+            const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+            if (n <= 0 || ::send(c, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
+          }
+          ::close(c);
+        }).detach();
+      }
+    });
+  }
+  ~TinyEcho() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    accepter_.join();
+    ::close(lfd_);
+  }
+  TinyEcho(const TinyEcho&) = delete;
+  TinyEcho& operator=(const TinyEcho&) = delete;
+  std::uint16_t port = 0;
+
+ private:
+  int lfd_ = -1;
+  std::thread accepter_;
+};
+
+// One connection to 127.0.0.1:port: true if "ping" comes back within 2 s.
+bool echoes(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons(port);
+  bool ok = false;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4) {
+    char buf[4];
+    std::size_t got = 0;
+    while (got < 4) {
+      const ssize_t n = ::recv(fd, buf + got, 4 - got, 0);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    ok = got == 4 && std::string(buf, 4) == "ping";
+  }
+  ::close(fd);
+  return ok;
+}
+
+// End to end with the proxy: an app on n0 (as "client") reaches "web" on n1 while the policy
+// allows client -> web; a deny applied on n2 reaches n0 and n1 by gossip and new connections are
+// refused within 5 s of the apply.
+TEST(PolicyEnforce, ADenyAppliedAnywhereRefusesNewConnectionsWithinFiveSeconds) {
+  TrustedCluster c(kEnforceTest, 3);
+  c.start_all();
+  TinyEcho echo;
+  auto reg = c.agents[1]->call("service.register", json{{"name", "web"}, {"port", echo.port}});
+  ASSERT_TRUE(reg) << c.logs();
+  ASSERT_EQ(c.apply(2, c.sign(1)).code, 0);  // default deny, client -> web allowed
+  const std::uint16_t listen_port = static_cast<std::uint16_t>(39600 + ::getpid() % 300);
+  const std::string listen = "127.0.0.1:" + std::to_string(listen_port);
+  RunResult up = run({weft_bin(), "upstream", "add", "web", "--listen", listen, "--as", "client", "--rpc",
+                      c.agents[0]->rpc()});
+  ASSERT_EQ(up.code, 0) << up.out;
+  ASSERT_TRUE(wait_until([&] { return c.version_of(0) == 1 && c.version_of(1) == 1; }, 5s)) << c.logs();
+  ASSERT_TRUE(wait_until([&] { return echoes(listen_port); }, 15s))
+      << "allowed connection never went through\n"
+      << c.agents[0]->call("routes")->dump() << c.logs();
+
+  const std::string deny = c.dir.path + "/deny.toml";
+  write_file(deny,
+             "cluster = \"default\"\nversion = 2\ndefault = \"allow\"\n[[rule]]\nfrom = \"client\"\nto = "
+             "\"web\"\naction = \"deny\"\n");
+  RunResult s = run({weft_bin(), "policy", "sign", deny, "--operator-key", c.op + "/operator.key", "--out",
+                     c.dir.path + "/deny.signed"});
+  ASSERT_EQ(s.code, 0) << s.out;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(c.apply(2, c.dir.path + "/deny.signed").code, 0);
+  const bool refused = wait_until([&] { return !echoes(listen_port); }, 5s);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  ASSERT_TRUE(refused) << "still allowed " << took.count() << " ms after the deny\n" << c.logs();
+  EXPECT_LE(took, 5s);
+  std::printf("deny applied on n2 refused n0's new connections after %lld ms\n",
+              static_cast<long long>(took.count()));
+  // And it stays refused (not a transient failure), counted as a policy denial.
+  EXPECT_FALSE(echoes(listen_port));
+  EXPECT_EQ(c.version_of(0), 2u);
+  auto st = c.agents[0]->call("stats");
+  ASSERT_TRUE(st);
+  EXPECT_GE((*st)["policy_decisions"]["denied"].get<std::uint64_t>(), 2u) << st->dump();
+  EXPECT_GE((*st)["policy_decisions"]["allowed"].get<std::uint64_t>(), 1u) << st->dump();
 }
 
 // (d) kill -9 of an agent while it applies a stream of policy updates, 20 times: the database
