@@ -853,11 +853,28 @@ TEST(NodeRefute, AccusationRaisesIncarnationAndHealthScore) {
   EXPECT_EQ(h.node(0).stats().refutes, 2u);
   EXPECT_EQ(h.node(0).health_score(), 2u);
   EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
-  // At an incarnation we never issued: dropped and counted, no refutation (memberlist #358).
+  // Above our incarnation (our stored one was lost, or a forger), by at most
+  // kMaxSelfIncarnationJump: refuted above it, counted.
   h.inject(0, peer, {Dead{"n0", 5, "x"}});
-  EXPECT_EQ(h.node(0).incarnation(), 2u);
-  EXPECT_EQ(h.node(0).stats().refutes, 2u);
-  EXPECT_EQ(h.node(0).stats().accusations_above_known, 1u);
+  EXPECT_EQ(h.node(0).incarnation(), 6u);
+  EXPECT_EQ(h.node(0).stats().refutes, 3u);
+  EXPECT_EQ(h.node(0).stats().refutes_above_own, 1u);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 0u);
+  EXPECT_EQ(h.node(0).health_score(), 3u);
+  EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
+  // The bound exactly: own + kMaxSelfIncarnationJump is refuted, one more is dropped and counted
+  // with no refutation (memberlist #358), about ourselves too.
+  constexpr std::uint64_t kJump = NodeImpl::kMaxSelfIncarnationJump;
+  h.inject(0, peer, {Suspect{"n0", 6 + kJump, "x"}});
+  EXPECT_EQ(h.node(0).incarnation(), 7 + kJump);
+  EXPECT_EQ(h.node(0).stats().refutes_above_own, 2u);
+  h.inject(0, peer, {Dead{"n0", 7 + kJump + kJump + 1, "x"}});
+  h.inject(0, peer, {Suspect{"n0", 7 + kJump + kJump + 1, "x"}});
+  h.inject(0, peer, {Dead{"n0", 7 + kJump + kJump + 1, "n0"}});
+  EXPECT_EQ(h.node(0).incarnation(), 7 + kJump);
+  EXPECT_EQ(h.node(0).stats().refutes, 4u);
+  EXPECT_EQ(h.node(0).stats().refutes_above_own, 2u);
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 3u);
   EXPECT_EQ(h.node(0).member("n0")->state, MemberState::kAlive);
   EXPECT_TRUE(h.events_about(0, "n0").empty()) << "no events about ourselves";
 }
@@ -1678,20 +1695,28 @@ std::size_t accusations_sent_above(const Harness& h, const std::string& name, st
   return n;
 }
 
-// One forged message per bad incarnation (known + 1000, UINT64_MAX) to n0 and to the victim n1
-// itself: dropped and counted on both, never passed on; past the longest suspicion timeout
-// (6 * 6 s) n1 is alive at its own incarnation on every node, with no event about it anywhere.
+// A jump about ourselves beyond NodeImpl::kMaxSelfIncarnationJump (2^32): dropped by the victim too.
+constexpr std::uint64_t kBeyondSelfJump = std::uint64_t{1} << 40;
+static_assert(kBeyondSelfJump > NodeImpl::kMaxSelfIncarnationJump);
+
+// One forged message per bad incarnation to n0 (known + 1000, known + 2^40, UINT64_MAX) and to
+// the victim n1 itself (known + 2^40, UINT64_MAX: beyond the jump it would refute, see
+// BoundedJumpAboutOurselvesIsRefutedAndTheOthersTakeTheAlive): dropped and counted on both,
+// never passed on; past the longest suspicion timeout (6 * 6 s) n1 is alive at its own
+// incarnation on every node, with no event about it anywhere.
 void expect_forgery_dropped(const std::function<Message(std::uint64_t)>& forge) {
   Harness h(5);
   ASSERT_TRUE(h.form_cluster()) << h.dump();
   const std::uint64_t known = h.node(1).incarnation();
   const std::uint64_t refutes = h.node(1).stats().refutes;
   const TimePoint t = h.now();
-  for (std::uint64_t bad : {known + 1000, kMaxIncarnation}) {
-    for (std::size_t to : {0u, 1u}) h.inject(to, h.addr(4), {forge(bad)});
+  for (std::uint64_t bad : {known + 1000, known + kBeyondSelfJump, kMaxIncarnation}) {
+    h.inject(0, h.addr(4), {forge(bad)});
   }
-  EXPECT_EQ(h.node(0).stats().accusations_above_known, 2u);
+  for (std::uint64_t bad : {known + kBeyondSelfJump, kMaxIncarnation}) h.inject(1, h.addr(4), {forge(bad)});
+  EXPECT_EQ(h.node(0).stats().accusations_above_known, 3u);
   EXPECT_EQ(h.node(1).stats().accusations_above_known, 2u);
+  EXPECT_EQ(h.node(1).stats().refutes_above_own, 0u);
   EXPECT_EQ(h.node(1).incarnation(), known) << "the victim never refutes an incarnation it did not issue";
   EXPECT_EQ(h.node(1).stats().refutes, refutes);
   EXPECT_EQ(h.node(1).stats().refutes_saturated, 0u);
@@ -2012,6 +2037,191 @@ TEST(NodeForged, AMemberThatMissedTheRefutationStillDetectsTheCrash) {
       60s))
       << h.dump();
   EXPECT_GT(h.node(0).stats().accusations_above_known, 0u);
+}
+
+// The exception about ourselves: a forged accusation about n1 at known + 1000, sent to every
+// member but n4 and then to n1. The others drop it (counted, not passed on); n1 cannot tell it
+// from its own forgotten past and refutes to known + 1001, and the others take that alive. n1
+// stays alive everywhere, with no event about it anywhere.
+TEST(NodeForged, BoundedJumpAboutOurselvesIsRefutedAndTheOthersTakeTheAlive) {
+  for (int kind = 0; kind < 3; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "suspect" : kind == 1 ? "failed" : "leave");
+    Harness h(5);
+    ASSERT_TRUE(h.form_cluster()) << h.dump();
+    const std::uint64_t known = h.node(1).incarnation();
+    const TimePoint t = h.now();
+    const std::uint64_t bad = known + 1000;
+    const Message forged = kind == 0   ? Message(Suspect{"n1", bad, "n4"})
+                           : kind == 1 ? Message(Dead{"n1", bad, "n4"})
+                                       : Message(Dead{"n1", bad, "n1"});
+    for (std::size_t i : {0u, 2u, 3u}) {
+      h.inject(i, h.addr(4), {forged});
+      EXPECT_EQ(h.node(i).stats().accusations_above_known, 1u) << "n" << i;
+      EXPECT_EQ(h.state(i, 1), MemberState::kAlive) << "n" << i;
+      EXPECT_EQ(h.node(i).member("n1")->incarnation, known) << "n" << i;
+    }
+    h.inject(1, h.addr(4), {forged});
+    EXPECT_EQ(h.node(1).incarnation(), bad + 1);
+    EXPECT_EQ(h.node(1).stats().refutes_above_own, 1u);
+    EXPECT_EQ(h.node(1).stats().accusations_above_known, 0u);
+    auto refuted_everywhere = [&] {
+      for (std::size_t i = 0; i < h.size(); ++i) {
+        const auto m = h.node(i).member("n1");
+        if (!m || m->state != MemberState::kAlive || m->incarnation != bad + 1) return false;
+      }
+      return true;
+    };
+    ASSERT_TRUE(h.run_until(refuted_everywhere, 1s)) << h.dump();
+    h.run_for(60s);
+    EXPECT_TRUE(refuted_everywhere()) << h.dump();
+    EXPECT_TRUE(h.full_mesh()) << h.dump();
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      EXPECT_TRUE(h.events_about(i, "n1", std::nullopt, t).empty()) << "viewer n" << i;
+    }
+    EXPECT_EQ(h.node(1).incarnation(), bad + 1);
+    EXPECT_EQ(accusations_sent_above(h, "n1", known, t), 0u) << "the forgery is not gossiped";
+  }
+}
+
+// Beyond the bound (own + 2^40), sent to every member and to the victim: dropped and counted
+// everywhere, no refutation, no event; n1 stays alive at its own incarnation.
+TEST(NodeForged, JumpBeyondTheBoundIsDroppedByTheVictimAndEveryoneElse) {
+  Harness h(5);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::uint64_t known = h.node(1).incarnation();
+  const std::uint64_t refutes = h.node(1).stats().refutes;
+  const TimePoint t = h.now();
+  const std::uint64_t bad = known + kBeyondSelfJump;
+  for (std::size_t i : {0u, 1u, 2u, 3u}) {
+    h.inject(i, h.addr(4), {Suspect{"n1", bad, "n4"}, Dead{"n1", bad, "n4"}, Dead{"n1", bad, "n1"}});
+    EXPECT_EQ(h.node(i).stats().accusations_above_known, 3u) << "n" << i;
+  }
+  EXPECT_EQ(h.node(1).incarnation(), known);
+  EXPECT_EQ(h.node(1).stats().refutes, refutes);
+  EXPECT_EQ(h.node(1).stats().refutes_above_own, 0u);
+  h.run_for(60s);
+  EXPECT_TRUE(h.full_mesh()) << h.dump();
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const auto m = h.node(i).member("n1");
+    ASSERT_TRUE(m) << "viewer n" << i;
+    EXPECT_EQ(m->incarnation, known) << "viewer n" << i;
+    EXPECT_TRUE(h.events_about(i, "n1", std::nullopt, t).empty()) << "viewer n" << i;
+  }
+  EXPECT_EQ(h.node(1).stats().refutes, refutes);
+  EXPECT_EQ(accusations_sent_above(h, "n1", known, t), 0u);
+}
+
+// =============================================================================================
+// A rebuilt host (its data directory lost) rejoins under its old name
+//
+// Its previous life reached incarnation 50 and every member holds it failed or left there; the
+// new process starts at `wiped` (0 or 1). Its own alive is below the verdict (stale), but the
+// seed's join answer tells it "failed / left at 50" about itself: it refutes to 51 and every
+// member takes that alive, at its old address or a new one.
+
+enum class Gone { kFailed, kLeft };
+
+struct Rebuilt {
+  Gone gone = Gone::kFailed;
+  std::uint64_t wiped = 0;
+  std::optional<Endpoint> moved{};
+  Config cfg{};
+  Duration limit = 3s;  // a few probe periods
+};
+
+void expect_rebuilt_host_rejoins(const Rebuilt& r) {
+  constexpr std::uint64_t kPrevious = 50;
+  Harness h(5, r.cfg);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  const std::vector<std::size_t> others = {0, 2, 3, 4};
+  h.crash(1);
+  h.restart(1, kPrevious);
+  h.join(1, {0});
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        for (std::size_t i : others) {
+          const auto m = h.node(i).member("n1");
+          if (!m || m->state != MemberState::kAlive || m->incarnation != kPrevious) return false;
+        }
+        return h.quiet();
+      },
+      20s))
+      << h.dump();
+  const MemberState verdict = r.gone == Gone::kLeft ? MemberState::kLeft : MemberState::kFailed;
+  if (r.gone == Gone::kLeft) {
+    h.leave(1);
+    ASSERT_TRUE(h.run_until([&] { return h.node(1).leave_done(); }, 10s)) << h.dump();
+  }
+  h.crash(1);
+  ASSERT_TRUE(h.run_until(
+      [&] {
+        for (std::size_t i : others) {
+          const auto m = h.node(i).member("n1");
+          if (!m || m->state != verdict || m->incarnation != kPrevious) return false;
+        }
+        return true;
+      },
+      60s))
+      << h.dump();
+  h.run_for(2s);  // the verdict's gossip has settled
+
+  h.restart(1, r.wiped, r.moved);
+  const Endpoint addr = h.addr(1);
+  const TimePoint t = h.now();
+  h.join(1, {0});
+  auto back_everywhere = [&] {
+    for (std::size_t i : others) {
+      const auto m = h.node(i).member("n1");
+      if (!m || m->state != MemberState::kAlive || m->incarnation <= kPrevious) return false;
+      if (m->addr != addr) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(h.run_until(back_everywhere, r.limit)) << h.dump();
+  EXPECT_EQ(h.node(1).incarnation(), kPrevious + 1);
+  EXPECT_GE(h.node(1).stats().refutes_above_own, 1u);
+  for (std::size_t i : others) {
+    const EventType back = r.gone == Gone::kLeft ? EventType::kJoined : EventType::kRecovered;
+    const auto verdict_at =
+        h.first_event(i, "n1", r.gone == Gone::kLeft ? EventType::kLeft : EventType::kFailed);
+    const auto back_at = h.first_event(i, "n1", back, t);
+    ASSERT_TRUE(verdict_at && back_at) << "viewer n" << i;
+    EXPECT_GE(*back_at - *verdict_at, r.cfg.reclaim_after) << "viewer n" << i;
+    for (const TimedEvent& e : h.events_about(i, "n1", std::nullopt, t)) {
+      EXPECT_GT(e.ev.incarnation, kPrevious) << "viewer n" << i << ": the wiped alive is stale";
+    }
+  }
+  h.run_for(60s);
+  EXPECT_TRUE(h.full_mesh()) << h.dump();
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    EXPECT_EQ(h.node(i).member("n1")->incarnation, kPrevious + 1) << "viewer n" << i;
+    EXPECT_EQ(h.node(i).member("n1")->addr, addr) << "viewer n" << i;
+  }
+}
+
+TEST(NodeRebuilt, WipedMemberHeldFailedRejoinsAboveTheVerdict) {
+  expect_rebuilt_host_rejoins({.gone = Gone::kFailed, .wiped = 0});
+}
+
+TEST(NodeRebuilt, WipedMemberHeldLeftRejoinsAboveTheVerdict) {
+  expect_rebuilt_host_rejoins({.gone = Gone::kLeft, .wiped = 1});
+}
+
+TEST(NodeRebuilt, WipedMemberAtANewAddressRejoinsAboveTheVerdict) {
+  expect_rebuilt_host_rejoins({.gone = Gone::kFailed, .wiped = 1, .moved = Endpoint::v4(127, 0, 0, 9, 7946)});
+}
+
+// With reclaim_after the new address is refused for that long after the verdict (a name
+// conflict), then taken from the rebuilt host's next sync: back within reclaim_after plus a
+// push-pull interval (30 s).
+TEST(NodeRebuilt, WipedMemberAtANewAddressRejoinsAfterReclaimAfter) {
+  Config cfg;
+  cfg.reclaim_after = 60s;
+  expect_rebuilt_host_rejoins({.gone = Gone::kFailed,
+                               .wiped = 0,
+                               .moved = Endpoint::v4(127, 0, 0, 9, 7946),
+                               .cfg = cfg,
+                               .limit = 60s + 30s + 5s});
 }
 
 // =============================================================================================

@@ -608,9 +608,12 @@ TEST(SimIcmp, RestartAfterARefusedDeathIsAliveAgainWithAHigherIncarnation) {
 
 // Issue 5 / memberlist #358, before signatures: a member holding the cluster key (node 0) forges
 // accusations naming incarnations above the known ones (suspect and failed at UINT64_MAX, a
-// leave at known + 1000) about ten live members, every 5 s for a minute, to every member and to
+// leave at known + 2^40) about ten live members, every 5 s for a minute, to every member and to
 // the victims themselves, datagrams and push-pull state alike, at 5 % loss. Each is dropped
 // where it lands: nobody is ever seen failed or left, and no incarnation is dragged upwards.
+// (Every jump is beyond the one a victim refutes about itself, 2^32: a smaller one, such as
+// known + 1000, is refuted by the victim and taken from its alive by the others, see
+// NodeForged.BoundedJumpAboutOurselvesIsRefutedAndTheOthersTakeTheAlive.)
 TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
   constexpr std::size_t kNodes = 60;
   constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
@@ -635,7 +638,7 @@ TEST(SimForged, AccusationsAboveTheKnownIncarnationFailNobody) {
         const std::uint64_t known = c.node(v)->incarnation();
         EXPECT_TRUE(pb.add(gossip::Suspect{name, kMax, c.name(kForger)}));
         EXPECT_TRUE(pb.add(gossip::Dead{name, kMax, c.name(kForger)}));
-        EXPECT_TRUE(pb.add(gossip::Dead{name, known + 1000, name}));
+        EXPECT_TRUE(pb.add(gossip::Dead{name, known + (std::uint64_t{1} << 40), name}));
         pp.members.push_back({name, SimCluster::addr(v), kMax, MemberState::kFailed, {}});
       }
       const std::vector<std::byte> datagram = pb.finish();

@@ -85,6 +85,9 @@ class NodeImpl {
  public:
   static constexpr std::size_t kMaxRelays = 4096;  // ping-req we serve at once
   static constexpr std::size_t kMaxVerifies = 16;  // verify probes at once (fast path)
+  // The largest jump above our own incarnation that an accusation about us may name and still be
+  // refuted (to its incarnation + 1) rather than dropped; see refuted_above_own for the choice.
+  static constexpr std::uint64_t kMaxSelfIncarnationJump = std::uint64_t{1} << 32;
 
   NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<spdlog::logger> log);
 
@@ -152,6 +155,10 @@ class NodeImpl {
   void answer_stale_accusation(TimePoint now, const Endpoint& from, const std::string& name,
                                std::uint64_t incarnation);
   void refute(TimePoint now, std::uint64_t accused_incarnation);
+  // True (refuted, counted) when a suspect / dead / leave about ourselves names an incarnation
+  // above our own by at most kMaxSelfIncarnationJump: we lost our stored incarnation.
+  bool refuted_above_own(TimePoint now, std::uint32_t slot, std::uint64_t incarnation,
+                         const char* kind, const std::string& from);
   // True (counted, logged) when a suspect / dead / leave names an incarnation above m's known one.
   bool accusation_above_known(const Member& m, std::uint64_t incarnation, const char* kind,
                               const std::string& from);

@@ -4,7 +4,8 @@
 // dead(left/failed) > suspect > alive. Only the member itself raises its incarnation (to refute).
 //
 // An accusation (suspect, failed, or a leave) naming an incarnation ABOVE the one we know for
-// the member is dropped and counted (GossipStats::accusations_above_known), about ourselves too.
+// the member is dropped and counted (GossipStats::accusations_above_known), about ourselves too
+// unless the jump is bounded (the exception below).
 // Only the member itself issues its incarnations, announcing each by an alive before anyone can
 // honestly accuse it at that number: an accusation above what we know means we missed that alive
 // (gossip or push-pull still brings it) or it is forged. Without this rule one forged message at
@@ -13,6 +14,17 @@
 // it sends stays below the forged verdict. The trade-off is at accusation_above_known.
 // An accusation at the known incarnation is still applied; a live victim refutes it at known + 1.
 // Alive messages at a higher incarnation are taken as before: that is how refutations spread.
+//
+// One exception, about ourselves only: an accusation above our own incarnation by at most
+// kMaxSelfIncarnationJump is refuted (to its incarnation + 1), not dropped. A host rebuilt with
+// the same name has lost its stored incarnation and starts at 0 or 1 while the others hold it
+// failed or left at some k (its previous life): it learns that verdict about itself (from the
+// seed's push-pull state when it joins, or gossip, a leave echo, a sync), refutes to k + 1, and
+// every member takes that alive, at its old address or (after reclaim_after) a new one. It is
+// back within seconds, as with Serf / Consul, instead of being refused until the others reap it.
+// The others still drop an accusation above what THEY know, so a forged one never moves their
+// view: only our own alive at k + 1 does. Larger jumps are dropped as before (see
+// refuted_above_own for the bound).
 //
 // What stays open until gossip claims are signed (issue 5): forged accusations at the known
 // incarnation (a live victim refutes them), forged alive messages for another member (including
@@ -52,10 +64,10 @@ Duration NodeImpl::suspicion_min() const {
   return Suspicion::min_timeout(cfg_.suspicion_mult, members_.live(), cfg_.probe_interval, cfg_.suspicion_min_floor);
 }
 
-// Accusations at an incarnation above known are never applied (see the header), so
-// accused_incarnation <= ours except for an alive about us, and that only comes from an impostor
-// (signatures will stop it) or from our own earlier life when the agent lost its stored
-// incarnation. Saturates instead of wrapping to 0 (which every member would then ignore as stale).
+// accused_incarnation is above ours only for an alive about us (an impostor, which signatures
+// will stop, or our own earlier life) or an accusation about us within kMaxSelfIncarnationJump of
+// ours (refuted_above_own). Saturates instead of wrapping to 0 (which every member would then
+// ignore as stale).
 void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
   Member& self = members_.at(self_slot_);
   const std::uint64_t base = std::max(self.incarnation, accused_incarnation);
@@ -99,6 +111,32 @@ void NodeImpl::answer_stale_accusation(TimePoint now, const Endpoint& from, cons
   ++stats_.stale_accusations_answered;
   const Message msgs[] = {Alive{self.name, self.addr, self.incarnation, self.meta}};
   send_packet(from, msgs);
+}
+
+// The exception to dropping accusations above the known incarnation (see the header): one about
+// ourselves at k above our own incarnation means that we lost our stored incarnation (a wiped
+// data directory: the others still remember our previous life) or that it is forged. We refute
+// to k + 1 when k - own <= kMaxSelfIncarnationJump (2^32). A real history never comes close: an
+// incarnation is spent per refutation, metadata change or restart, and even one a second for
+// 136 years is 2^32. A forger can push us up by at most 2^32 per accusation, so saturating us
+// (where we can no longer refute or change metadata) takes ~2^32 forged accusations (tens of
+// gigabytes, however packed into datagrams or push-pull entries), each refuted and counted
+// (refutes_above_own), instead of one. Each refutation is an ordinary alive at k + 1;
+// the others dropped the forgery itself (above what they know) and take that alive, so their
+// view stays right. (A forged alive about us at UINT64_MAX saturates us in one message: open
+// until claims are signed.) A larger jump is dropped and counted as accusations_above_known: a
+// previous life that long is not believable. While leaving we refute nothing; it is dropped too.
+bool NodeImpl::refuted_above_own(TimePoint now, std::uint32_t slot, std::uint64_t incarnation,
+                                 const char* kind, const std::string& from) {
+  if (slot != self_slot_ || leaving_) return false;
+  const std::uint64_t own = members_.at(slot).incarnation;
+  if (incarnation <= own || incarnation - own > kMaxSelfIncarnationJump) return false;
+  ++stats_.refutes_above_own;
+  if (log_) {
+    log_->info("accused_above_own kind={} incarnation={} own={} from={}", kind, incarnation, own, from);
+  }
+  refute(now, incarnation);
+  return true;
 }
 
 // The trade-off of dropping accusations above the known incarnation: an honest accuser at k + 1
@@ -159,7 +197,8 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     // incarnation it failed or left at, as at its old address: a captured old alive, replayed
     // after the member moved and then failed or left, must not move it back. An agent restarts
     // at its stored incarnation + 1, so an honest comeback is always above; a member that lost
-    // its stored incarnation and was seen failed above it is refused until it is reaped.
+    // its stored incarnation learns the verdict about itself and refutes above it
+    // (refuted_above_own), then comes back here like any other (after reclaim_after, if set).
     // What this cannot stop without signatures (memberlist #370): a forged leave or failure at
     // the known incarnation, then an alive from the attacker's address one above it. The name
     // moves to the attacker, and the owner's refutation from its own address is then refused as
@@ -207,6 +246,7 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
   // This also covers "accused again at a newer incarnation while our timer runs (we missed its
   // refutation)", which used to keep the timer and take the newer incarnation: we now wait for
   // the member's own alive at that incarnation instead (it ends our suspicion).
+  if (refuted_above_own(now, slot, s.incarnation, "suspect", s.from)) return;
   if (accusation_above_known(m, s.incarnation, "suspect", s.from)) return;
   if (auto it = suspicions_.find(slot); it != suspicions_.end()) {
     if (it->second.confirm(s.from)) {
@@ -257,6 +297,7 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
   // A leave above the known incarnation too: a member that refuted or changed its metadata and
   // then left while we missed the alive ends up failed here instead of left (our own probe finds
   // it gone). A forged leave at a huge incarnation would otherwise pin its name as left forever.
+  if (refuted_above_own(now, slot, d.incarnation, left ? "leave" : "dead", d.from)) return;
   if (accusation_above_known(m, d.incarnation, left ? "leave" : "dead", d.from)) return;
   // Already gone. A graceful leave may still correct an earlier "failed" (never the reverse).
   if (m.state == MemberState::kLeft) return;

@@ -54,6 +54,9 @@ struct GossipStats {
                                                  // an older incarnation of us
   std::uint64_t accusations_above_known = 0;     // suspect / failed / leave naming an incarnation
                                                  // above the known one (memberlist #358): dropped
+  std::uint64_t refutes_above_own = 0;           // accusations about us above our own incarnation
+                                                 // by at most 2^32, refuted: we lost our stored
+                                                 // incarnation (a wiped host), or a forger
   std::uint64_t refutes_saturated = 0;           // refutations stuck at UINT64_MAX (an impostor's alive)
   std::uint64_t leave_echoes = 0;                // leaves we applied and told the leaver of (forged ones)
   std::uint64_t name_conflicts = 0;
