@@ -722,6 +722,45 @@ TEST(SimForged, LeaveAtTheKnownIncarnationIsRefutedWithinSeconds) {
   }
 }
 
+// A host rebuilt under its old name with its data directory lost: its previous life reached
+// incarnation ~50 (metadata changes), it crashed and every member holds it failed there; the new
+// process starts at 0. It learns the verdict about itself from the seed's join answer, refutes
+// above it, and is alive again on every member within seconds at 5 % loss (before, it was
+// refused until the others reaped it, 24 h by default).
+TEST(SimRebuilt, WipedNodeIsAliveEverywhereWithinSeconds) {
+  constexpr std::size_t kNodes = 40;
+  for (std::uint64_t seed : seeds(4)) {
+    SCOPED_TRACE(seed_text(seed));
+    SimCluster c({.nodes = kNodes, .seed = seed, .net = {.loss = 0.05}});
+    ASSERT_TRUE(c.run_until([&] { return c.fullmesh(); }, 120s)) << c.dump();
+    const auto victim = static_cast<NodeId>(1 + seed % (kNodes - 1));
+    for (int k = 0; k < 50; ++k) ASSERT_TRUE(c.set_meta(victim, {std::byte{static_cast<unsigned char>(k)}}));
+    const std::uint64_t old = c.node(victim)->incarnation();
+    ASSERT_GE(old, 50u);
+    const std::size_t updated = c.watch_update(victim, old);
+    ASSERT_TRUE(c.run_until([&] { return c.watch(updated).all.has_value(); }, 60s)) << c.dump();
+    c.crash(victim);
+    const std::size_t failed = *c.failure_watch(victim);
+    ASSERT_TRUE(c.run_until([&] { return c.watch(failed).all.has_value(); }, 60s)) << c.dump();
+    c.restart(victim, /*wiped=*/0);
+    const TimePoint t = c.now();
+    auto back_everywhere = [&] {
+      for (NodeId i = 0; i < kNodes; ++i) {
+        const auto m = c.view(i, victim);
+        if (i != victim && (!m || m->state != MemberState::kAlive || m->incarnation <= old)) return false;
+      }
+      return true;
+    };
+    ASSERT_TRUE(c.run_until(back_everywhere, 5s)) << "victim " << victim << "\n" << c.dump();
+    EXPECT_LE(to_seconds(c.now() - t), 5.0);
+    EXPECT_EQ(c.node(victim)->incarnation(), old + 1);
+    EXPECT_GE(c.node(victim)->stats().refutes_above_own, 1u);
+    c.run_for(60s);
+    EXPECT_TRUE(c.fullmesh()) << c.dump();
+    EXPECT_EQ(c.false_positives(), 0u) << c.dump();
+  }
+}
+
 // ---------------------------------------------------------------------------------- scenario
 
 ScenarioConfig small_scenario(std::uint64_t seed) {

@@ -279,12 +279,13 @@ void SimCluster::stall(NodeId i, Duration d) {
   heap_->set(i, s.stall_until);
 }
 
-void SimCluster::restart(NodeId i) {
+void SimCluster::restart(NodeId i, std::optional<std::uint64_t> wiped) {
   WEFT_CHECK(i < slots_.size());
   Slot& s = slots_[i];
   if (s.status != NodeStatus::kCrashed && s.status != NodeStatus::kLeft) return;
   // An agent restarts with its stored incarnation + 1.
-  s.start_incarnation = s.node ? s.node->incarnation() + 1 : 0;
+  s.life_incarnation = s.node ? s.node->incarnation() + 1 : 0;
+  s.start_incarnation = wiped.value_or(s.life_incarnation);
   ++s.restarts;
   for (std::uint32_t w = s.first_watch; w != 0; w = watch_next_[w - 1]) watches_[w - 1].active = false;
   start(i);

@@ -23,7 +23,7 @@ void SimCluster::observe(NodeId observer, const gossip::MemberEvent& e) {
     const bool target_live = ts.status == NodeStatus::kRunning || ts.status == NodeStatus::kStalled ||
                              ts.status == NodeStatus::kLeaving;
     // A failure of an older incarnation (before a restart) is about the crashed process.
-    if (target_live && e.incarnation >= ts.start_incarnation) {
+    if (target_live && e.incarnation >= ts.life_incarnation) {
       ++counters_.false_positive_events;
       if (!ts.false_positive) {
         ts.false_positive = true;

@@ -155,8 +155,10 @@ class SimCluster {
   // timers fire.
   void stall(NodeId i, Duration d);
   // A crashed or left node comes back with incarnation + 1 and joins through node 0 (or the
-  // first live node).
-  void restart(NodeId i);
+  // first live node). With `wiped`, it lost its stored incarnation (a host rebuilt under the same
+  // name) and starts at that instead; a failure about an incarnation of its previous life is
+  // still about the old process.
+  void restart(NodeId i, std::optional<std::uint64_t> wiped = std::nullopt);
   // Graceful leave (running nodes only); the node stops once Node::leave_done() or after
   // config().leave_timeout.
   void leave(NodeId i);
@@ -205,7 +207,11 @@ class SimCluster {
     std::string name;
     NodeStatus status = NodeStatus::kPending;
     std::uint32_t restarts = 0;
-    std::uint64_t start_incarnation = 0;  // kFailed about an older incarnation is not a FP
+    std::uint64_t start_incarnation = 0;
+    // Stored incarnation + 1 at the last restart (start_incarnation unless wiped): kFailed about
+    // an older one is about an earlier process, not a FP. (After a wiped restart, a failure of
+    // the new process below it would be missed; it refutes above it on its first verdict.)
+    std::uint64_t life_incarnation = 0;
     TimePoint start_at{};
     TimePoint stall_until{};
     TimePoint leave_deadline{};
