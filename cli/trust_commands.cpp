@@ -305,7 +305,7 @@ Result<std::string> read_signed_policy(const std::string& path) {
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<std::size_t>(in.gcount()));
   if (in.good() && in.peek() != std::char_traits<char>::eof()) {
-    return fail(path + ": larger than " + std::to_string(agent::kMaxRequestBytes / 1024) + " KiB: not a signed policy");
+    return fail(path + ": larger than " + std::to_string(agent::kMaxRequestBytes / 1024) + " KiB: not a signed document");
   }
   return text;
 }
@@ -403,10 +403,61 @@ Command policy_command(CLI::App& parent) {
       }};
 }
 
+// `weft revocations apply LIST` gives a signed revocation list (weft cert revoke) to the local
+// agent, which verifies, stores and spreads it like a policy; `weft revocations show` prints the
+// list the agent enforces and its counters.
+Command revocations_command(CLI::App& parent) {
+  struct Args {
+    std::string file;
+    bool json = false;
+    ClientOptions client;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* app = parent.add_subcommand("revocations", "The certificate revocation list the local agent enforces");
+  app->require_subcommand(1);
+  CLI::App* apply = app->add_subcommand(
+      "apply", "Give a signed revocation list (weft cert revoke) to the local agent; it spreads by gossip");
+  apply->add_option("file", a->file, "The signed revocation list")->required();
+  add_client_options(apply, a->client, false);
+  CLI::App* show = app->add_subcommand("show", "The list the local agent enforces, with its counters");
+  show->add_flag("--json", a->json, "Print JSON");
+  add_client_options(show, a->client, false);
+  return Command{app, [a, apply] {
+                   if (apply->parsed()) {
+                     auto text = read_signed_policy(a->file);
+                     if (!text) return failed(text.error().message);
+                     auto r = call(a->client, "revocations_apply", json{{"revocations", *text}});
+                     if (!r) return kExitFailure;
+                     std::printf("revocation list version %llu applied (%llu certificates revoked)\n",
+                                 static_cast<unsigned long long>(r->value("version", std::uint64_t{0})),
+                                 static_cast<unsigned long long>(r->value("revoked", std::uint64_t{0})));
+                     return kExitOk;
+                   }
+                   auto r = call(a->client, "revocations", json::object());
+                   if (!r) return kExitFailure;
+                   if (a->json) {
+                     print_json(*r);
+                     return kExitOk;
+                   }
+                   if (!r->value("trust", false)) {
+                     std::printf("no trust root on this agent (start it with --operator-pub and --cert)\n");
+                   } else if (!r->contains("revocations") || (*r)["revocations"].is_null()) {
+                     std::printf("no revocation list held (cluster %s)\n", r->value("cluster", std::string()).c_str());
+                   } else {
+                     print_revocations((*r)["revocations"]);
+                   }
+                   if (r->contains("stats") && (*r)["stats"].is_object()) {
+                     std::printf("stats: %s\n", (*r)["stats"].dump().c_str());
+                   }
+                   return kExitOk;
+                 }};
+}
+
 }  // namespace
 
 std::vector<Command> add_trust_commands(CLI::App& parent) {
-  return {operator_command(parent), identity_command(parent), cert_command(parent), policy_command(parent)};
+  return {operator_command(parent), identity_command(parent), cert_command(parent), policy_command(parent),
+          revocations_command(parent)};
 }
 
 }  // namespace weft::cli

@@ -332,6 +332,10 @@ TEST(SignedDocSync, PolicyVersionInMeta) {
   auto back = decode_meta(encode_meta(m));
   ASSERT_TRUE(back);
   EXPECT_EQ(*back, m);
+  m.revocations_version = 7;  // "rev": the revocation list, the same way
+  back = decode_meta(encode_meta(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->revocations_version, 7u);
   NodeMeta only;
   only.policy_version = 1;
   EXPECT_FALSE(encode_meta(only).empty());

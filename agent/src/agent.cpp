@@ -445,7 +445,7 @@ void Agent::reload() {
 
 TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
   TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_, remote_.next_fetch(), publish_at_,
-                          policy_sync_.next()});
+                          next_doc_fetch()});
   if (leaving_) t = std::min(t, leave_deadline_);
   for (const Waiter& w : join_waiters_) t = std::min(t, w.deadline);
   if (key_op_) t = std::min(t, key_op_->waiter.deadline);

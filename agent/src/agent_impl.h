@@ -31,6 +31,7 @@
 #include "weft/transport/policy.h"
 #include "weft/transport/proxy.h"
 #include "weft/transport/reliable.h"
+#include "weft/transport/revocation.h"
 #include "weft/transport/trust.h"
 #include "weft/transport/udp.h"
 
@@ -142,7 +143,9 @@ class Agent {
   // The stored policy at start: re-verified (its version is not compared; an expired one is kept,
   // see the file's comment). An unreadable row is an error; one that no longer verifies is logged
   // and not enforced.
-  Result<void> load_policy();
+  Result<void> load_policy();  // and the revocation list (load_revocations)
+  Result<void> load_policy_doc();
+  Result<void> load_revocations();
   // Verifies a signed policy envelope (from `weft policy apply` or a peer) against the trust
   // root, this cluster and the version held, counts the outcome, stores it durably, then
   // enforces and advertises it. Returns the version, or why it was refused (one line).
@@ -153,6 +156,13 @@ class Agent {
   void on_doc_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
   void on_doc_response(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
   void rpc_policy_apply(TimePoint now, const std::string& peer, const json& params);
+  // The revocation list: the same path as the policy (verify, store, enforce, advertise "rev").
+  Result<std::uint64_t> accept_revocations(TimePoint now, std::span<const std::byte> envelope,
+                                           const std::string& source);
+  void rpc_revocations_apply(TimePoint now, const std::string& peer, const json& params);
+  json revocations_rpc_json() const;
+  json revocations_stats_json() const;
+  TimePoint next_doc_fetch() const;
   json policy_rpc_json() const;   // the `policy` RPC: what `weft policy show` prints
   json policy_stats_json() const; // version and counters, in `weft stats`
 
@@ -194,7 +204,13 @@ class Agent {
   std::optional<std::uint64_t> policy_floor_;
   transport::PolicyStats policy_stats_;  // documents from `weft policy apply` and from peers
   DocSync policy_sync_{std::chrono::seconds(1)};
-  std::set<std::string> policy_logged_;  // peer rejections already logged (bounded)
+  std::set<std::string> policy_logged_;  // peer rejections already logged (bounded), both kinds
+  // The signed revocation list this agent enforces, like the policy above.
+  std::optional<transport::RevocationList> revocations_;
+  std::vector<std::byte> revocations_envelope_;
+  std::optional<std::uint64_t> revocations_floor_;
+  transport::PolicyStats revocation_stats_;  // the same failure kinds (kExpired never occurs)
+  DocSync revocation_sync_{std::chrono::seconds(1)};
   [[nodiscard]] Result<Trust> load_trust() const;
   [[nodiscard]] nlohmann::json trust_json() const;
   store::Store store_;

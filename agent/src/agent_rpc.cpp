@@ -184,11 +184,16 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
   } else if (method == "stats") {
     json s = proxy_stats_json();
     s["policy"] = policy_stats_json();
+    s["revocations"] = revocations_stats_json();
     reply(peer, s);
   } else if (method == "policy_apply") {
     rpc_policy_apply(now, peer, params);
   } else if (method == "policy") {
     reply(peer, policy_rpc_json());
+  } else if (method == "revocations_apply") {
+    rpc_revocations_apply(now, peer, params);
+  } else if (method == "revocations") {
+    reply(peer, revocations_rpc_json());
   } else if (method == "keys.list" || method == "keys.install" || method == "keys.use" || method == "keys.remove") {
     std::string key;
     if (method != "keys.list") {

@@ -170,7 +170,8 @@ Result<std::uint64_t> decode_catalog_request(std::span<const std::byte> bytes) {
 }
 
 std::vector<std::byte> encode_meta(const NodeMeta& m) {
-  if (m.tags.empty() && m.catalog_version == 0 && m.mesh_port == 0 && m.kx_pk.empty() && m.policy_version == 0) {
+  if (m.tags.empty() && m.catalog_version == 0 && m.mesh_port == 0 && m.kx_pk.empty() && m.policy_version == 0 &&
+      m.revocations_version == 0) {
     return {};
   }
   json j = json::object();
@@ -183,6 +184,7 @@ std::vector<std::byte> encode_meta(const NodeMeta& m) {
     j["kx"] = json::binary(std::move(kx));
   }
   if (m.policy_version != 0) j["pol"] = m.policy_version;
+  if (m.revocations_version != 0) j["rev"] = m.revocations_version;
   return to_bytes(j);
 }
 
@@ -215,6 +217,10 @@ std::optional<NodeMeta> decode_meta(std::span<const std::byte> bytes) {
   if (auto it = j->find("pol"); it != j->end()) {
     if (!it->is_number_unsigned()) return std::nullopt;
     m.policy_version = it->get<std::uint64_t>();
+  }
+  if (auto it = j->find("rev"); it != j->end()) {
+    if (!it->is_number_unsigned()) return std::nullopt;
+    m.revocations_version = it->get<std::uint64_t>();
   }
   return m;
 }

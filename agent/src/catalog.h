@@ -15,8 +15,9 @@
 //             "tags": [str...], "health": "passing" | "critical"}...]}
 // Gossip metadata (msgpack map; unknown keys ignored): {"tags": {str: str}, "cat": u64,
 //   "mesh": u16 (the proxy's mesh port), "kx": bin 32 (the node's key-exchange public key),
-//   "pol": u64 (the version of the operator-signed policy the node holds; absent: none)}.
-// "pol" spreads the policy as "cat" spreads catalogs: a node that sees a member holding a newer
+//   "pol": u64 (the version of the operator-signed policy the node holds; absent: none),
+//   "rev": u64 (the version of the operator-signed revocation list it holds; absent: none)}.
+// "pol" and "rev" spread those documents as "cat" spreads catalogs: a node that sees a member holding a newer
 // version fetches the signed document from it (doc_sync.h, FrameKind::kSignedDocRequest) and
 // verifies it itself; older nodes ignore the key.
 //
@@ -77,6 +78,7 @@ struct NodeMeta {
   std::uint16_t mesh_port = 0;        // its proxy's mesh listener (same IP as gossip); 0: none
   std::vector<std::byte> kx_pk;       // its long-term X25519 key (32 bytes) for the proxy handshake
   std::uint64_t policy_version = 0;   // the signed policy it holds; 0: none
+  std::uint64_t revocations_version = 0;  // the signed revocation list it holds; 0: none
   friend bool operator==(const NodeMeta&, const NodeMeta&) = default;
 };
 [[nodiscard]] std::vector<std::byte> encode_meta(const NodeMeta& m);

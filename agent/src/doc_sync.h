@@ -1,8 +1,8 @@
 #pragma once
-// Spreading an operator-signed document (the policy; the revocation list next) by gossip and
+// Spreading an operator-signed document (the policy, the revocation list) by gossip and
 // anti-entropy, without a control plane (issue 5).
 //
-// Each agent advertises only the version it holds in its gossip metadata ("pol", catalog.h). An
+// Each agent advertises only the version it holds in its gossip metadata ("pol", "rev": catalog.h). An
 // agent that sees a live member advertising a higher version asks that member for the document
 // over the reliable channel (FrameKind::kSignedDocRequest / kSignedDocResponse), verifies it
 // itself against its trusted operator keys exactly as `weft policy apply` does, stores it
@@ -18,7 +18,8 @@
 // verify is not asked again for that version.
 //
 // Wire (msgpack maps, inside the sealed reliable frame):
-//   request  {"kind": u8 (store::DocKind: 1 policy), "have": u64}   the version the asker holds
+//   request  {"kind": u8 (store::DocKind: 1 policy, 2 revocation list), "have": u64}
+//            the version the asker holds
 //   response {"kind": u8, "envelope": bin}                            the responder's document, or
 //            {"kind": u8}                                             when it holds none
 //
@@ -38,7 +39,8 @@
 
 namespace weft::agent {
 
-inline constexpr std::uint8_t kDocKindPolicy = 1;  // store::DocKind::kPolicy: the same values
+inline constexpr std::uint8_t kDocKindPolicy = 1;       // store::DocKind::kPolicy: the same values
+inline constexpr std::uint8_t kDocKindRevocations = 2;  // store::DocKind::kRevocations
 inline constexpr std::size_t kMaxDocEnvelopeBytes = 256 * 1024;
 
 struct DocRequest {

@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "agent_impl.h"
@@ -46,6 +47,11 @@ json rejected_json(const tr::PolicyStats& s) {
 }  // namespace
 
 Result<void> Agent::load_policy() {
+  if (auto r = load_policy_doc(); !r) return r;
+  return load_revocations();
+}
+
+Result<void> Agent::load_policy_doc() {
   auto stored = store_.policy();
   if (!stored) return fail(db_path_ + ": the stored policy is unreadable: " + stored.error().message);
   if (!*stored) return {};
@@ -120,7 +126,10 @@ void Agent::publish_trust() {
   auto t = std::make_shared<tr::ProxyTrust>();
   t->operators = trust_->operators;
   t->own_cert = trust_->cert_envelope;
-  t->policy = policy_;  // revoked: empty until revocation lists spread (issue 5, next)
+  t->policy = policy_;
+  if (revocations_) {
+    for (const tr::RevokedCert& c : revocations_->revoked) t->revoked.emplace(c.issuer, c.serial);
+  }
   proxy_->set_trust(std::move(t));
 }
 
@@ -129,12 +138,14 @@ void Agent::on_member_policy(const std::string& name) {
   auto m = node_->member(name);
   if (!m) {
     policy_sync_.forget(name);
+    revocation_sync_.forget(name);
     return;
   }
   auto meta = decode_meta(m->meta);
   const bool live = m->state == gossip::MemberState::kAlive || m->state == gossip::MemberState::kSuspect;
   // Without a trust root nothing can be verified: never fetch.
   policy_sync_.on_member(name, m->addr, live && trust_.has_value(), meta ? meta->policy_version : 0);
+  revocation_sync_.on_member(name, m->addr, live && trust_.has_value(), meta ? meta->revocations_version : 0);
 }
 
 void Agent::send_doc_fetches(TimePoint now) {
@@ -143,37 +154,52 @@ void Agent::send_doc_fetches(TimePoint now) {
     send_frame(now, f->addr, FrameKind::kSignedDocRequest,
                encode_doc_request(DocRequest{kDocKindPolicy, policy_sync_.held()}));
   }
+  if (auto f = revocation_sync_.due(now)) {
+    log_->debug("revocations fetch node={} version={} have={}", f->node, f->version, revocation_sync_.held());
+    send_frame(now, f->addr, FrameKind::kSignedDocRequest,
+               encode_doc_request(DocRequest{kDocKindRevocations, revocation_sync_.held()}));
+  }
 }
+
+TimePoint Agent::next_doc_fetch() const { return std::min(policy_sync_.next(), revocation_sync_.next()); }
 
 void Agent::on_doc_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body) {
   auto req = decode_doc_request(body);
-  if (!req || req->kind != kDocKindPolicy) {
+  if (!req || (req->kind != kDocKindPolicy && req->kind != kDocKindRevocations)) {
     ++stats_.bad_frames;
     return;
   }
-  DocResponse resp{kDocKindPolicy, {}};
-  if (policy_ && policy_->version > req->have) resp.envelope = policy_envelope_;
+  DocResponse resp{req->kind, {}};
+  if (req->kind == kDocKindPolicy && policy_ && policy_->version > req->have) resp.envelope = policy_envelope_;
+  if (req->kind == kDocKindRevocations && revocations_ && revocations_->version > req->have) {
+    resp.envelope = revocations_envelope_;
+  }
   send_frame(now, from, FrameKind::kSignedDocResponse, encode_doc_response(resp));
 }
 
 void Agent::on_doc_response(TimePoint now, const Endpoint& from, std::span<const std::byte> body) {
   auto resp = decode_doc_response(body);
-  if (!resp || resp->kind != kDocKindPolicy) {
+  if (!resp || (resp->kind != kDocKindPolicy && resp->kind != kDocKindRevocations)) {
     ++stats_.bad_frames;
     policy_sync_.on_response(from, false);
+    revocation_sync_.on_response(from, false);
     return;
   }
+  const bool policy = resp->kind == kDocKindPolicy;
+  DocSync& sync = policy ? policy_sync_ : revocation_sync_;
   if (resp->envelope.empty() || !trust_) {
-    policy_sync_.on_response(from, false);
+    sync.on_response(from, false);
     return;
   }
-  auto r = accept_policy(now, resp->envelope, "peer " + from.to_string());
-  policy_sync_.on_response(from, r.has_value());
+  auto r = policy ? accept_policy(now, resp->envelope, "peer " + from.to_string())
+                  : accept_revocations(now, resp->envelope, "peer " + from.to_string());
+  sync.on_response(from, r.has_value());
   if (!r) {
     // Logged once per sender and reason: a peer repeating a bad document must not flood the log.
     const std::string key = from.to_string() + " " + r.error().message;
     if (policy_logged_.size() < kMaxLoggedRejections && policy_logged_.insert(key).second) {
-      log_->warn("policy from peer rejected from={} why={}", from.to_string(), r.error().message);
+      log_->warn("{} from peer rejected from={} why={}", policy ? "policy" : "revocation list", from.to_string(),
+                 r.error().message);
     }
   }
 }

@@ -66,7 +66,8 @@ std::vector<std::byte> Agent::own_meta() const {
   std::vector<std::byte> kx(identity_.kx_pk.size());
   std::memcpy(kx.data(), identity_.kx_pk.data(), kx.size());
   return encode_meta(NodeMeta{cfg_.tags, local_services_.empty() ? 0 : catalog_version_, cfg_.mesh_bind.port,
-                              std::move(kx), policy_ ? policy_->version : 0});
+                              std::move(kx), policy_ ? policy_->version : 0,
+                              revocations_ ? revocations_->version : 0});
 }
 
 NodeCatalog Agent::own_catalog() const {

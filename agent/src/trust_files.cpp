@@ -250,6 +250,12 @@ Result<json> cert_revoke(const CertRevokeRequest& req) {
   return revocations_json(d->list);
 }
 
+Result<json> describe_revocations(std::span<const std::byte> envelope) {
+  auto d = tr::decode_revocations(envelope);
+  if (!d) return fail(d.error().message);
+  return revocations_json(d->list);
+}
+
 Result<json> revocations_show(const std::string& file, const std::vector<std::string>& operator_pubs) {
   auto env = read_revocations(file);
   if (!env) return fail(env.error().message);

@@ -48,6 +48,7 @@ json Agent::trust_json() const {
   return json{{"operators", operators},
               {"cluster", cfg_.cluster},
               {"policy_version", policy_ ? policy_->version : 0},
+              {"revocations_version", revocations_ ? revocations_->version : 0},
               {"cert",
                {{"serial", c.serial},
                 {"issuer", tr::to_hex(c.issuer)},

@@ -34,6 +34,7 @@ constexpr int kSpreadTest = 22;
 constexpr int kCrashTest = 23;
 constexpr int kMergeTest = 24;
 constexpr int kEnforceTest = 25;
+constexpr int kRevokeTest = 26;
 
 std::string slurp_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -445,6 +446,60 @@ TEST(PolicyEnforce, ADenyAppliedAnywhereRefusesNewConnectionsWithinFiveSeconds) 
   ASSERT_TRUE(st);
   EXPECT_GE((*st)["policy_decisions"]["denied"].get<std::uint64_t>(), 2u) << st->dump();
   EXPECT_GE((*st)["policy_decisions"]["allowed"].get<std::uint64_t>(), 1u) << st->dump();
+}
+
+// A signed revocation list (weft cert revoke) applied on one agent reaches the others by gossip
+// like the policy, survives a restart, and refusals are counted by kind.
+TEST(RevocationSpread, AListAppliedOnOneAgentReachesTheOthersAndPersists) {
+  TrustedCluster c(kRevokeTest, 3);
+  c.start_all();
+  const std::string list = c.dir.path + "/revoked.list";
+  RunResult rv = run({weft_bin(), "cert", "revoke", "--operator-key", c.op + "/operator.key", "--cert", c.certs[2],
+                      "--version", "5", "--out", list});
+  ASSERT_EQ(rv.code, 0) << rv.out;
+  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", c.dir.path + "/other"}).code, 0);
+  RunResult other = run({weft_bin(), "cert", "revoke", "--operator-key", c.dir.path + "/other/operator.key",
+                         "--serial", "7", "--version", "9", "--out", c.dir.path + "/other.list"});
+  ASSERT_EQ(other.code, 0) << other.out;
+  auto apply = [&](std::size_t i, const std::string& file) {
+    return run({weft_bin(), "revocations", "apply", file, "--rpc", c.agents[i]->rpc()});
+  };
+  expect_one_line_error(apply(0, c.dir.path + "/other.list"), "revocation list refused (unknown issuer)");
+  RunResult ok = apply(0, list);
+  ASSERT_EQ(ok.code, 0) << ok.out << c.agents[0]->log();
+  EXPECT_EQ(ok.out, "revocation list version 5 applied (1 certificates revoked)\n");
+  expect_one_line_error(apply(0, list), "revocation list refused (not newer)");
+
+  auto version_of = [&](std::size_t i) -> std::uint64_t {
+    auto r = c.agents[i]->call("revocations", json::object(), 1s);
+    if (!r || !(*r)["revocations"].is_object()) return 0;
+    return (*r)["revocations"]["version"].get<std::uint64_t>();
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return version_of(1) == 5 && version_of(2) == 5; }, 5s)) << c.logs();
+  std::printf("revocation list reached the other agents in %lld ms\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()));
+  auto r = c.agents[1]->call("revocations");
+  ASSERT_TRUE(r);
+  ASSERT_EQ((*r)["revocations"]["revoked"].size(), 1u) << r->dump();
+  auto s = c.agents[0]->call("stats");
+  ASSERT_TRUE(s);
+  EXPECT_EQ((*s)["revocations"]["accepted"], 1) << s->dump();
+  EXPECT_EQ((*s)["revocations"]["rejected"]["unknown_issuer"], 1) << s->dump();
+  EXPECT_EQ((*s)["revocations"]["rejected"]["not_newer"], 1) << s->dump();
+  auto info = c.agents[1]->call("info");
+  ASSERT_TRUE(info);
+  EXPECT_EQ((*info)["trust"]["revocations_version"], 5);
+  RunResult show = run({weft_bin(), "revocations", "show", "--rpc", c.agents[1]->rpc()});
+  EXPECT_EQ(show.code, 0) << show.out;
+  EXPECT_NE(show.out.find("1 certificates"), std::string::npos) << show.out;
+
+  c.agents[1]->signal(SIGTERM);
+  ASSERT_TRUE(c.agents[1]->wait_exit(10s));
+  c.start(1);
+  ASSERT_TRUE(c.agents[1]->wait_ready()) << c.agents[1]->log();
+  EXPECT_EQ(version_of(1), 5u) << c.agents[1]->log();
 }
 
 // (d) kill -9 of an agent while it applies a stream of policy updates, 20 times: the database

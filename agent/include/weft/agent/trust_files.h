@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -76,5 +77,8 @@ struct CertRevokeRequest {
 // The list in FILE (not verified); with `operator_pubs` also "verification" as cert_show.
 [[nodiscard]] Result<nlohmann::json> revocations_show(const std::string& file,
                                                       const std::vector<std::string>& operator_pubs);
+// What revocations_show prints for a list envelope (decoded, the signature not checked): the
+// agent's `revocations` RPC uses it for the list it holds.
+[[nodiscard]] Result<nlohmann::json> describe_revocations(std::span<const std::byte> envelope);
 
 }  // namespace weft::agent
