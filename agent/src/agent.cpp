@@ -31,7 +31,7 @@ namespace weft::agent {
 namespace {
 
 constexpr auto kTrimEvery = std::chrono::seconds(30);
-constexpr auto kFirstTrim = std::chrono::seconds(2);  // after start: parsing and set-up are done
+constexpr auto kFirstTrim = std::chrono::seconds(2);  // after start: the first joins are done
 // Member changes are written this long after the first one: batched, yet on disk before a
 // kill -9 shortly after a join could lose them.
 constexpr auto kPersistDelay = std::chrono::milliseconds(200);
@@ -260,6 +260,8 @@ std::optional<int> Agent::start() {
   log_->info("started node={} bind={} advertise={} incarnation={} seeds={} keys={} rpc={}", cfg_.node,
              cfg_.bind.to_string(), cfg_.advertised().to_string(), incarnation, rejoin_seeds_.size(),
              ring_.ids().size(), cfg_.rpc);
+  // Parsing, the store's checks and the set-up are done: their code need not stay mapped.
+  unmap_pristine_file_pages(*log_);
   return std::nullopt;
 }
 
