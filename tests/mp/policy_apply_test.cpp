@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -35,6 +36,7 @@ constexpr int kCrashTest = 23;
 constexpr int kMergeTest = 24;
 constexpr int kEnforceTest = 25;
 constexpr int kRevokeTest = 26;
+constexpr int kRevokeLiveTest = 27;
 
 std::string slurp_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -454,8 +456,8 @@ TEST(RevocationSpread, AListAppliedOnOneAgentReachesTheOthersAndPersists) {
   TrustedCluster c(kRevokeTest, 3);
   c.start_all();
   const std::string list = c.dir.path + "/revoked.list";
-  RunResult rv = run({weft_bin(), "cert", "revoke", "--operator-key", c.op + "/operator.key", "--cert", c.certs[2],
-                      "--version", "5", "--out", list});
+  RunResult rv = run({weft_bin(), "cert", "revoke", "--operator-key", c.op + "/operator.key", "--cert",
+                      c.certs[2], "--version", "5", "--out", list});
   ASSERT_EQ(rv.code, 0) << rv.out;
   ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", c.dir.path + "/other"}).code, 0);
   RunResult other = run({weft_bin(), "cert", "revoke", "--operator-key", c.dir.path + "/other/operator.key",
@@ -479,7 +481,8 @@ TEST(RevocationSpread, AListAppliedOnOneAgentReachesTheOthersAndPersists) {
   ASSERT_TRUE(wait_until([&] { return version_of(1) == 5 && version_of(2) == 5; }, 5s)) << c.logs();
   std::printf("revocation list reached the other agents in %lld ms\n",
               static_cast<long long>(
-                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()));
+                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+                      .count()));
   auto r = c.agents[1]->call("revocations");
   ASSERT_TRUE(r);
   ASSERT_EQ((*r)["revocations"]["revoked"].size(), 1u) << r->dump();
@@ -500,6 +503,58 @@ TEST(RevocationSpread, AListAppliedOnOneAgentReachesTheOthersAndPersists) {
   c.start(1);
   ASSERT_TRUE(c.agents[1]->wait_ready()) << c.agents[1]->log();
   EXPECT_EQ(version_of(1), 5u) << c.agents[1]->log();
+}
+
+// Revocation end to end: an app on n0 holds a live connection through the mesh to "web" on n1;
+// a list revoking n1's certificate, applied on n2, reaches n0 by gossip, n0's proxy closes the
+// live connection within 10 s and refuses new ones.
+TEST(RevocationSpread, RevokedPeersLiveConnectionIsClosedWithinTenSeconds) {
+  TrustedCluster c(kRevokeLiveTest, 3);
+  c.start_all();
+  TinyEcho echo;
+  ASSERT_TRUE(c.agents[1]->call("service.register", json{{"name", "web"}, {"port", echo.port}})) << c.logs();
+  const std::uint16_t listen_port = static_cast<std::uint16_t>(39000 + ::getpid() % 300);
+  RunResult up =
+      run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:" + std::to_string(listen_port),
+           "--as", "client", "--rpc", c.agents[0]->rpc()});
+  ASSERT_EQ(up.code, 0) << up.out;
+  ASSERT_TRUE(wait_until([&] { return echoes(listen_port); }, 15s)) << "no route to web\n" << c.logs();
+
+  // The live connection: echoes now.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons(listen_port);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::send(fd, "ping", 4, MSG_NOSIGNAL), 4);
+  char buf[16];
+  ASSERT_EQ(::recv(fd, buf, 4, MSG_WAITALL), 4);
+
+  const std::string list = c.dir.path + "/revoked.list";
+  RunResult rv = run({weft_bin(), "cert", "revoke", "--operator-key", c.op + "/operator.key", "--cert",
+                      c.certs[1], "--version", "3", "--out", list});
+  ASSERT_EQ(rv.code, 0) << rv.out;
+  const auto t0 = std::chrono::steady_clock::now();
+  RunResult ap = run({weft_bin(), "revocations", "apply", list, "--rpc", c.agents[2]->rpc()});
+  ASSERT_EQ(ap.code, 0) << ap.out;
+  const bool closed = wait_until(
+      [&] {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+      },
+      10s);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  ::close(fd);
+  ASSERT_TRUE(closed) << "the live connection to the revoked node is still open after " << took.count()
+                      << " ms\n"
+                      << c.logs();
+  std::printf("revocation applied on n2 closed n0's live connection to n1 after %lld ms\n",
+              static_cast<long long>(took.count()));
+  EXPECT_FALSE(echoes(listen_port)) << "a new connection to the revoked node went through";
 }
 
 // (d) kill -9 of an agent while it applies a stream of policy updates, 20 times: the database
