@@ -170,7 +170,8 @@ void Agent::on_doc_request(TimePoint now, const Endpoint& from, std::span<const 
     return;
   }
   DocResponse resp{req->kind, {}};
-  if (req->kind == kDocKindPolicy && policy_ && policy_->version > req->have) resp.envelope = policy_envelope_;
+  if (req->kind == kDocKindPolicy && policy_ && policy_->version > req->have)
+    resp.envelope = policy_envelope_;
   if (req->kind == kDocKindRevocations && revocations_ && revocations_->version > req->have) {
     resp.envelope = revocations_envelope_;
   }
@@ -198,8 +199,8 @@ void Agent::on_doc_response(TimePoint now, const Endpoint& from, std::span<const
     // Logged once per sender and reason: a peer repeating a bad document must not flood the log.
     const std::string key = from.to_string() + " " + r.error().message;
     if (policy_logged_.size() < kMaxLoggedRejections && policy_logged_.insert(key).second) {
-      log_->warn("{} from peer rejected from={} why={}", policy ? "policy" : "revocation list", from.to_string(),
-                 r.error().message);
+      log_->warn("{} from peer rejected from={} why={}", policy ? "policy" : "revocation list",
+                 from.to_string(), r.error().message);
     }
   }
 }

@@ -16,11 +16,14 @@ namespace tr = weft::transport;
 
 namespace {
 
-constexpr const char* kNoTrustRoot = "no trust root configured (start the agent with --operator-pub and --cert)";
+constexpr const char* kNoTrustRoot =
+    "no trust root configured (start the agent with --operator-pub and --cert)";
 
 json rejected_json(const tr::PolicyStats& s) {
-  return json{{"malformed", s.malformed},         {"unknown_issuer", s.unknown_issuer},
-              {"bad_signature", s.bad_signature}, {"wrong_cluster", s.wrong_cluster},
+  return json{{"malformed", s.malformed},
+              {"unknown_issuer", s.unknown_issuer},
+              {"bad_signature", s.bad_signature},
+              {"wrong_cluster", s.wrong_cluster},
               {"not_newer", s.not_newer}};
 }
 
@@ -32,12 +35,14 @@ void count(tr::PolicyStats& s, const tr::PolicyFailure& f) {
 
 Result<void> Agent::load_revocations() {
   auto stored = store_.signed_doc(store::DocKind::kRevocations);
-  if (!stored) return fail(db_path_ + ": the stored revocation list is unreadable: " + stored.error().message);
+  if (!stored)
+    return fail(db_path_ + ": the stored revocation list is unreadable: " + stored.error().message);
   if (!*stored) return {};
   const store::StoredDoc& d = **stored;
   revocations_floor_ = d.version;
   if (!trust_) {
-    log_->warn("stored revocation list not enforced: no trust root (--operator-pub, --cert) version={}", d.version);
+    log_->warn("stored revocation list not enforced: no trust root (--operator-pub, --cert) version={}",
+               d.version);
     return {};
   }
   auto v = tr::verify_revocations(d.envelope, trust_->operators, cfg_.cluster, std::nullopt);
@@ -93,7 +98,8 @@ void Agent::rpc_revocations_apply(TimePoint now, const std::string& peer, const 
   auto envelope = tr::unarmor_revocations(it->get_ref<const std::string&>());
   if (!envelope) {
     ++revocation_stats_.malformed;
-    return reply_error(peer, "revocations apply: revocation list refused (malformed): " + envelope.error().message);
+    return reply_error(peer,
+                       "revocations apply: revocation list refused (malformed): " + envelope.error().message);
   }
   auto r = accept_revocations(now, *envelope, "rpc");
   if (!r) return reply_error(peer, "revocations apply: " + r.error().message);
