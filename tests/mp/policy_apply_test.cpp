@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <random>
@@ -230,6 +231,37 @@ TEST(PolicyApply, RefusalsAreCountedAndTheAppliedPolicyPersists) {
   expect_one_line_error(c.apply(0, c.sign(3)), "policy refused (not newer)");
   EXPECT_EQ(c.apply(0, c.sign(4)).code, 0);
   EXPECT_EQ(c.version_of(0), 4u);
+}
+
+// A policy that expires while held stays enforced (expired: true), also after a restart, until a
+// newer version replaces it: dropping it would fall back to "no policy" (docs/security.md).
+TEST(PolicyApply, AnExpiredHeldPolicyStaysEnforcedAcrossARestart) {
+  TrustedCluster c(kApplyTest, 1);
+  c.start_all();
+  const auto expires = std::chrono::system_clock::now() + 3s;
+  const std::time_t t = std::chrono::system_clock::to_time_t(expires);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  RunResult ok = c.apply(0, c.sign(1, std::string("expires = \"") + when + "\"\n"));
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  std::this_thread::sleep_until(expires + 1200ms);
+  auto p = c.agents[0]->call("policy");
+  ASSERT_TRUE(p);
+  EXPECT_EQ((*p)["policy"]["version"], 1);
+  EXPECT_EQ((*p)["policy"]["expired"], true) << p->dump();
+  c.agents[0]->signal(SIGTERM);
+  ASSERT_TRUE(c.agents[0]->wait_exit(10s));
+  c.start(0);
+  ASSERT_TRUE(c.agents[0]->wait_ready()) << c.agents[0]->log();
+  EXPECT_EQ(c.version_of(0), 1u);
+  EXPECT_NE(c.agents[0]->log().find("stored policy expired, still enforced"), std::string::npos)
+      << c.agents[0]->log();
+  RunResult show = run({weft_bin(), "policy", "show", "--rpc", c.agents[0]->rpc()});
+  EXPECT_NE(show.out.find("expired: yes"), std::string::npos) << show.out;
+  EXPECT_EQ(c.apply(0, c.sign(2)).code, 0);
+  EXPECT_EQ(c.version_of(0), 2u);
 }
 
 TEST(PolicyApply, WithoutATrustRootApplyIsRefused) {
