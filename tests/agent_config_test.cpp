@@ -85,6 +85,7 @@ probe_interval = "2s"
 probe_timeout = "800ms"
 suspicion_mult = 3
 reconnect_interval = "5s"
+reclaim_after = "1m"
 )");
   AgentFlags f;
   f.config = t.path;
@@ -100,6 +101,7 @@ reconnect_interval = "5s"
   EXPECT_EQ(c->gossip.probe_timeout, Duration(800ms));
   EXPECT_EQ(c->gossip.suspicion_mult, 3u);
   EXPECT_EQ(c->gossip.reconnect_interval, Duration(5s));
+  EXPECT_EQ(c->gossip.reclaim_after, Duration(60s));
 
   f.node = "from-flag";
   f.join = {"127.0.0.9:1"};
@@ -224,6 +226,7 @@ TEST(AgentConfig, BadInputNamesTheProblem) {
       {"[gossip]\nmystery = 1", "mystery"},
       {"[gossip]\nindirect_checks = -1", "indirect_checks"},
       {"[gossip]\nprobe_timeout = \"5s\"", "probe_timeout"},
+      {"[gossip]\nreclaim_after = 60", "reclaim_after"},
       {"log_level = \"loud\"", "log-level"},
       {"insecure_plaintext = \"yes\"", "insecure_plaintext"},
       {"\x01\x02 not toml", ".toml:1: "},

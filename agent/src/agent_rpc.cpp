@@ -253,6 +253,8 @@ json Agent::info_json() const {
       {"syncs_started", g.syncs_started}, {"syncs_completed", g.syncs_completed},
       {"syncs_in_agreement", g.syncs_in_agreement}, {"syncs_timed_out", g.syncs_timed_out},
       {"syncs_served", g.syncs_served}, {"stale_accusations_answered", g.stale_accusations_answered},
+      {"accusations_above_known", g.accusations_above_known}, {"refutes_above_own", g.refutes_above_own},
+      {"refutes_saturated", g.refutes_saturated}, {"leave_echoes", g.leave_echoes},
       {"rejected", rejected}};
   const transport::UdpStats& u = udp_.stats();
   const transport::ReliableStats& r = reliable_.stats();

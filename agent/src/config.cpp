@@ -82,6 +82,7 @@ Result<void> read_gossip(const toml::table& g, const std::string& file, gossip::
     else if (key == "sync_timeout") r = dur(c.sync_timeout);
     else if (key == "reconnect_interval") r = dur(c.reconnect_interval);
     else if (key == "reap_after") r = dur(c.reap_after);
+    else if (key == "reclaim_after") r = dur(c.reclaim_after);
     else if (key == "leave_fanout") r = count(c.leave_fanout);
     else if (key == "join_catchups") r = count(c.join_catchups);
     else if (key == "awareness_max") r = count(c.awareness_max);

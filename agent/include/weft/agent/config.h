@@ -14,6 +14,7 @@
 //   gossip_interval = "200ms"  gossip_nodes = 3  retransmit_mult = 4  push_pull_interval = "30s"
 //   reconnect_interval = "30s"  reap_after = "24h"  leave_fanout = 64  refute_fanout = 64
 //   refused_fast_path = true  refused_confirmations = 1  join_catchups = 5  awareness_max = 8
+//   reclaim_after = "0s"  # a failed / left name is refused at another address this long (0: off)
 
 #include <map>
 #include <optional>
