@@ -132,7 +132,6 @@ struct CertArgs {
   agent::CertSignRequest sign;
   agent::CertRevokeRequest revoke;
   std::optional<std::uint64_t> revoke_version;
-  std::string revocations_file;
   std::string ttl = "720h";
   std::string show_file;
   std::vector<std::string> operator_pubs;
@@ -173,11 +172,7 @@ Command cert_command(CLI::App& parent) {
   revoke->add_option("--version", a->revoke_version,
                      "The list's version (default: the current unix time, above the previous list's)");
   revoke->add_option("--out", a->revoke.out, "The revocation list file to write")->required();
-  CLI::App* revocations = app->add_subcommand("revocations", "Print a revocation list; with --operator-pub also verify it");
-  revocations->add_option("file", a->revocations_file, "The revocation list file")->required();
-  revocations->add_option("--operator-pub", a->operator_pubs, "A trusted operator public key file (repeatable)");
-  revocations->add_flag("--json", a->json, "Print JSON");
-  return Command{app, [a, sign, revoke, revocations] {
+  return Command{app, [a, sign, revoke] {
                    if (revoke->parsed()) {
                      a->revoke.version = a->revoke_version;
                      a->revoke.now = wall_now();
@@ -187,18 +182,6 @@ Command cert_command(CLI::App& parent) {
                                  a->revoke.out.c_str(), (*r)["cluster"].get<std::string>().c_str(),
                                  std::to_string((*r)["version"].get<std::uint64_t>()).c_str(),
                                  (*r)["revoked"].size());
-                     return kExitOk;
-                   }
-                   if (revocations->parsed()) {
-                     auto r = agent::revocations_show(a->revocations_file, a->operator_pubs);
-                     if (!r) return failed(r.error().message);
-                     if (a->json) {
-                       print_json(*r);
-                     } else {
-                       print_revocations(*r);
-                     }
-                     if (r->contains("verification") && !(*r)["verification"]["valid"].get<bool>())
-                       return kExitFailure;
                      return kExitOk;
                    }
                    if (sign->parsed()) {
@@ -409,6 +392,8 @@ Command policy_command(CLI::App& parent) {
 Command revocations_command(CLI::App& parent) {
   struct Args {
     std::string file;
+    std::string show_file;
+    std::vector<std::string> operator_pubs;
     bool json = false;
     ClientOptions client;
   };
@@ -419,7 +404,11 @@ Command revocations_command(CLI::App& parent) {
       "apply", "Give a signed revocation list (weft cert revoke) to the local agent; it spreads by gossip");
   apply->add_option("file", a->file, "The signed revocation list")->required();
   add_client_options(apply, a->client, false);
-  CLI::App* show = app->add_subcommand("show", "The list the local agent enforces, with its counters");
+  CLI::App* show = app->add_subcommand(
+      "show", "Print a revocation list file (with --operator-pub also verify it), or without FILE the list the "
+              "local agent enforces, with its counters");
+  show->add_option("file", a->show_file, "A revocation list file (weft cert revoke)");
+  show->add_option("--operator-pub", a->operator_pubs, "With FILE: a trusted operator public key file (repeatable)");
   show->add_flag("--json", a->json, "Print JSON");
   add_client_options(show, a->client, false);
   return Command{app, [a, apply] {
@@ -431,6 +420,19 @@ Command revocations_command(CLI::App& parent) {
                      std::printf("revocation list version %llu applied (%llu certificates revoked)\n",
                                  static_cast<unsigned long long>(r->value("version", std::uint64_t{0})),
                                  static_cast<unsigned long long>(r->value("revoked", std::uint64_t{0})));
+                     return kExitOk;
+                   }
+                   if (!a->show_file.empty()) {
+                     auto f = agent::revocations_show(a->show_file, a->operator_pubs);
+                     if (!f) return failed(f.error().message);
+                     if (a->json) {
+                       print_json(*f);
+                     } else {
+                       print_revocations(*f);
+                     }
+                     // A list that does not verify is a failure for scripts, after it is shown.
+                     if (f->contains("verification") && !(*f)["verification"]["valid"].get<bool>())
+                       return kExitFailure;
                      return kExitOk;
                    }
                    auto r = call(a->client, "revocations", json::object());

@@ -351,7 +351,7 @@ TEST(TrustCli, RevokeBuildsCumulativeSignedLists) {
   RunResult b = run({weft_bin(), "cert", "revoke", "--operator-key", op + "/operator.key", "--from", r1, "--serial",
                      "42", "--out", r2});
   ASSERT_EQ(b.code, 0) << b.out;
-  RunResult shown = run({weft_bin(), "cert", "revocations", r2, "--json", "--operator-pub", op + "/operator.pub"});
+  RunResult shown = run({weft_bin(), "revocations", "show", r2, "--json", "--operator-pub", op + "/operator.pub"});
   ASSERT_EQ(shown.code, 0) << shown.out;
   const json l = json::parse(shown.out);
   EXPECT_EQ(l["cluster"], "prod");
@@ -365,7 +365,7 @@ TEST(TrustCli, RevokeBuildsCumulativeSignedLists) {
   EXPECT_EQ(serials, (std::set<std::uint64_t>{42, serial}));
   EXPECT_TRUE(l["verification"]["valid"].get<bool>());
   // Another operator's key does not verify it (exit 1 after showing it).
-  RunResult other = run({weft_bin(), "cert", "revocations", r2, "--operator-pub", t.path + "/other/operator.pub"});
+  RunResult other = run({weft_bin(), "revocations", "show", r2, "--operator-pub", t.path + "/other/operator.pub"});
   EXPECT_EQ(other.code, 1) << other.out;
   EXPECT_NE(other.out.find("INVALID (unknown issuer)"), std::string::npos) << other.out;
 
@@ -386,7 +386,7 @@ TEST(TrustCli, RevokeBuildsCumulativeSignedLists) {
                              "--out", t.path + "/r3"}),
                         "--serial 0");
   EXPECT_NE(::access((t.path + "/r3").c_str(), F_OK), 0);
-  expect_one_line_error(run({weft_bin(), "cert", "revocations", cert}), "not a WEFT REVOCATION LIST");
+  expect_one_line_error(run({weft_bin(), "revocations", "show", cert}), "not a WEFT REVOCATION LIST");
 }
 
 }  // namespace
