@@ -332,8 +332,12 @@ std::string raw_open(const Node& self, const Node& b, const std::vector<std::byt
   [&] {
     auto msg1 = hs.write_message(encode_hello({self.name, {Cipher::kXChaCha20Poly1305}, cert}));
     if (!msg1) return;
-    std::vector<std::byte> out{static_cast<std::byte>(msg1->size() >> 8), static_cast<std::byte>(msg1->size() & 0xff)};
-    out.insert(out.end(), msg1->begin(), msg1->end());
+    // [u16 big-endian length][message], sized once (GCC 12 at -O2 misreads an insert after a
+    // two-element initializer list as out of bounds).
+    std::vector<std::byte> out(2 + msg1->size());
+    out[0] = static_cast<std::byte>(msg1->size() >> 8);
+    out[1] = static_cast<std::byte>(msg1->size() & 0xff);
+    std::copy(msg1->begin(), msg1->end(), out.begin() + 2);
     if (!send_all(fd, out.data(), out.size())) return;
     std::array<std::byte, 2> len{};
     if (::recv(fd, len.data(), 2, MSG_WAITALL) != 2) return;
