@@ -99,6 +99,23 @@ inline End wait_end(int fd) {
   }
 }
 
+// How a new app connection to `port` ends, for one the proxy refuses at once: it accepts and
+// resets, and that RST can reach the client before its connect() returns (then connect fails
+// with ECONNRESET: the same refusal). Any other connect failure is kTimeout (a test failure).
+inline End dial_and_wait_end(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  set_timeouts(fd, 20s);
+  const sockaddr_in sin = loopback(port);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return e == ECONNRESET ? End::kReset : End::kTimeout;
+  }
+  const End end = wait_end(fd);
+  ::close(fd);
+  return end;
+}
+
 // A local service: blocking threads, one per connection.
 class TestService {
  public:

@@ -457,10 +457,7 @@ TEST_F(TrustTest, ResponderPolicyMatrix) {
 TEST_F(TrustTest, InitiatorRefusesEarlyOnDeny) {
   const auto deny = policy_of(PolicyAction::kDeny, {rule("client", "web", PolicyAction::kDeny)});
   const std::uint16_t port = certified(deny, nullptr);
-  const int fd = dial(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_EQ(wait_end(fd), End::kReset);
-  ::close(fd);
+  EXPECT_EQ(dial_and_wait_end(port), End::kReset);
   const auto s = a_.proxy->stats();
   EXPECT_EQ(s.policy.denied, 1u);
   EXPECT_EQ(s.sessions_initiated, 0u);
@@ -690,12 +687,7 @@ TEST_F(TrustTest, DecisionLogIsBounded) {
   const std::uint16_t port = certified(deny, nullptr);
   constexpr int kConns = 80;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kConns; ++i) {
-    const int fd = dial(port);
-    ASSERT_GE(fd, 0);
-    EXPECT_EQ(wait_end(fd), End::kReset);
-    ::close(fd);
-  }
+  for (int i = 0; i < kConns; ++i) EXPECT_EQ(dial_and_wait_end(port), End::kReset);
   const auto took = std::chrono::steady_clock::now() - t0;
   const auto s = a_.proxy->stats();
   EXPECT_EQ(s.policy.denied, static_cast<std::uint64_t>(kConns));
@@ -728,12 +720,7 @@ TEST_F(TrustTest, PolicyPairsAreCappedTheRestUnderOther) {
   constexpr std::size_t kPairs = kMaxPolicyPairs + 44;
   std::vector<std::uint16_t> ports;
   for (std::size_t i = 0; i < kPairs; ++i) ports.push_back(add_upstream(a_, "s" + std::to_string(i)));
-  const auto refuse = [](std::uint16_t port) {
-    const int fd = dial(port);
-    ASSERT_GE(fd, 0);
-    EXPECT_EQ(wait_end(fd), End::kReset);
-    ::close(fd);
-  };
+  const auto refuse = [](std::uint16_t port) { EXPECT_EQ(dial_and_wait_end(port), End::kReset); };
   for (const std::uint16_t port : ports) refuse(port);
   auto s = a_.proxy->stats();
   EXPECT_EQ(s.policy.denied, kPairs);
