@@ -29,6 +29,25 @@
 namespace weft::mptest {
 namespace {
 
+// A TCP port on 127.0.0.1 that nothing holds now, for an upstream listener. Below the ephemeral
+// range (32768..60999): a test running beside this one (ctest -j) that binds port 0 is never
+// given it (CI once found a fixed port in that range taken).
+std::uint16_t free_low_port(int base) {
+  for (int i = 0; i < 4000; ++i) {
+    const auto p = static_cast<std::uint16_t>(base + (::getpid() + i) % 4000);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(p);
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    ::close(fd);
+    if (free) return p;
+  }
+  return 0;
+}
+
+
 namespace tr = weft::transport;
 
 constexpr int kApplyTest = 21;  // addr_for: each test's own 127.x.y.0/24
@@ -208,9 +227,9 @@ TEST(PolicyApply, RefusalsAreCountedAndTheAppliedPolicyPersists) {
 
   // --as: only a service the certificate grants ("web", "client").
   RunResult up = run(
-      {weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39551", "--as", "client", "--rpc", rpc});
+      {weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:" + std::to_string(free_low_port(21000)), "--as", "client", "--rpc", rpc});
   EXPECT_EQ(up.code, 0) << up.out;
-  expect_one_line_error(run({weft_bin(), "upstream", "add", "db", "--listen", "127.0.0.1:39552", "--as",
+  expect_one_line_error(run({weft_bin(), "upstream", "add", "db", "--listen", "127.0.0.1:" + std::to_string(free_low_port(21000)), "--as",
                              "admin", "--rpc", rpc}),
                         "does not grant service 'admin'");
   RunResult ups = run({weft_bin(), "upstreams", "--json", "--rpc", rpc});
@@ -279,7 +298,7 @@ TEST(PolicyApply, WithoutATrustRootApplyIsRefused) {
   EXPECT_EQ(show.code, 0) << show.out;
   EXPECT_NE(show.out.find("no trust root"), std::string::npos) << show.out;
   // --as is not checked without a certificate to check it against.
-  EXPECT_EQ(run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:39553", "--as", "anything",
+  EXPECT_EQ(run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:" + std::to_string(free_low_port(21000)), "--as", "anything",
                  "--rpc", a.rpc()})
                 .code,
             0);
@@ -447,7 +466,7 @@ TEST(PolicyEnforce, ADenyAppliedAnywhereRefusesNewConnectionsWithinFiveSeconds) 
   auto reg = c.agents[1]->call("service.register", json{{"name", "web"}, {"port", echo.port}});
   ASSERT_TRUE(reg) << c.logs();
   ASSERT_EQ(c.apply(2, c.sign(1)).code, 0);  // default deny, client -> web allowed
-  const std::uint16_t listen_port = static_cast<std::uint16_t>(39600 + ::getpid() % 300);
+  const std::uint16_t listen_port = free_low_port(25000);
   const std::string listen = "127.0.0.1:" + std::to_string(listen_port);
   RunResult up = run({weft_bin(), "upstream", "add", "web", "--listen", listen, "--as", "client", "--rpc",
                       c.agents[0]->rpc()});
@@ -551,7 +570,7 @@ TEST(RevocationSpread, RevokedPeersLiveConnectionIsClosedWithinTenSeconds) {
   c.start_all();
   TinyEcho echo;
   ASSERT_TRUE(c.agents[1]->call("service.register", json{{"name", "web"}, {"port", echo.port}})) << c.logs();
-  const std::uint16_t listen_port = static_cast<std::uint16_t>(39000 + ::getpid() % 300);
+  const std::uint16_t listen_port = free_low_port(17000);
   RunResult up =
       run({weft_bin(), "upstream", "add", "web", "--listen", "127.0.0.1:" + std::to_string(listen_port),
            "--as", "client", "--rpc", c.agents[0]->rpc()});
