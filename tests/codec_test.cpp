@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "weft/gossip/claims.h"
 #include "weft/gossip/codec.h"
 
 // ---- largest-allocation probe ----------------------------------------------------------------
@@ -640,9 +641,12 @@ TEST(CodecValidation, ExtraTrailingFieldsAreAccepted) {
   ASSERT_TRUE(ping) << to_string(ping.error());
   EXPECT_EQ(ping->messages, (std::vector<Message>{Ping{7, "b"}}));
 
-  const Alive alive{"n1", Endpoint::v4(10, 0, 0, 1, 7946), 300, {std::byte{0xde}, std::byte{0xad}}};
+  // After the last field this version knows (the signed claim's sig and cred).
+  const Alive alive{"n1", Endpoint::v4(10, 0, 0, 1, 7946), 300, {std::byte{0xde}, std::byte{0xad}},
+                    {std::byte{0xaa}}, {std::byte{0xbb}}};
   Bytes msg = encoded(alive);
-  msg[0] = std::byte{0x97};  // 5 fields -> 7
+  ASSERT_EQ(msg[0], std::byte{0x97});
+  msg[0] = std::byte{0x99};  // 7 fields -> 9
   msg.push_back(std::byte{0xc3});
   msg.push_back(std::byte{0xcb});  // float64 0.0
   msg.insert(msg.end(), 8, std::byte{0});
@@ -651,18 +655,72 @@ TEST(CodecValidation, ExtraTrailingFieldsAreAccepted) {
   EXPECT_EQ(d->messages, (std::vector<Message>{alive}));
 
   // Stream: a third envelope element, a seventh push-pull field (after the optional digest) and
-  // a sixth entry field.
+  // an eleventh entry field (after the signed claim's five).
   const Bytes s = hex(
       "93 01  97 08 05 c3 c2 91"
-      "  96 a1 6e c4 06 01 02 03 04 00 01 01 01 c4 00 a3 6e 65 77"
+      "  9b a1 6e c4 06 01 02 03 04 00 01 01 01 c4 00  c4 01 aa c4 01 bb a1 6d c4 01 cc c2  a3 6e 65 77"
       "  07 c0"
       "  c2");
   auto pp = decode_stream(s);
   ASSERT_TRUE(pp) << to_string(pp.error());
   EXPECT_EQ(pp->seq, 5U);
   ASSERT_EQ(pp->members.size(), 1U);
-  EXPECT_EQ(pp->members[0], golden_push_pull().members[0]);
+  PushPullEntry want = golden_push_pull().members[0];
+  want.sig = {std::byte{0xaa}};
+  want.cred = {std::byte{0xbb}};
+  want.accuser = "m";
+  want.accuse_sig = {std::byte{0xcc}};
+  EXPECT_EQ(pp->members[0], want);
   EXPECT_EQ(pp->digest, std::optional<std::uint64_t>(7));
+}
+
+// Signed claims (claims.h) append their fields; unsigned messages keep their bytes (the goldens
+// above). Signed ones round-trip, and an oversized or mistyped signature rejects the packet.
+TEST(CodecSignedClaims, RoundTripAndLimits) {
+  const Bytes sig(64, std::byte{0x5a});
+  const Bytes cred(300, std::byte{0xc7});
+  const std::vector<Message> messages = {
+      Alive{"n1", Endpoint::v4(10, 0, 0, 1, 7946), 3, {std::byte{1}}, sig, cred},
+      Suspect{"n1", 3, "n2", sig, false},
+      Suspect{"n1", 3, "n2", sig, true},
+      Dead{"n1", 3, "n1", sig},
+  };
+  for (const Message& m : messages) {
+    auto d = decode_packet(envelope(1, encoded(m)));
+    ASSERT_TRUE(d) << to_string(d.error());
+    EXPECT_EQ(d->messages, std::vector<Message>{m});
+  }
+  PushPull pp{9, false, true, {}, std::nullopt};
+  pp.members.push_back(PushPullEntry{"a", Endpoint::v4(1, 2, 3, 4, 5), 7, MemberState::kAlive, {}, sig, cred});
+  pp.members.push_back(
+      PushPullEntry{"b", Endpoint::v4(1, 2, 3, 4, 6), 8, MemberState::kFailed, {}, sig, cred, "a", sig, true});
+  auto back = decode_stream(encode_stream(pp));
+  ASSERT_TRUE(back) << to_string(back.error());
+  EXPECT_EQ(*back, pp);
+
+  const Bytes big_sig(kMaxSignatureBytes + 1, std::byte{1});
+  auto too_big = decode_packet(envelope(1, encoded(Dead{"n1", 3, "n2", big_sig})));
+  ASSERT_FALSE(too_big);
+  EXPECT_EQ(too_big.error(), DecodeError::kTooLarge);
+  const Bytes big_cred(kMaxCredentialBytes + 1, std::byte{1});
+  auto cred_too_big = decode_packet(envelope(1, encoded(Alive{"n1", Endpoint::v4(1, 1, 1, 1, 1), 1, {}, sig, big_cred})));
+  ASSERT_FALSE(cred_too_big);
+  EXPECT_EQ(cred_too_big.error(), DecodeError::kTooLarge);
+  // [7, "n", 1, "m", "not a bin"]: a signature of the wrong type
+  auto mistyped = decode_packet(hex("92 01  95 07 a1 6e 01 a1 6d a3 61 62 63"));
+  ASSERT_FALSE(mistyped);
+  EXPECT_EQ(mistyped.error(), DecodeError::kBadMessage);
+}
+
+// The signed bytes are fixed: a change would split a cluster of mixed builds.
+TEST(CodecSignedClaims, ClaimBytesAreGolden) {
+  EXPECT_EQ(to_hex(accusation_claim(ClaimKind::kDead, "n", 2, "m")),
+            to_hex(hex("96 b1 77 65 66 74 20 67 6f 73 73 69 70 20 63 6c 61 69 6d 01 03 a1 6e 02 a1 6d")));
+  EXPECT_EQ(to_hex(alive_claim("n", Endpoint::v4(1, 2, 3, 4, 1), 2, {std::byte{9}})),
+            to_hex(hex("97 b1 77 65 66 74 20 67 6f 73 73 69 70 20 63 6c 61 69 6d 01 01 a1 6e 02"
+                       " c4 06 01 02 03 04 00 01 c4 01 09")));
+  // Kinds are distinct in the signed bytes: a suspect can never pass as a dead claim.
+  EXPECT_NE(accusation_claim(ClaimKind::kSuspect, "n", 2, "m"), accusation_claim(ClaimKind::kDead, "n", 2, "m"));
 }
 
 // The push-pull digest came after version 1 shipped: an optional sixth field, a u64 when present;

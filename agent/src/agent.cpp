@@ -228,6 +228,15 @@ std::optional<int> Agent::start() {
                           std::to_string(gc.max_meta_bytes),
                       2);
   }
+  if (trust_) {
+    // With a trust root, gossip claims are signed (gossip/claims.h): only certified nodes are
+    // members, and only a node's own key speaks for it.
+    claims_ = std::make_shared<CertClaimAuthority>(
+        trust_->operators, cfg_.cluster, trust_->cert_envelope, identity_,
+        [] { return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now()); });
+    claims_->set_revoked(revoked_set());
+    gc.claims = claims_;
+  }
   std::random_device rd;
   const std::uint64_t seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
   node_.emplace(gc, std::move(self), seed, gossip_log_);

@@ -21,6 +21,7 @@
 #include "catalog.h"
 #include "doc_sync.h"
 #include "frame.h"
+#include "gossip_claims.h"
 #include "health.h"
 #include "weft/agent/agent.h"
 #include "weft/agent/rpc.h"
@@ -196,6 +197,10 @@ class Agent {
     transport::NodeCert cert;
   };
   std::optional<Trust> trust_;
+  // Signed gossip claims over node certificates (with a trust root only); its revoked set follows
+  // the revocation list (publish_trust).
+  std::shared_ptr<CertClaimAuthority> claims_;
+  [[nodiscard]] CertClaimAuthority::Revoked revoked_set() const;
   // The signed policy this agent enforces (issue 5): parsed, and its envelope byte for byte (what
   // peers fetch). Null: none held.
   std::shared_ptr<const transport::Policy> policy_;

@@ -255,7 +255,16 @@ json Agent::info_json() const {
       {"syncs_served", g.syncs_served}, {"stale_accusations_answered", g.stale_accusations_answered},
       {"accusations_above_known", g.accusations_above_known}, {"refutes_above_own", g.refutes_above_own},
       {"refutes_saturated", g.refutes_saturated}, {"leave_echoes", g.leave_echoes},
+      {"claims_signed", g.claims_signed}, {"claims_verified", g.claims_verified},
+      {"claims_rejected", g.claims_rejected}, {"claims_unknown_signer", g.claims_unknown_signer},
       {"rejected", rejected}};
+  if (claims_) {
+    const ClaimStats& c = claims_->stats();
+    gossip_stats["claim_checks"] = {{"verified", c.verified},       {"bad_certificate", c.bad_certificate},
+                                    {"expired", c.expired},         {"wrong_node", c.wrong_node},
+                                    {"revoked", c.revoked},         {"bad_signature", c.bad_signature},
+                                    {"cert_cache_hits", c.cert_cache_hits}};
+  }
   const transport::UdpStats& u = udp_.stats();
   const transport::ReliableStats& r = reliable_.stats();
   json agent_stats = {{"rejected_datagrams", by_reason(stats_.rejected_datagrams)},

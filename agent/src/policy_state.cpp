@@ -121,15 +121,25 @@ Result<std::uint64_t> Agent::accept_policy(TimePoint now, std::span<const std::b
   return version;
 }
 
+CertClaimAuthority::Revoked Agent::revoked_set() const {
+  CertClaimAuthority::Revoked revoked;
+  if (revocations_) {
+    for (const tr::RevokedCert& c : revocations_->revoked) revoked.emplace(c.issuer, c.serial);
+  }
+  return revoked;
+}
+
 void Agent::publish_trust() {
-  if (!trust_ || !proxy_) return;
+  if (!trust_) return;
+  // Gossip: claims signed by a revoked certificate are dropped from now on (what the members
+  // already believe of its holder stays until it changes).
+  if (claims_) claims_->set_revoked(revoked_set());
+  if (!proxy_) return;
   auto t = std::make_shared<tr::ProxyTrust>();
   t->operators = trust_->operators;
   t->own_cert = trust_->cert_envelope;
   t->policy = policy_;
-  if (revocations_) {
-    for (const tr::RevokedCert& c : revocations_->revoked) t->revoked.emplace(c.issuer, c.serial);
-  }
+  t->revoked = revoked_set();
   proxy_->set_trust(std::move(t));
 }
 

@@ -23,6 +23,8 @@
 
 #include "weft/gossip/codec.h"
 
+#include "weft/gossip/claims.h"
+
 #include <msgpack.hpp>
 
 #include <algorithm>
@@ -143,24 +145,37 @@ struct MessagePacker {
     pk.pack_uint32(m.seq);
     if (m.refused) pack_bool(pk, true);
   }
+  // Signed claims add trailing fields only when signed, so unsigned messages keep their bytes.
   void operator()(const Alive& m) const {
-    pack_header(pk, MsgType::kAlive, 5);
+    const bool signed_claim = !m.sig.empty();
+    pack_header(pk, MsgType::kAlive, signed_claim ? 7 : 5);
     pack_str(pk, m.name);
     pack_addr(pk, m.addr);
     pk.pack_uint64(m.incarnation);
     pack_bin(pk, m.meta);
+    if (signed_claim) {
+      pack_bin(pk, m.sig);
+      pack_bin(pk, m.cred);
+    }
   }
   void operator()(const Suspect& m) const {
-    pack_header(pk, MsgType::kSuspect, 4);
+    const bool signed_claim = !m.sig.empty();
+    pack_header(pk, MsgType::kSuspect, signed_claim ? (m.failed ? 6 : 5) : 4);
     pack_str(pk, m.name);
     pk.pack_uint64(m.incarnation);
     pack_str(pk, m.from);
+    if (signed_claim) {
+      pack_bin(pk, m.sig);
+      if (m.failed) pack_bool(pk, true);
+    }
   }
   void operator()(const Dead& m) const {
-    pack_header(pk, MsgType::kDead, 4);
+    const bool signed_claim = !m.sig.empty();
+    pack_header(pk, MsgType::kDead, signed_claim ? 5 : 4);
     pack_str(pk, m.name);
     pk.pack_uint64(m.incarnation);
     pack_str(pk, m.from);
+    if (signed_claim) pack_bin(pk, m.sig);
   }
   void operator()(const SyncDigest& m) const {
     pack_header(pk, MsgType::kSyncDigest, 4);
@@ -178,6 +193,8 @@ std::size_t variable_bytes(const Message& msg) {
         if constexpr (requires { m.name; }) n += m.name.size();
         if constexpr (requires { m.from; }) n += m.from.size();
         if constexpr (requires { m.meta; }) n += m.meta.size();
+        if constexpr (requires { m.sig; }) n += m.sig.size();
+        if constexpr (requires { m.cred; }) n += m.cred.size();
         return n;
       },
       msg);
@@ -336,6 +353,21 @@ class FieldReader {
     return e;
   }
 
+  // True when fields remain (optional trailing fields follow).
+  [[nodiscard]] bool more() const { return !error_ && pos_ < fields_.size(); }
+
+  // A blob of at most `max` bytes (signatures, credentials).
+  std::vector<std::byte> bin(std::size_t max) {
+    const Object* o = next(msgpack::type::BIN);
+    if (!o || o->via.bin.size == 0) return {};
+    if (o->via.bin.size > max) {
+      fail(DecodeError::kTooLarge);
+      return {};
+    }
+    const auto* p = reinterpret_cast<const std::byte*>(o->via.bin.ptr);
+    return {p, p + o->via.bin.size};
+  }
+
   // A nested array field (push-pull entries); nullptr after an error.
   const Object* array() { return next(msgpack::type::ARRAY); }
 
@@ -384,12 +416,27 @@ std::optional<DecodeError> decode_message(const Object& obj, DecodedPacket& out)
       return emit(Ack{.seq = r.u32()});
     case wire(MsgType::kNack):
       return emit(Nack{.seq = r.u32(), .refused = r.optional_boolean(false)});
-    case wire(MsgType::kAlive):
-      return emit(Alive{.name = r.name(), .addr = r.addr(), .incarnation = r.u64(), .meta = r.meta()});
-    case wire(MsgType::kSuspect):
-      return emit(Suspect{.name = r.name(), .incarnation = r.u64(), .from = r.name()});
-    case wire(MsgType::kDead):
-      return emit(Dead{.name = r.name(), .incarnation = r.u64(), .from = r.name()});
+    case wire(MsgType::kAlive): {
+      Alive a{.name = r.name(), .addr = r.addr(), .incarnation = r.u64(), .meta = r.meta()};
+      if (r.more()) {
+        a.sig = r.bin(kMaxSignatureBytes);
+        a.cred = r.bin(kMaxCredentialBytes);
+      }
+      return emit(std::move(a));
+    }
+    case wire(MsgType::kSuspect): {
+      Suspect m{.name = r.name(), .incarnation = r.u64(), .from = r.name()};
+      if (r.more()) {
+        m.sig = r.bin(kMaxSignatureBytes);
+        m.failed = r.optional_boolean(false);
+      }
+      return emit(std::move(m));
+    }
+    case wire(MsgType::kDead): {
+      Dead m{.name = r.name(), .incarnation = r.u64(), .from = r.name()};
+      if (r.more()) m.sig = r.bin(kMaxSignatureBytes);
+      return emit(std::move(m));
+    }
     case wire(MsgType::kSyncDigest):
       return emit(SyncDigest{.seq = r.u32(), .digest = r.u64(), .reply = r.boolean()});
     default:  // a later version's message (or a push-pull, which has no place in a packet)
@@ -449,6 +496,15 @@ Result<PushPull, DecodeError> decode_stream_unguarded(std::span<const std::byte>
     if (entry.type != msgpack::type::ARRAY) return reject(DecodeError::kBadMessage);
     FieldReader er(entry);
     PushPullEntry m{.name = er.name(), .addr = er.addr(), .incarnation = er.u64(), .state = er.state(), .meta = er.meta()};
+    if (er.more()) {
+      m.sig = er.bin(kMaxSignatureBytes);
+      m.cred = er.bin(kMaxCredentialBytes);
+      if (er.more()) {
+        m.accuser = er.name();
+        m.accuse_sig = er.bin(kMaxSignatureBytes);
+        m.accuse_dead = er.boolean();
+      }
+    }
     if (er.error()) return reject(*er.error());
     out.members.push_back(std::move(m));
   }
@@ -526,7 +582,10 @@ Result<DecodedPacket, DecodeError> decode_packet(std::span<const std::byte> byte
 
 std::vector<std::byte> encode_stream(const PushPull& msg) {
   std::size_t hint = 2 * kFixedBytesHint;
-  for (const auto& e : msg.members) hint += kFixedBytesHint + e.name.size() + e.meta.size();
+  for (const auto& e : msg.members) {
+    hint += kFixedBytesHint + e.name.size() + e.meta.size() + e.sig.size() + e.cred.size() + e.accuser.size() +
+            e.accuse_sig.size();
+  }
   std::vector<std::byte> out;
   out.reserve(hint);
   ByteSink sink(out);
@@ -539,12 +598,23 @@ std::vector<std::byte> encode_stream(const PushPull& msg) {
   pack_bool(pk, msg.response);
   pk.pack_array(wire_size(msg.members.size()));
   for (const auto& e : msg.members) {
-    pk.pack_array(5);
+    const bool signed_claim = !e.sig.empty();
+    const bool accused = signed_claim && !e.accuser.empty();
+    pk.pack_array(accused ? 10 : signed_claim ? 7 : 5);
     pack_str(pk, e.name);
     pack_addr(pk, e.addr);
     pk.pack_uint64(e.incarnation);
     pk.pack_uint8(static_cast<std::uint8_t>(e.state));
     pack_bin(pk, e.meta);
+    if (signed_claim) {
+      pack_bin(pk, e.sig);
+      pack_bin(pk, e.cred);
+    }
+    if (accused) {
+      pack_str(pk, e.accuser);
+      pack_bin(pk, e.accuse_sig);
+      pack_bool(pk, e.accuse_dead);
+    }
   }
   if (msg.digest) pk.pack_uint64(*msg.digest);
   return out;
@@ -556,6 +626,48 @@ Result<PushPull, DecodeError> decode_stream(std::span<const std::byte> bytes) {
   } catch (...) {
     return reject(current_exception_error());
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed claims (claims.h)
+
+namespace {
+constexpr char kClaimContext[] = "weft gossip claim";
+constexpr std::uint8_t kClaimVersion = 1;
+
+void pack_claim_head(Packer& pk, std::uint32_t elements, ClaimKind kind, const std::string& name,
+                     std::uint64_t incarnation) {
+  pk.pack_array(elements);
+  pk.pack_str(sizeof kClaimContext - 1);
+  pk.pack_str_body(kClaimContext, sizeof kClaimContext - 1);
+  pk.pack_uint8(kClaimVersion);
+  pk.pack_uint8(static_cast<std::uint8_t>(kind));
+  pack_str(pk, name);
+  pk.pack_uint64(incarnation);
+}
+}  // namespace
+
+std::vector<std::byte> alive_claim(const std::string& name, const Endpoint& addr, std::uint64_t incarnation,
+                                   const std::vector<std::byte>& meta) {
+  std::vector<std::byte> out;
+  out.reserve(kFixedBytesHint + name.size() + meta.size());
+  ByteSink sink(out);
+  Packer pk(sink);
+  pack_claim_head(pk, 7, ClaimKind::kAlive, name, incarnation);
+  pack_addr(pk, addr);
+  pack_bin(pk, meta);
+  return out;
+}
+
+std::vector<std::byte> accusation_claim(ClaimKind kind, const std::string& name, std::uint64_t incarnation,
+                                        const std::string& accuser) {
+  std::vector<std::byte> out;
+  out.reserve(kFixedBytesHint + name.size() + accuser.size());
+  ByteSink sink(out);
+  Packer pk(sink);
+  pack_claim_head(pk, 6, kind, name, incarnation);
+  pack_str(pk, accuser);
+  return out;
 }
 
 }  // namespace weft::gossip

@@ -90,6 +90,7 @@ void MemberTable::remove(std::uint32_t slot) {
   m.name.shrink_to_fit();
   m.meta.clear();
   m.meta.shrink_to_fit();
+  m.proofs.reset();
   free_.push_back(slot);
 }
 

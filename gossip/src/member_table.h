@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,16 @@
 #include "weft/gossip/types.h"
 
 namespace weft::gossip {
+
+// Signatures behind what we believe of a member (signed claims only; see claims.h): forwarded
+// with our broadcasts and push-pull entries so that every receiver can check them itself.
+struct Proofs {
+  std::vector<std::byte> alive_sig;   // the member's signature over its current alive claim
+  std::vector<std::byte> cred;        // the credential that alive came with
+  std::string accuser;                // suspect / failed / left: who said so (left: the member)
+  std::vector<std::byte> accuse_sig;  // ... signed over accuse_dead ? dead : suspect
+  bool accuse_dead = false;
+};
 
 struct Member {
   std::string name;
@@ -28,6 +39,7 @@ struct Member {
   std::uint32_t bcast_gen = 0;     // generation of the newest queued broadcast about this member
   MemberState state = MemberState::kAlive;
   bool bcast_pending = false;      // the newest broadcast is still being retransmitted
+  std::unique_ptr<Proofs> proofs;  // signed claims only: 8 bytes per member otherwise
 };
 
 class MemberTable {

@@ -15,6 +15,8 @@ NodeImpl::NodeImpl(Config cfg, Self self, std::uint64_t seed, std::shared_ptr<sp
     : cfg_(cfg), log_(std::move(log)), rng_(seed), awareness_(cfg.awareness_max) {
   self_slot_ = members_.add(std::move(self.name), self.addr, self.incarnation, MemberState::kAlive,
                             std::move(self.meta), TimePoint{});
+  claims_ = cfg_.claims.get();
+  sign_self();
 }
 
 void NodeImpl::schedule(TimePoint at, TimerKind kind, std::uint32_t slot, std::uint64_t key) {
@@ -187,16 +189,14 @@ bool NodeImpl::encode_broadcast(BroadcastRef ref, std::vector<std::byte>& out) {
   if (m.bcast_gen != ref.gen) return false;
   switch (m.state) {
     case MemberState::kAlive:
-      encode_message(Alive{m.name, m.addr, m.incarnation, m.meta}, out);
+      encode_message(alive_of(ref.slot), out);
       break;
     case MemberState::kSuspect:
-      encode_message(Suspect{m.name, m.incarnation, accuser_of(ref.slot)}, out);
+      encode_message(suspect_of(ref.slot), out);
       break;
     case MemberState::kFailed:
-      encode_message(Dead{m.name, m.incarnation, members_.at(self_slot_).name}, out);
-      break;
     case MemberState::kLeft:
-      encode_message(Dead{m.name, m.incarnation, m.name}, out);
+      encode_message(dead_of(ref.slot), out);
       break;
   }
   return true;
@@ -276,6 +276,7 @@ Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
   if (self.incarnation == std::numeric_limits<std::uint64_t>::max()) return fail("incarnation exhausted");
   self.meta = std::move(meta);
   ++self.incarnation;
+  impl_->sign_self();
   impl_->queue_broadcast(impl_->self_slot_);
   impl_->wake_gossip(now);
   return {};

@@ -5,6 +5,7 @@
 //   node_refused.cpp the refused-probe fast path (ICMP "port unreachable" reports)
 //   node_state.cpp  alive / suspect / dead rules: merge, refute, conflicts, events
 //   node_sync.cpp   join, push-pull anti-entropy, leave, reaping
+//   node_claims.cpp signed claims: signing ours, verifying others', the proofs we forward
 
 #include <memory>
 #include <optional>
@@ -167,6 +168,26 @@ class NodeImpl {
   void on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint64_t id);
   Duration suspicion_min() const;
 
+  // --- node_claims.cpp --- (signed claims; without Config::claims they sign nothing and accept)
+  Proofs& proofs_of(std::uint32_t slot);
+  std::vector<std::byte> sign_claim(std::span<const std::byte> claim);
+  // Signs our current alive claim; after every change of our incarnation, address or metadata.
+  void sign_self();
+  // What we say about a member, with the signatures we hold for it.
+  Alive alive_of(std::uint32_t slot) const;
+  Suspect suspect_of(std::uint32_t slot) const;
+  Dead dead_of(std::uint32_t slot) const;
+  PushPullEntry entry_of(std::uint32_t slot) const;
+  // Our own accusations, signed.
+  Suspect own_suspect(const std::string& name, std::uint64_t incarnation);
+  Dead own_dead(const std::string& name, std::uint64_t incarnation);
+  // Counted; call only for news (a claim that would change what we believe).
+  bool verified_alive(const Alive& a);
+  bool verified_accusation(ClaimKind kind, const std::string& name, std::uint64_t incarnation, const std::string& from,
+                           const std::vector<std::byte>& sig);
+  void keep_alive_proof(std::uint32_t slot, const Alive& a);
+  void keep_accusation_proof(std::uint32_t slot, const std::string& from, const std::vector<std::byte>& sig, bool dead);
+
   // --- node_sync.cpp ---
   void join(TimePoint now, std::span<const Endpoint> seeds);
   void send_join(TimePoint now);
@@ -192,6 +213,7 @@ class NodeImpl {
   MemberInfo info(std::uint32_t slot) const;
 
   Config cfg_;
+  ClaimAuthority* claims_ = nullptr;  // cfg_.claims, or null when claims are not signed
   std::shared_ptr<spdlog::logger> log_;
   Rng rng_;
   MemberTable members_;

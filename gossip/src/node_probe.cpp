@@ -53,8 +53,7 @@ void NodeImpl::send_ping(const Endpoint& to, std::uint32_t seq, const std::strin
   const std::uint32_t slot = members_.find(target);
   if (slot != MemberTable::kNone && slot != self_slot_ && members_.at(slot).state == MemberState::kSuspect &&
       members_.at(slot).addr == to) {
-    const Member& m = members_.at(slot);
-    const Message msgs[] = {Suspect{m.name, m.incarnation, accuser_of(slot)}, Ping{seq, target}};
+    const Message msgs[] = {suspect_of(slot), Ping{seq, target}};
     send_packet(to, msgs);
     return;
   }
@@ -204,7 +203,7 @@ void NodeImpl::finish_probe(TimePoint now) {
   if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) return;
   ++stats_.probe_failures;
   // At the incarnation we probed: if the member refuted or restarted since, this is stale.
-  const Suspect accusation{m.name, probe_.incarnation, members_.at(self_slot_).name};
+  const Suspect accusation = own_suspect(m.name, probe_.incarnation);
   const Endpoint target = m.addr;
   on_suspect(now, accusation);
   // Tell the accused directly too: if it misses every gossip copy of the suspicion it cannot

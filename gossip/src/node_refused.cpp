@@ -142,7 +142,7 @@ void NodeImpl::check_refused(TimePoint now, Probe& p) {
     log_->info("failed name={} incarnation={} reason=refused confirmations={}", m.name, m.incarnation,
                p.refused_by.size());
   }
-  const Dead dead{m.name, m.incarnation, members_.at(self_slot_).name};
+  const Dead dead = own_dead(m.name, m.incarnation);
   const std::uint32_t slot = p.slot;
   on_dead(now, dead);
   // On the ordinary path many members suspect a crashed one independently, and both the

@@ -76,6 +76,7 @@ void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
     if (log_) log_->warn("refute_saturated incarnation={}", base);
   }
   self.incarnation = base == std::numeric_limits<std::uint64_t>::max() ? base : base + 1;
+  sign_self();
   ++stats_.refutes;
   awareness_.apply(1);  // being accused hints that we are the slow one
   queue_broadcast(self_slot_);
@@ -88,7 +89,7 @@ void NodeImpl::refute(TimePoint now, std::uint64_t accused_incarnation) {
   if (cfg_.refute_fanout == 0 || now < next_refute_burst_) return;
   next_refute_burst_ = now + cfg_.probe_interval / 4;
   ++stats_.refute_bursts;
-  const Message msgs[] = {Alive{self.name, self.addr, self.incarnation, self.meta}};
+  const Message msgs[] = {alive_of(self_slot_)};
   for (std::uint32_t p : random_members(now, cfg_.refute_fanout, MemberTable::kNone, Pick::kLive)) {
     send_packet(members_.at(p).addr, msgs);
   }
@@ -109,7 +110,7 @@ void NodeImpl::answer_stale_accusation(TimePoint now, const Endpoint& from, cons
   if (stale_answers_in_window_ >= 16) return;
   ++stale_answers_in_window_;
   ++stats_.stale_accusations_answered;
-  const Message msgs[] = {Alive{self.name, self.addr, self.incarnation, self.meta}};
+  const Message msgs[] = {alive_of(self_slot_)};
   send_packet(from, msgs);
 }
 
@@ -165,7 +166,9 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
   }
   std::uint32_t slot = members_.find(a.name);
   if (slot == MemberTable::kNone) {
+    if (!verified_alive(a)) return;  // signed claims: only a certified member joins
     slot = members_.add(a.name, a.addr, a.incarnation, MemberState::kAlive, a.meta, now);
+    keep_alive_proof(slot, a);
     // Insert at a random place in the rest of this probe pass (memberlist does the same).
     probe_order_.push_back(slot);
     const std::size_t lo = std::min(probe_pos_, probe_order_.size() - 1);
@@ -180,6 +183,9 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     // (another address, other metadata, or a higher number) must be corrected.
     if (a.incarnation < m.incarnation) return;
     if (a.incarnation == m.incarnation && a.addr == m.addr && a.meta == m.meta) return;
+    // Signed claims: only our own signature (a previous life's) can be about us; a forgery is
+    // dropped by everyone, so there is nothing to correct.
+    if (!verified_alive(a)) return;
     if (a.addr != m.addr) ++stats_.name_conflicts;
     refute(now, a.incarnation);
     return;
@@ -218,6 +224,8 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     ++stats_.stale_messages;
     return;
   }
+  if (!verified_alive(a)) return;
+  keep_alive_proof(slot, a);
   const MemberState old = m.state;
   const bool changed = a.addr != m.addr || a.meta != m.meta;
   suspicions_.erase(slot);
@@ -243,13 +251,19 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
     ++stats_.stale_messages;
     return;
   }
+  // Signed claims: verified only once it is news, right before it would change something.
+  auto verified = [&] {
+    return verified_accusation(s.failed ? ClaimKind::kDead : ClaimKind::kSuspect, s.name, s.incarnation, s.from, s.sig);
+  };
   // This also covers "accused again at a newer incarnation while our timer runs (we missed its
   // refutation)", which used to keep the timer and take the newer incarnation: we now wait for
   // the member's own alive at that incarnation instead (it ends our suspicion).
+  if (slot == self_slot_ && s.incarnation > m.incarnation && !leaving_ && !verified()) return;
   if (refuted_above_own(now, slot, s.incarnation, "suspect", s.from)) return;
   if (accusation_above_known(m, s.incarnation, "suspect", s.from)) return;
   if (auto it = suspicions_.find(slot); it != suspicions_.end()) {
-    if (it->second.confirm(s.from)) {
+    if (it->second.wants(s.from) && verified() && it->second.confirm(s.from)) {
+      keep_accusation_proof(slot, s.from, s.sig, s.failed);
       ++stats_.suspicion_confirmations;
       schedule(it->second.deadline(), TimerKind::kSuspicion, slot, it->second.id());
       queue_broadcast(slot);  // carries the new confirmer's name
@@ -258,9 +272,11 @@ void NodeImpl::on_suspect(TimePoint now, const Suspect& s) {
   }
   if (m.state != MemberState::kAlive) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(now, s.incarnation);
+    if (!leaving_ && verified()) refute(now, s.incarnation);
     return;
   }
+  if (!verified()) return;
+  keep_accusation_proof(slot, s.from, s.sig, s.failed);
   const std::size_t n = members_.live();
   unsigned k = cfg_.suspicion_confirmations;
   if (n < k + 2) k = 0;  // too few members to expect independent confirmations
@@ -282,7 +298,7 @@ void NodeImpl::on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint
   const Member& m = members_.at(slot);
   ++stats_.failed_declared;
   if (log_) log_->info("failed name={} incarnation={} confirmations={}", m.name, m.incarnation, it->second.confirmations());
-  on_dead(now, Dead{m.name, m.incarnation, members_.at(self_slot_).name});
+  on_dead(now, own_dead(m.name, m.incarnation));
 }
 
 void NodeImpl::on_dead(TimePoint now, const Dead& d) {
@@ -294,6 +310,8 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
     return;
   }
   const bool left = d.from == d.name;
+  auto verified = [&] { return verified_accusation(ClaimKind::kDead, d.name, d.incarnation, d.from, d.sig); };
+  if (slot == self_slot_ && d.incarnation > m.incarnation && !leaving_ && !verified()) return;
   // A leave above the known incarnation too: a member that refuted or changed its metadata and
   // then left while we missed the alive ends up failed here instead of left (our own probe finds
   // it gone). A forged leave at a huge incarnation would otherwise pin its name as left forever.
@@ -303,9 +321,11 @@ void NodeImpl::on_dead(TimePoint now, const Dead& d) {
   if (m.state == MemberState::kLeft) return;
   if (m.state == MemberState::kFailed && !left) return;
   if (slot == self_slot_) {
-    if (!leaving_) refute(now, d.incarnation);
+    if (!leaving_ && verified()) refute(now, d.incarnation);
     return;
   }
+  if (!verified()) return;
+  keep_accusation_proof(slot, d.from, d.sig, /*dead=*/true);
   suspicions_.erase(slot);
   m.incarnation = d.incarnation;
   const MemberState state = left ? MemberState::kLeft : MemberState::kFailed;

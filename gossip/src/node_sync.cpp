@@ -93,10 +93,7 @@ void NodeImpl::send_state(const Endpoint& to, std::uint32_t seq, bool join, bool
   PushPull pp{seq, join, response, {}, digest};
   pp.members.reserve(members_.size());
   // Our own entry first: the receiver takes it as the sender's name for confirmations.
-  auto add = [&](std::uint32_t s) {
-    const Member& m = members_.at(s);
-    pp.members.push_back(PushPullEntry{m.name, m.addr, m.incarnation, m.state, m.meta});
-  };
+  auto add = [&](std::uint32_t s) { pp.members.push_back(entry_of(s)); };
   add(self_slot_);
   for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
     if (s != self_slot_ && members_.in_use(s)) add(s);
@@ -232,20 +229,38 @@ void NodeImpl::merge_state(TimePoint now, const PushPull& pp) {
   const bool rebroadcast = !(pp.join && pp.response);
   // Entries take the same rules as gossip: a suspect, failed or left entry above the incarnation
   // we know is dropped and counted (node_state.cpp); an alive one above it is a refutation.
-  for (const PushPullEntry& e : pp.members) {
+  //
+  // Signed claims: each entry carries its signatures, checked as if it came by gossip. Alive
+  // entries go first, so that an accusation by a member we learn of in this same table finds the
+  // accuser's credential; a suspect or failed entry stays attributed to its signing accuser.
+  auto merge = [&](const PushPullEntry& e) {
     switch (e.state) {
       case MemberState::kAlive:
-        on_alive(now, Alive{e.name, e.addr, e.incarnation, e.meta}, rebroadcast);
+        on_alive(now, Alive{e.name, e.addr, e.incarnation, e.meta, e.sig, e.cred}, rebroadcast);
         break;
       case MemberState::kLeft:
-        on_dead(now, Dead{e.name, e.incarnation, e.name});
+        on_dead(now, Dead{e.name, e.incarnation, e.name, e.accuse_sig});
         break;
       case MemberState::kSuspect:
       case MemberState::kFailed:
         // Lifeguard: another node's verdict is a reason to suspect, not to declare failed.
-        on_suspect(now, Suspect{e.name, e.incarnation, sender});
+        if (claims_) {
+          on_suspect(now, Suspect{e.name, e.incarnation, e.accuser, e.accuse_sig, e.accuse_dead});
+        } else {
+          on_suspect(now, Suspect{e.name, e.incarnation, sender});
+        }
         break;
     }
+  };
+  if (!claims_) {
+    for (const PushPullEntry& e : pp.members) merge(e);
+    return;
+  }
+  for (const PushPullEntry& e : pp.members) {
+    if (e.state == MemberState::kAlive) merge(e);
+  }
+  for (const PushPullEntry& e : pp.members) {
+    if (e.state != MemberState::kAlive) merge(e);
   }
 }
 
@@ -255,9 +270,11 @@ void NodeImpl::leave(TimePoint now) {
   leaving_ = true;
   Member& self = members_.at(self_slot_);
   members_.set_state(self_slot_, MemberState::kLeft, now);
+  const Dead leave_claim = own_dead(self.name, self.incarnation);  // from == name: a leave
+  keep_accusation_proof(self_slot_, leave_claim.from, leave_claim.sig, /*dead=*/true);
   queue_broadcast(self_slot_);
   // Tell many members at once so "left" is everywhere before anyone's probe could fail.
-  const Message msgs[] = {Dead{self.name, self.incarnation, self.name}};
+  const Message msgs[] = {leave_claim};
   auto peers = random_members(now, cfg_.leave_fanout, MemberTable::kNone, Pick::kLive);
   for (std::uint32_t p : peers) send_packet(members_.at(p).addr, msgs);
   if (log_) log_->info("leave incarnation={} told={}", self.incarnation, peers.size());

@@ -20,6 +20,10 @@ bool Suspicion::confirm(const std::string& from) {
   return true;
 }
 
+bool Suspicion::wants(const std::string& from) const {
+  return confirmations_ < k_ && std::find(accusers_.begin(), accusers_.end(), from) == accusers_.end();
+}
+
 Duration Suspicion::min_timeout(unsigned mult, std::size_t n, Duration probe_interval, Duration floor) {
   const double scale = std::max(1.0, std::log10(std::max(1.0, static_cast<double>(n))));
   const auto t = std::chrono::duration_cast<Duration>(probe_interval * (mult * scale));

@@ -21,6 +21,8 @@ class Suspicion {
 
   // Records a confirmation; returns true when `from` is new (and the deadline may have moved).
   bool confirm(const std::string& from);
+  // Whether confirm(from) would count (so a signed one is verified only then).
+  [[nodiscard]] bool wants(const std::string& from) const;
   [[nodiscard]] TimePoint deadline() const { return deadline_; }
   [[nodiscard]] std::uint64_t id() const { return id_; }
   [[nodiscard]] unsigned confirmations() const { return confirmations_; }

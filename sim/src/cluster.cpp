@@ -229,8 +229,10 @@ std::optional<NodeId> SimCluster::seed_for(NodeId i) const {
 
 void SimCluster::start(NodeId i) {
   Slot& s = slots_[i];
+  gossip::Config gcfg = cfg_.gossip;
+  if (cfg_.claims) gcfg.claims = cfg_.claims(i, s.name);
   s.node.emplace(
-      cfg_.gossip,
+      std::move(gcfg),
       gossip::Self{.name = s.name, .addr = endpoint_of(i), .incarnation = s.start_incarnation, .meta = {}},
       node_seed(i), nullptr);
   s.status = NodeStatus::kRunning;

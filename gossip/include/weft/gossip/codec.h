@@ -32,6 +32,14 @@
 //                 refused-probe fast path, see Config::refused_fast_path). Sent only when true,
 //                 so a plain nack is byte-for-byte the original [4, seq]; absent means false.
 //                 Peers that predate it ignore the extra field and count a plain nack.
+//   signed claims (claims.h; only in clusters that sign, and then always):
+//   alive   [5, name, addr, incarnation, meta, sig:bin, cred:bin]
+//   suspect [6, name, incarnation, from, sig:bin (, failed:bool)]   failed sent only when true
+//   dead    [7, name, incarnation, from, sig:bin]
+//   entry   [name, addr, incarnation, state, meta, sig:bin, cred:bin (, accuser:str,
+//            accuse_sig:bin, accuse_dead:bool)]                     the last three only when
+//                                                                   the entry is not alive
+//   sig at most kMaxSignatureBytes, cred at most kMaxCredentialBytes.
 // A decoder reads an optional field only when it is present; present, it must have its type.
 //
 // A stream message (reliable channel) is:
@@ -108,23 +116,30 @@ struct Nack {
   bool refused = false;  // optional on the wire: see above
   friend bool operator==(const Nack&, const Nack&) = default;
 };
+// sig / cred / failed (and the entry's proof fields): signed claims (claims.h); empty when the
+// cluster does not sign, and then not on the wire at all.
 struct Alive {
   std::string name;
   Endpoint addr;
   std::uint64_t incarnation = 0;
   std::vector<std::byte> meta;
+  std::vector<std::byte> sig{};   // the member's signature over alive_claim(...)
+  std::vector<std::byte> cred{};  // the member's credential
   friend bool operator==(const Alive&, const Alive&) = default;
 };
 struct Suspect {
   std::string name;
   std::uint64_t incarnation = 0;
   std::string from;
+  std::vector<std::byte> sig{};  // from's signature over accusation_claim(failed ? dead : suspect, ...)
+  bool failed = false;           // the signature is over a dead claim (a failed push-pull entry)
   friend bool operator==(const Suspect&, const Suspect&) = default;
 };
 struct Dead {
   std::string name;
   std::uint64_t incarnation = 0;
   std::string from;
+  std::vector<std::byte> sig{};  // from's signature over accusation_claim(dead, ...)
   friend bool operator==(const Dead&, const Dead&) = default;
 };
 struct SyncDigest {
@@ -141,6 +156,11 @@ struct PushPullEntry {
   std::uint64_t incarnation = 0;
   MemberState state = MemberState::kAlive;
   std::vector<std::byte> meta;
+  std::vector<std::byte> sig{};         // signed claims: the member's alive signature
+  std::vector<std::byte> cred{};        // ... and credential
+  std::string accuser{};                // suspect / failed / left: who said so (left: the member)
+  std::vector<std::byte> accuse_sig{};  // ... and its signature
+  bool accuse_dead = false;             // ... over a dead claim (else a suspect claim)
   friend bool operator==(const PushPullEntry&, const PushPullEntry&) = default;
 };
 struct PushPull {

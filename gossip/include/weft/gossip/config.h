@@ -4,9 +4,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "weft/base/result.h"
 #include "weft/base/time.h"
+#include "weft/gossip/claims.h"
 
 namespace weft::gossip {
 
@@ -94,6 +96,12 @@ struct Config {
   // Members told directly when we refute an accusation (at most once per probe interval), on top
   // of the gossip broadcast; 0 = gossip only, as memberlist.
   unsigned refute_fanout = 64;
+
+  // --- signed claims (claims.h) ---
+  // Null: claims are not signed (anyone with the cluster key speaks for anyone). Set: every
+  // alive, suspect, dead and leave must carry a signature this authority verifies, and ours are
+  // signed by it. All members of a cluster must agree on this.
+  std::shared_ptr<ClaimAuthority> claims;
 
   // Checks relations between fields (for config files and flags).
   [[nodiscard]] Result<void> validate() const;

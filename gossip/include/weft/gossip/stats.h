@@ -60,6 +60,11 @@ struct GossipStats {
   std::uint64_t refutes_saturated = 0;           // refutations stuck at UINT64_MAX (an impostor's alive)
   std::uint64_t leave_echoes = 0;                // leaves we applied and told the leaver of (forged ones)
   std::uint64_t name_conflicts = 0;
+  // signed claims (Config::claims)
+  std::uint64_t claims_signed = 0;         // claims of our own we signed
+  std::uint64_t claims_verified = 0;       // claims of others whose signature checked out
+  std::uint64_t claims_rejected = 0;       // unsigned, badly signed, or no valid credential: dropped
+  std::uint64_t claims_unknown_signer = 0; // accusations by someone we hold no credential of: dropped
   std::uint64_t reaped = 0;
   std::uint64_t stale_messages = 0;       // updates older than what we know
 

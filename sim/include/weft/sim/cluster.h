@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,8 @@ struct ClusterConfig {
   Duration check_interval = 1ms;
   // A leaving node stops when its broadcasts are out (Node::leave_done) or after this long.
   Duration leave_timeout = 10s;
+  // Signed claims: node i's authority (overrides gossip.claims); unset: gossip.claims for all.
+  std::function<std::shared_ptr<gossip::ClaimAuthority>(NodeId, const std::string& name)> claims{};
 };
 
 enum class NodeStatus : std::uint8_t {
