@@ -49,7 +49,7 @@ class SimTrust {
   tr::UnixTime now() const { return now_; }
 
   // A certificate for `name` over `id`'s keys.
-  std::vector<std::byte> issue(const std::string& name, const tr::NodeIdentity& id) const {
+  std::vector<std::byte> issue(const std::string& name, const tr::NodeIdentity& id) {
     tr::NodeCert c;
     c.serial = tr::random_serial();
     c.node = name;
@@ -58,6 +58,7 @@ class SimTrust {
     c.services = {"web"};
     c.not_before = now_ - std::chrono::hours(1);
     c.not_after = now_ + std::chrono::hours(24);
+    serials_[name] = c.serial;
     auto env = tr::sign_cert(c, op_);
     EXPECT_TRUE(env) << env.error().message;
     return env ? *env : std::vector<std::byte>{};
@@ -69,7 +70,16 @@ class SimTrust {
       id = tr::NodeIdentity::generate();
       certs_[name] = issue(name, id);
     }
-    return authority_for(name, certs_[name], id);
+    auto a = authority_for(name, certs_[name], id);
+    issued_.push_back(a);
+    return a;
+  }
+
+  // Every authority made so far now treats `name`'s certificate as revoked (what a revocation
+  // list does to each agent).
+  void revoke(const std::string& name) {
+    revoked_.emplace(op_.issuer(), serials_.at(name));
+    for (auto& a : issued_) a->set_revoked(revoked_);
   }
 
   std::shared_ptr<agent::CertClaimAuthority> authority_for(const std::string& /*name*/, std::vector<std::byte> cert,
@@ -91,6 +101,9 @@ class SimTrust {
   tr::UnixTime now_ = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
   std::map<std::string, tr::NodeIdentity> ids_;
   std::map<std::string, std::vector<std::byte>> certs_;
+  std::map<std::string, std::uint64_t> serials_;
+  std::vector<std::shared_ptr<agent::CertClaimAuthority>> issued_;
+  agent::CertClaimAuthority::Revoked revoked_;
 };
 
 // Signs claims with one node's key and certificate: the forger's own, or (for a claim in
@@ -232,6 +245,39 @@ TEST(SimSigned, SuspicionConfirmationsCountOnlyVerifiedAccusers) {
   EXPECT_EQ(c.view(kObserver, kVictim)->state, MemberState::kAlive);
   EXPECT_GT(c.node(kVictim)->incarnation(), known);
   EXPECT_EQ(c.false_positives(), 0u);
+}
+
+// A revocation list reaches the members (each authority learns it; the agent then calls
+// recheck_credentials): the revoked member is declared failed at once, by verdicts signed by the
+// members, and stays failed: its refutations are signed under the revoked certificate.
+TEST(SimSigned, RevokedMemberIsExpelledAndCannotRefute) {
+  constexpr std::size_t kNodes = 16;
+  const std::uint64_t seed = seeds(1).front();
+  SimTrust trust;
+  SimCluster c({.nodes = kNodes, .seed = seed, .net = {.loss = 0.02}, .claims = trust.factory()});
+  ASSERT_TRUE(c.run_until([&] { return c.fullmesh(); }, 60s)) << c.dump();
+  constexpr NodeId kRevoked = 6;
+  trust.revoke(c.name(kRevoked));
+  // Only a few members recheck at once (the list reaches agents one by one): the verdict spreads.
+  for (NodeId i : {1u, 2u}) EXPECT_EQ(c.node(i)->recheck_credentials(c.now()), 1u);
+  auto failed_everywhere = [&] {
+    for (NodeId i = 0; i < kNodes; ++i) {
+      if (i == kRevoked) continue;
+      const auto m = c.view(i, kRevoked);
+      if (!m || m->state != MemberState::kFailed) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(c.run_until(failed_everywhere, 10s)) << c.dump();
+  c.run_for(60s);  // it refutes (it is alive and hears the verdict): refused everywhere
+  EXPECT_TRUE(failed_everywhere()) << c.dump();
+  EXPECT_GT(c.node(kRevoked)->stats().refutes, 0u);
+  for (NodeId i = 0; i < kNodes; ++i) {
+    for (NodeId j = 0; j < kNodes; ++j) {
+      if (i == kRevoked || j == kRevoked || i == j) continue;
+      EXPECT_EQ(c.view(i, j)->state, MemberState::kAlive) << i << " about " << j;
+    }
+  }
 }
 
 // A captured genuine claim replayed after the state moved on: the victim's own alive from before

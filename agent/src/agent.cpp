@@ -557,6 +557,9 @@ int Agent::run() {
       ::malloc_trim(0);
       unmap_pristine_file_pages(*log_);
       next_trim_ = now + kTrimEvery;
+      // Certificates expire: members whose certificate did are expelled (a cached check per
+      // member, no signature verified).
+      if (claims_) node_->recheck_credentials(now);
     }
     if (now >= next_rejoin_) rejoin_round(now);
     if (now >= next_idle_close_) next_idle_close_ = reliable_.close_idle(now);

@@ -60,24 +60,34 @@ const tr::NodeCert* CertClaimAuthority::certificate(std::span<const std::byte> e
   return &certs_.emplace(std::move(key), std::move(*cert)).first->second;
 }
 
-bool CertClaimAuthority::verify(std::string_view signer, std::span<const std::byte> credential,
-                                std::span<const std::byte> claim, std::span<const std::byte> sig) {
+const tr::NodeCert* CertClaimAuthority::valid_for(std::string_view signer, std::span<const std::byte> credential) {
   const tr::UnixTime now = clock_();
   const tr::NodeCert* cert = certificate(credential, now);
-  if (!cert) return false;
+  if (!cert) return nullptr;
   // The cache skips the operator signature, never the validity window.
   if (now + tr::kDefaultCertSkew < cert->not_before || now >= cert->not_after + tr::kDefaultCertSkew) {
     ++stats_.expired;
-    return false;
+    return nullptr;
   }
   if (cert->node != signer) {
     ++stats_.wrong_node;
-    return false;
+    return nullptr;
   }
   if (revoked_.contains({cert->issuer, cert->serial})) {
     ++stats_.revoked;
-    return false;
+    return nullptr;
   }
+  return cert;
+}
+
+bool CertClaimAuthority::credential_valid(std::string_view signer, std::span<const std::byte> credential) {
+  return valid_for(signer, credential) != nullptr;
+}
+
+bool CertClaimAuthority::verify(std::string_view signer, std::span<const std::byte> credential,
+                                std::span<const std::byte> claim, std::span<const std::byte> sig) {
+  const tr::NodeCert* cert = valid_for(signer, credential);
+  if (!cert) return false;
   const std::vector<std::byte> m = signed_message(claim);
   if (sig.size() != crypto_sign_BYTES ||
       crypto_sign_verify_detached(reinterpret_cast<const unsigned char*>(sig.data()),

@@ -60,12 +60,15 @@ class CertClaimAuthority final : public gossip::ClaimAuthority {
   [[nodiscard]] std::vector<std::byte> sign(std::span<const std::byte> claim) override;
   [[nodiscard]] bool verify(std::string_view signer, std::span<const std::byte> credential,
                             std::span<const std::byte> claim, std::span<const std::byte> sig) override;
+  [[nodiscard]] bool credential_valid(std::string_view signer, std::span<const std::byte> credential) override;
 
  private:
   static constexpr std::size_t kMaxCachedCerts = 4096;
   [[nodiscard]] std::vector<std::byte> signed_message(std::span<const std::byte> claim) const;
   // The certificate, operator signature checked (cached by the envelope's hash); nullptr if bad.
   const transport::NodeCert* certificate(std::span<const std::byte> envelope, transport::UnixTime now);
+  // The certificate if valid now for `signer` (validity, name, not revoked); counted otherwise.
+  const transport::NodeCert* valid_for(std::string_view signer, std::span<const std::byte> credential);
 
   std::vector<transport::SignPublicKey> operators_;
   std::string cluster_;

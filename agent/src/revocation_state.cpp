@@ -86,6 +86,16 @@ Result<std::uint64_t> Agent::accept_revocations(TimePoint now, std::span<const s
   }
   log_->info("revocation list applied version={} source={} revoked={}", version, source,
              revocations_->revoked.size());
+  // Members whose certificate it names are declared failed at once (signed by us); their own
+  // claims are refused from now on, so they cannot refute.
+  if (node_) {
+    if (const std::size_t n = node_->recheck_credentials(now); n > 0) log_->warn("revoked members expelled count={}", n);
+  }
+  if (revocations_->contains(trust_->cert.issuer, trust_->cert.serial)) {
+    log_->error("own certificate revoked serial={} issuer={}: the other members refuse this node's claims and "
+                "connections; install a new certificate (weft cert sign) and restart",
+                trust_->cert.serial, tr::to_hex(trust_->cert.issuer));
+  }
   return version;
 }
 

@@ -282,6 +282,12 @@ Result<void> Node::set_meta(TimePoint now, std::vector<std::byte> meta) {
   return {};
 }
 
+std::size_t Node::recheck_credentials(TimePoint now) {
+  const std::size_t n = impl_->recheck_credentials(now);
+  impl_->wake_gossip(now);
+  return n;
+}
+
 void Node::handle_packet(TimePoint now, const Endpoint& from, std::span<const std::byte> bytes) {
   impl_->handle_packet(now, from, bytes);
   impl_->wake_gossip(now);

@@ -117,6 +117,22 @@ void NodeImpl::keep_accusation_proof(std::uint32_t slot, const std::string& from
   p.accuse_dead = dead;
 }
 
+std::size_t NodeImpl::recheck_credentials(TimePoint now) {
+  if (!claims_) return 0;
+  std::size_t expelled = 0;
+  for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
+    if (!members_.in_use(s) || s == self_slot_) continue;
+    const Member& m = members_.at(s);
+    if (m.state != MemberState::kAlive && m.state != MemberState::kSuspect) continue;
+    if (m.proofs && claims_->credential_valid(m.name, m.proofs->cred)) continue;
+    ++expelled;
+    ++stats_.credentials_expelled;
+    if (log_) log_->warn("member_expelled name={} incarnation={} reason=credential", m.name, m.incarnation);
+    on_dead(now, own_dead(m.name, m.incarnation));
+  }
+  return expelled;
+}
+
 PushPullEntry NodeImpl::entry_of(std::uint32_t slot) const {
   const Member& m = members_.at(slot);
   PushPullEntry e{m.name, m.addr, m.incarnation, m.state, m.meta};

@@ -186,6 +186,7 @@ class NodeImpl {
   bool verified_accusation(ClaimKind kind, const std::string& name, std::uint64_t incarnation, const std::string& from,
                            const std::vector<std::byte>& sig);
   void keep_alive_proof(std::uint32_t slot, const Alive& a);
+  std::size_t recheck_credentials(TimePoint now);
   void keep_accusation_proof(std::uint32_t slot, const std::string& from, const std::vector<std::byte>& sig, bool dead);
 
   // --- node_sync.cpp ---

@@ -612,6 +612,13 @@ TEST(RevocationSpread, RevokedPeersLiveConnectionIsClosedWithinTenSeconds) {
   std::printf("revocation applied on n2 closed n0's live connection to n1 after %lld ms\n",
               static_cast<long long>(took.count()));
   EXPECT_FALSE(echoes(listen_port)) << "a new connection to the revoked node went through";
+  // Membership too: the others declare n1 failed (their verdicts signed, its refutations
+  // refused under the revoked certificate), and keep each other alive.
+  EXPECT_TRUE(wait_until(
+      [&] { return c.agents[0]->status_of("n1") == "failed" && c.agents[2]->status_of("n1") == "failed"; }, 10s))
+      << c.logs();
+  EXPECT_EQ(c.agents[0]->status_of("n2"), "alive");
+  EXPECT_EQ(c.agents[2]->status_of("n0"), "alive");
 }
 
 // (d) kill -9 of an agent while it applies a stream of policy updates, 20 times: the database

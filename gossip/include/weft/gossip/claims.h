@@ -68,6 +68,9 @@ class ClaimAuthority {
   // member's signature over `claim`. Untrusted input: any bytes, never throws.
   [[nodiscard]] virtual bool verify(std::string_view signer, std::span<const std::byte> credential,
                                     std::span<const std::byte> claim, std::span<const std::byte> sig) = 0;
+  // True when `credential` is still valid (now) for `signer`: the signature check is not repeated
+  // (see Node::recheck_credentials), so this should be cheap.
+  [[nodiscard]] virtual bool credential_valid(std::string_view signer, std::span<const std::byte> credential) = 0;
 };
 
 }  // namespace weft::gossip

@@ -66,6 +66,12 @@ class Node {
   // is (unknown, ourselves, failed, left) is counted and ignored. O(members) per report.
   void handle_unreachable(TimePoint now, const Endpoint& to);
 
+  // Signed claims: every live member whose credential is no longer valid (revoked, expired) is
+  // declared failed here at once, by a verdict signed by us that spreads like any other; its
+  // refutations, signed under that credential, are refused everywhere. Call when the authority's
+  // view changed (a revocation list) and now and then (expiry). Returns how many. O(members).
+  std::size_t recheck_credentials(TimePoint now);
+
   // Runs every timer due at `now`; returns the next deadline.
   [[nodiscard]] TimePoint tick(TimePoint now);
   [[nodiscard]] TimePoint next_deadline() const;

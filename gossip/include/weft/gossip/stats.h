@@ -65,6 +65,7 @@ struct GossipStats {
   std::uint64_t claims_verified = 0;       // claims of others whose signature checked out
   std::uint64_t claims_rejected = 0;       // unsigned, badly signed, or no valid credential: dropped
   std::uint64_t claims_unknown_signer = 0; // accusations by someone we hold no credential of: dropped
+  std::uint64_t credentials_expelled = 0;  // live members declared failed: credential revoked / expired
   std::uint64_t reaped = 0;
   std::uint64_t stale_messages = 0;       // updates older than what we know
 
