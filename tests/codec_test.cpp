@@ -706,6 +706,11 @@ TEST(CodecSignedClaims, RoundTripAndLimits) {
   auto cred_too_big = decode_packet(envelope(1, encoded(Alive{"n1", Endpoint::v4(1, 1, 1, 1, 1), 1, {}, sig, big_cred})));
   ASSERT_FALSE(cred_too_big);
   EXPECT_EQ(cred_too_big.error(), DecodeError::kTooLarge);
+  // An empty signature means unsigned: the other claim fields are dropped, as encoding would.
+  auto unsigned_alive = decode_packet(
+      envelope(1, hex("97 05 a1 6e c4 06 01 02 03 04 00 01 01 c4 00 c4 00 c4 02 ab cd")));
+  ASSERT_TRUE(unsigned_alive) << to_string(unsigned_alive.error());
+  EXPECT_EQ(unsigned_alive->messages, (std::vector<Message>{Alive{"n", Endpoint::v4(1, 2, 3, 4, 1), 1, {}}}));
   // [7, "n", 1, "m", "not a bin"]: a signature of the wrong type
   auto mistyped = decode_packet(hex("92 01  95 07 a1 6e 01 a1 6d a3 61 62 63"));
   ASSERT_FALSE(mistyped);

@@ -421,6 +421,7 @@ std::optional<DecodeError> decode_message(const Object& obj, DecodedPacket& out)
       if (r.more()) {
         a.sig = r.bin(kMaxSignatureBytes);
         a.cred = r.bin(kMaxCredentialBytes);
+        if (a.sig.empty()) a.cred.clear();  // unsigned: as encode_message writes it
       }
       return emit(std::move(a));
     }
@@ -428,7 +429,7 @@ std::optional<DecodeError> decode_message(const Object& obj, DecodedPacket& out)
       Suspect m{.name = r.name(), .incarnation = r.u64(), .from = r.name()};
       if (r.more()) {
         m.sig = r.bin(kMaxSignatureBytes);
-        m.failed = r.optional_boolean(false);
+        m.failed = r.optional_boolean(false) && !m.sig.empty();
       }
       return emit(std::move(m));
     }
@@ -503,6 +504,12 @@ Result<PushPull, DecodeError> decode_stream_unguarded(std::span<const std::byte>
         m.accuser = er.name();
         m.accuse_sig = er.bin(kMaxSignatureBytes);
         m.accuse_dead = er.boolean();
+      }
+      if (m.sig.empty()) {  // unsigned: as encode_stream writes it
+        m.cred.clear();
+        m.accuser.clear();
+        m.accuse_sig.clear();
+        m.accuse_dead = false;
       }
     }
     if (er.error()) return reject(*er.error());

@@ -39,7 +39,8 @@
 //   entry   [name, addr, incarnation, state, meta, sig:bin, cred:bin (, accuser:str,
 //            accuse_sig:bin, accuse_dead:bool)]                     the last three only when
 //                                                                   the entry is not alive
-//   sig at most kMaxSignatureBytes, cred at most kMaxCredentialBytes.
+//   sig at most kMaxSignatureBytes, cred at most kMaxCredentialBytes. An empty sig means
+//   unsigned: the decoder then drops the other claim fields (encoding never writes them).
 // A decoder reads an optional field only when it is present; present, it must have its type.
 //
 // A stream message (reliable channel) is:
