@@ -26,10 +26,12 @@
 // view: only our own alive at k + 1 does. Larger jumps are dropped as before (see
 // refuted_above_own for the bound).
 //
-// What stays open until gossip claims are signed (issue 5): forged accusations at the known
-// incarnation (a live victim refutes them), forged alive messages for another member (including
-// one at UINT64_MAX, which the owner can no longer outbid), and a forged leave or failure
-// followed by an alive from another address taking over the name (memberlist #370, see on_alive).
+// What stays open when claims are not signed (Config::claims null, no trust root): forged
+// accusations at the known incarnation (a live victim refutes them), forged alive messages for
+// another member (including one at UINT64_MAX, which the owner can no longer outbid), and a
+// forged leave or failure followed by an alive from another address taking over the name
+// (memberlist #370, see on_alive). With signed claims (claims.h) each rule below also requires
+// the author's verified signature before anything changes, which closes all three.
 
 #include <spdlog/spdlog.h>
 
