@@ -98,6 +98,7 @@ class NodeImpl {
   void reject(DecodeError e, const Endpoint& from, const char* what);
   TimePoint tick(TimePoint now);
   TimePoint next_deadline() const;
+  bool is_noop(const Timer& t) const;
   void start(TimePoint now);
   void schedule(TimePoint at, TimerKind kind, std::uint32_t slot = 0, std::uint64_t key = 0);
   void gossip_round(TimePoint now);
