@@ -509,7 +509,12 @@ int Agent::run() {
     now = Clock::now();
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
     wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000));
-    if (readable(reliable_.socket()) || readable(rpc_)) wait = std::chrono::milliseconds(0);
+    // Asked once per iteration: after this read, anything new on either socket makes its
+    // descriptor readable, so after poll only a ready answer or a readable descriptor needs a look
+    // (each ZMQ_EVENTS read is a syscall on the socket's mailbox).
+    const bool reliable_ready = readable(reliable_.socket());
+    const bool rpc_ready = readable(rpc_);
+    if (reliable_ready || rpc_ready) wait = std::chrono::milliseconds(0);
     if (::poll(fds.data(), fds.size(), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
       log_->error("poll failed: {}", std::strerror(errno));
       exit_code_ = 1;
@@ -530,14 +535,14 @@ int Agent::run() {
         if (u->port) node_->handle_unreachable(now, u->to);
       }
     }
-    if (readable(reliable_.socket())) {
+    if (reliable_ready || (fds[2].revents & POLLIN)) {
       for (int i = 0; i < 64; ++i) {
         auto msg = reliable_.recv();
         if (!msg) break;
         on_stream(now, *msg);
       }
     }
-    if (readable(rpc_)) on_rpc();
+    if (rpc_ready || (fds[3].revents & POLLIN)) on_rpc();
     if (fds[1].revents & POLLIN) on_signal(now);
     if (fds.size() > kBase) {
       health_.on_poll(now, std::span<const pollfd>(fds).subspan(kBase));
