@@ -1,6 +1,7 @@
 #include "catalog.h"
 
 #include "health.h"
+#include "msgpack_json.h"
 
 #include <algorithm>
 #include <cstring>
@@ -12,24 +13,14 @@ using nlohmann::json;
 
 namespace {
 
-std::vector<std::byte> to_bytes(const json& j) {
-  const std::vector<std::uint8_t> m = json::to_msgpack(j);
-  std::vector<std::byte> out(m.size());
-  if (!m.empty()) std::memcpy(out.data(), m.data(), m.size());
-  return out;
-}
+// Catalog responses are the largest of these maps (up to kMaxServicesPerNode services): they
+// are bounded by what the reliable channel carries (transport::ReliableConfig::max_message_bytes).
+constexpr std::size_t kMaxCatalogBytes = 8u << 20;
+
+std::vector<std::byte> to_bytes(const json& j) { return to_msgpack_bytes(j); }
 
 // Untrusted bytes to a JSON object; nullopt unless it is a msgpack map.
-std::optional<json> object_of(std::span<const std::byte> bytes) {
-  if (bytes.empty()) return std::nullopt;
-  try {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
-    json j = json::from_msgpack(p, p + bytes.size());
-    if (j.is_object()) return j;
-  } catch (const json::exception&) {
-  }
-  return std::nullopt;
-}
+std::optional<json> object_of(std::span<const std::byte> bytes) { return msgpack_object(bytes, kMaxCatalogBytes); }
 
 Result<std::uint64_t> get_u64(const json& j, const char* key) {
   auto it = j.find(key);

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent_impl.h"
+#include "msgpack_json.h"
 
 namespace weft::agent {
 
@@ -16,23 +17,9 @@ namespace {
 constexpr auto kKeyOpWait = std::chrono::seconds(3);
 constexpr std::size_t kMaxKeyBody = 16 * 1024;
 
-std::vector<std::byte> pack(const json& j) {
-  const std::vector<std::uint8_t> m = json::to_msgpack(j);
-  std::vector<std::byte> out(m.size());
-  std::memcpy(out.data(), m.data(), m.size());
-  return out;
-}
+std::vector<std::byte> pack(const json& j) { return to_msgpack_bytes(j); }
 
-std::optional<json> unpack(std::span<const std::byte> body) {
-  if (body.size() > kMaxKeyBody) return std::nullopt;
-  try {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(body.data());
-    json j = json::from_msgpack(p, p + body.size());
-    if (j.is_object()) return j;
-  } catch (const json::exception&) {
-  }
-  return std::nullopt;
-}
+std::optional<json> unpack(std::span<const std::byte> body) { return msgpack_object(body, kMaxKeyBody); }
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "agent_impl.h"
+#include "msgpack_json.h"
 
 namespace weft::agent {
 
@@ -22,10 +23,7 @@ transport::Balance balance_of(const std::string& b) {
 std::vector<std::byte> encode_upstream(const UpstreamSpec& u) {
   json j{{"name", u.name}, {"listen", u.listen.to_string()}, {"balance", u.balance}};
   if (!u.as.empty()) j["as"] = u.as;
-  const std::vector<std::uint8_t> m = json::to_msgpack(j);
-  std::vector<std::byte> out(m.size());
-  if (!m.empty()) std::memcpy(out.data(), m.data(), m.size());
-  return out;
+  return to_msgpack_bytes(j);
 }
 
 Result<UpstreamSpec> decode_upstream(std::span<const std::byte> bytes) {

@@ -27,10 +27,6 @@ json rejected_json(const tr::PolicyStats& s) {
               {"not_newer", s.not_newer}};
 }
 
-void count(tr::PolicyStats& s, const tr::PolicyFailure& f) {
-  s.count(Result<tr::Policy, tr::PolicyFailure>(Unexpected<tr::PolicyFailure>(f)));
-}
-
 }  // namespace
 
 Result<void> Agent::load_revocations() {
@@ -63,7 +59,7 @@ Result<std::uint64_t> Agent::accept_revocations(TimePoint now, std::span<const s
   if (!trust_) return fail(kNoTrustRoot);
   auto v = tr::verify_revocations(envelope, trust_->operators, cfg_.cluster, revocations_floor_);
   if (!v) {
-    count(revocation_stats_, v.error());
+    revocation_stats_.count_error(v.error().kind);
     return fail(std::string("revocation list refused (") + tr::to_string(v.error().kind) +
                 "): " + v.error().message);
   }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -80,6 +81,74 @@ struct Cluster {
   TempDir dir;
   std::vector<std::unique_ptr<AgentProc>> agents;
   std::vector<std::string> base;
+};
+
+// An operator, and agents n0..n(N-1) each with a certificate for services "web" and "client".
+struct TrustedCluster {
+  TrustedCluster(int test_no, int n) {
+    write_key(keys, "key");
+    op = dir.path + "/op";
+    EXPECT_EQ(run({weft_bin(), "operator", "init", "--out", op}).code, 0);
+    for (int i = 0; i < n; ++i) {
+      const std::string name = "n" + std::to_string(i);
+      const std::string data = dir.path + "/" + name;
+      EXPECT_EQ(run({weft_bin(), "identity", "init", "--data-dir", data}).code, 0);
+      const std::string cert = dir.path + "/" + name + ".cert";
+      RunResult r = run({weft_bin(), "cert", "sign", "--operator-key", op + "/operator.key", "--node", name,
+                         "--node-key", data + "/node.pub", "--service", "web", "--service", "client", "--ttl",
+                         "1h", "--out", cert});
+      EXPECT_EQ(r.code, 0) << r.out;
+      certs.push_back(cert);
+      agents.push_back(std::make_unique<AgentProc>(name, addr_for(test_no, i), data));
+    }
+  }
+  // Agent i's flags; it joins through agent `seed` (none if it is the seed itself).
+  std::vector<std::string> args(std::size_t i, std::size_t seed = 0) const {
+    std::vector<std::string> a = {"--key-file",         keys.path + "/key", "--operator-pub",
+                                  op + "/operator.pub", "--cert",           certs[i]};
+    if (i != seed) a.insert(a.end(), {"--join", agents[seed]->addr});
+    return a;
+  }
+  void start(std::size_t i) { agents[i]->start(args(i)); }
+  void start_all() {
+    start(0);
+    ASSERT_TRUE(agents[0]->wait_ready()) << agents[0]->log();
+    for (std::size_t i = 1; i < agents.size(); ++i) start(i);
+    for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
+  }
+  // Signs a policy with `version`; returns the signed file.
+  std::string sign(std::uint64_t version, const std::string& extra = "",
+                   const std::string& cluster = "default", const std::string& key_dir = "") {
+    const std::string base = dir.path + "/p" + std::to_string(version) + "-" + std::to_string(signed_++);
+    write_file(base + ".toml", "cluster = \"" + cluster + "\"\nversion = " + std::to_string(version) +
+                                   "\ndefault = \"deny\"\n" + extra +
+                                   "[[rule]]\nfrom = \"client\"\nto = \"web\"\naction = \"allow\"\n");
+    RunResult r = run({weft_bin(), "policy", "sign", base + ".toml", "--operator-key",
+                       (key_dir.empty() ? op : key_dir) + "/operator.key", "--out", base + ".signed"});
+    EXPECT_EQ(r.code, 0) << r.out;
+    return base + ".signed";
+  }
+  RunResult apply(std::size_t i, const std::string& file) {
+    return run({weft_bin(), "policy", "apply", file, "--rpc", agents[i]->rpc()});
+  }
+  // The version agent i enforces (0: none or no answer).
+  std::uint64_t version_of(std::size_t i) {
+    auto r = agents[i]->call("policy", json::object(), 1s);
+    if (!r || !(*r)["policy"].is_object()) return 0;
+    return (*r)["policy"]["version"].get<std::uint64_t>();
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
+    return s;
+  }
+
+  TempDir dir;
+  TempDir keys;
+  std::string op;
+  std::vector<std::string> certs;
+  std::vector<std::unique_ptr<AgentProc>> agents;
+  int signed_ = 0;
 };
 
 // A network namespace with only lo (up), removed at destruction.

@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -161,5 +163,35 @@ std::size_t AgentProc::count(const std::string& status) {
 }
 
 std::string AgentProc::log() const { return slurp(dir + ".logs/agent.log"); }
+
+std::string slurp_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+void expect_one_line_error(const RunResult& r, const std::string& want) {
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("weft: ", 0), 0u) << r.out;
+  ASSERT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "more than one line: " << r.out;
+  EXPECT_NE(r.out.find(want), std::string::npos) << "want '" << want << "' in: " << r.out;
+}
+
+json parse_json(const RunResult& r) {
+  try {
+    return json::parse(r.out);
+  } catch (const std::exception&) {
+    ADD_FAILURE() << "not JSON: " << r.out;
+    return json::object();
+  }
+}
 
 }  // namespace weft::mptest

@@ -36,6 +36,14 @@ struct RunResult {
 RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds limit = 20s);
 std::string weft_bin();
 
+// Files in tests: the whole file (empty if unreadable); write fails the test if it cannot.
+std::string slurp_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+// A failed command: non-zero exit, exactly one line "weft: ..." that contains `want`.
+void expect_one_line_error(const RunResult& r, const std::string& want);
+// A command's output as JSON (a test failure and {} if it is not).
+json parse_json(const RunResult& r);
+
 class AgentProc {
  public:
   AgentProc(std::string name, std::string addr, std::string dir);

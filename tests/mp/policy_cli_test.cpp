@@ -11,30 +11,6 @@
 namespace weft::mptest {
 namespace {
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-// A failed command: non-zero exit, exactly one line "weft: ..." that contains `want`.
-void expect_one_line_error(const RunResult& r, const std::string& want) {
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_EQ(r.out.rfind("weft: ", 0), 0u) << r.out;
-  ASSERT_FALSE(r.out.empty());
-  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "more than one line: " << r.out;
-  EXPECT_NE(r.out.find(want), std::string::npos) << "want '" << want << "' in: " << r.out;
-}
-
-json parse_json(const RunResult& r) {
-  try {
-    return json::parse(r.out);
-  } catch (const std::exception&) {
-    ADD_FAILURE() << "not JSON: " << r.out;
-    return json::object();
-  }
-}
-
 const char* kPolicy = R"(cluster = "default"            # the agent's --cluster name
 version = 2
 expires = "2999-01-01T00:00:00Z"

@@ -22,26 +22,10 @@ namespace {
 
 constexpr int kTestNo = 20;  // addr_for: this file's own 127.x.y.0/24
 
-std::string slurp_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 unsigned mode_of(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
   return st.st_mode & 07777;
-}
-
-// A failed command: non-zero exit, exactly one line "weft: ..." that contains `want`.
-void expect_one_line_error(const RunResult& r, const std::string& want) {
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_EQ(r.out.rfind("weft: ", 0), 0u) << r.out;
-  ASSERT_FALSE(r.out.empty());
-  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "more than one line: " << r.out;
-  EXPECT_NE(r.out.find(want), std::string::npos) << "want '" << want << "' in: " << r.out;
 }
 
 std::time_t parse_rfc3339(const std::string& s) {
