@@ -7,8 +7,10 @@
 #include <CLI/CLI.hpp>
 #pragma GCC diagnostic pop
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "commands.h"
 #include "weft/agent/rpc.h"
 #include "weft/agent/agent.h"
+#include "weft/agent/trust_files.h"
 
 namespace weft::cli {
 
@@ -134,9 +137,36 @@ int key_op_outcome(const json& r, bool list) {
   return code;
 }
 
+// With a trust root, the agent applies install / use / remove only when operator-signed.
+struct KeySigning {
+  std::string operator_key;
+  std::string passphrase_file;
+  std::string cluster;  // empty: the agent's own (its `info`), or "default" without a trust root
+};
+
+// The armored signed step for `op` on `key`, or nullopt after printing the error line.
+std::optional<std::string> sign_key_step(const ClientOptions& o, const KeySigning& s, const std::string& op,
+                                         const std::string& key) {
+  std::string cluster = s.cluster;
+  if (cluster.empty()) {
+    auto info = call(o, "info", json::object());
+    if (!info) return std::nullopt;
+    const json& t = (*info)["trust"];
+    cluster = t.is_object() && t["cluster"].is_string() ? t["cluster"].get<std::string>() : "default";
+  }
+  const auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+  auto text = agent::key_op_sign({op, key, cluster, s.operator_key, s.passphrase_file, now});
+  if (!text) {
+    std::fprintf(stderr, "weft: %s\n", text.error().message.c_str());
+    return std::nullopt;
+  }
+  return *text;
+}
+
 Command keys_command(CLI::App& parent) {
   auto o = std::make_shared<ClientOptions>();
   auto key = std::make_shared<std::string>();
+  auto signing = std::make_shared<KeySigning>();
   CLI::App* app = parent.add_subcommand("keys", "List or rotate the cluster keys on every member");
   app->require_subcommand(1);
   CLI::App* list = app->add_subcommand("list", "Which members hold which key");
@@ -154,14 +184,24 @@ Command keys_command(CLI::App& parent) {
     op.app = app->add_subcommand(op.name, op.help);
     add_client_options(op.app, *o, true);
     op.app->add_option("key", *key, "The key (base64), or for use/remove its 8-digit id")->required();
+    op.app->add_option("--operator-key", signing->operator_key,
+                       "Sign the step with this operator secret key file (needed when agents have a trust root)");
+    op.app->add_option("--passphrase-file", signing->passphrase_file,
+                       "The operator key's passphrase (first line of this file)");
+    op.app->add_option("--cluster", signing->cluster, "The cluster to sign for (default: the agent's)");
   }
-  return Command{app, [o, key, list, ops] {
+  return Command{app, [o, key, list, ops, signing] {
                    std::string method = "keys.list";
                    for (const Op& op : *ops) {
                      if (op.app->parsed()) method = std::string("keys.") + op.name;
                    }
                    json params = json::object();
                    if (method != "keys.list") params["key"] = *key;
+                   if (method != "keys.list" && !signing->operator_key.empty()) {
+                     auto text = sign_key_step(*o, *signing, method.substr(5), *key);
+                     if (!text) return kExitFailure;
+                     params["signed"] = *text;
+                   }
                    auto r = call(*o, method, params, std::chrono::seconds(15));
                    if (!r) return kExitFailure;
                    if (o->json) {

@@ -5,6 +5,7 @@
 //   agent.cpp     start-up, event loop, datagrams and streams, persistence, shutdown
 //   agent_rpc.cpp RPC server: decoding requests, methods, deferred replies
 //   keyops.cpp    cluster-wide key rotation (as `serf keys`)
+//   keyop_trust.cpp  with a trust root: the operator signature each key operation needs
 //   policy_state.cpp  the operator-signed policy: apply, store, spread (doc_sync.h), proxy snapshot
 //   frame.cpp     the reliable-message frame inside the seal
 
@@ -28,6 +29,7 @@
 #include "weft/gossip/node.h"
 #include "weft/store/store.h"
 #include "weft/transport/identity.h"
+#include "weft/transport/keyop.h"
 #include "weft/transport/keyring.h"
 #include "weft/transport/policy.h"
 #include "weft/transport/proxy.h"
@@ -71,6 +73,7 @@ struct KeyOp {
   std::uint32_t id = 0;
   std::string op;
   std::string key;
+  std::vector<std::byte> signed_op;  // the operator-signed document (keyop.h); empty: none given
   // `use` first runs a "list" round: the key id every member must report, and those that did not.
   std::string precheck_id;
   std::set<std::string> lacking;
@@ -168,15 +171,25 @@ class Agent {
   json policy_stats_json() const; // version and counters, in `weft stats`
 
   // --- keyops.cpp ---
-  void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key);
+  // `signed_text`: the armored operator-signed document from the CLI (empty: none).
+  void start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key,
+                    const std::string& signed_text);
   void on_key_request(TimePoint now, const Endpoint& from, std::span<const std::byte> body);
   void on_key_response(std::span<const std::byte> body);
-  Result<void> apply_key_op(const std::string& op, const std::string& key);
+  Result<void> apply_key_op(const std::string& op, const std::string& key, std::span<const std::byte> signed_op);
   Result<transport::KeyId> resolve_key(const std::string& key) const;
   json key_ids_json() const;
   void begin_key_round(TimePoint now, Waiter waiter, const std::string& op, const std::string& key,
-                       const std::string& precheck_id);
+                       std::vector<std::byte> signed_op, const std::string& precheck_id);
   void finish_key_op(TimePoint now);
+
+  // --- keyop_trust.cpp ---
+  // With a trust root, `op` on `key` needs `signed_op` (transport/keyop.h) to verify; `record`
+  // (when the step is applied) remembers its nonce. Refusals are counted and logged; the error is
+  // "key operation refused (<reason>): ...". Without a trust root, or for "list": always ok.
+  Result<void> authorize_key_op(const std::string& op, const std::string& key, std::span<const std::byte> signed_op,
+                                bool record);
+  json key_ops_stats_json() const;
 
   AgentConfig cfg_;
   AgentFlags flags_;
@@ -255,6 +268,9 @@ class Agent {
   std::vector<Waiter> join_waiters_;
   std::vector<Waiter> leave_waiters_;
   std::optional<KeyOp> key_op_;
+  std::array<std::uint64_t, transport::kKeyOpErrorCount> key_ops_refused_{};  // by KeyOpError
+  std::uint64_t key_ops_authorized_ = 0;
+  transport::KeyOpReplayGuard key_op_nonces_;
   std::uint32_t next_key_op_id_ = 1;
 
   bool leaving_ = false;

@@ -185,6 +185,7 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
     json s = proxy_stats_json();
     s["policy"] = policy_stats_json();
     s["revocations"] = revocations_stats_json();
+    s["key_ops"] = key_ops_stats_json();
     reply(peer, s);
   } else if (method == "policy_apply") {
     rpc_policy_apply(now, peer, params);
@@ -200,7 +201,12 @@ void Agent::dispatch(TimePoint now, const std::string& peer, const std::string& 
       if (!params.contains("key") || !params["key"].is_string()) return reply_error(peer, method + ": give a key");
       key = params["key"].get<std::string>();
     }
-    start_key_op(now, peer, method.substr(5), key);
+    std::string signed_text;  // the operator-signed step (`--operator-key`), armored
+    if (auto it = params.find("signed"); it != params.end()) {
+      if (!it->is_string()) return reply_error(peer, method + ": 'signed' must be the armored key operation");
+      signed_text = it->get<std::string>();
+    }
+    start_key_op(now, peer, method.substr(5), key, signed_text);
   } else {
     reply_error(peer, "unknown method '" + method + "'");
   }
@@ -274,6 +280,7 @@ json Agent::info_json() const {
                       {"rpc_bad_requests", stats_.rpc_bad_requests},
                       {"rpc_oversized", stats_.rpc_oversized},
                       {"key_ops_served", stats_.key_ops_served},
+                      {"key_ops", key_ops_stats_json()},
                       {"persist_errors", stats_.persist_errors},
                       {"loop_wakeups", stats_.loop_wakeups}};
   const auto self = node_->member(cfg_.node);

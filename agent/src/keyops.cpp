@@ -2,10 +2,13 @@
 // locally, sends it to every live member over the reliable channel (sealed with the current
 // primary key), applies it itself, and gathers the answers for a few seconds.
 //
-// Request body (msgpack map):  {"id": u32, "op": "install"|"use"|"remove"|"list", "key": "..."}
+// Request body (msgpack map):  {"id": u32, "op": "install"|"use"|"remove"|"list", "key": "...",
+//                               "signed": bin (the operator-signed document, keyop_trust.cpp; optional)}
 // Response body (msgpack map): {"id": u32, "name": "node", "ok": bool, "error": "...", "keys": ["id"...]}
 
 #include <spdlog/spdlog.h>
+
+#include <cstring>
 
 #include "agent_impl.h"
 #include "msgpack_json.h"
@@ -47,9 +50,11 @@ Result<transport::KeyId> Agent::resolve_key(const std::string& key) const {
   return id;
 }
 
-Result<void> Agent::apply_key_op(const std::string& op, const std::string& key) {
+Result<void> Agent::apply_key_op(const std::string& op, const std::string& key,
+                                 std::span<const std::byte> signed_op) {
   if (op == "list") return {};
   if (ring_.plaintext()) return fail("this agent runs without encryption (--insecure-plaintext): keys cannot change");
+  if (auto a = authorize_key_op(op, key, signed_op, true); !a) return a;
   if (op == "install") {
     auto k = transport::parse_key(key);
     if (!k) return fail(k.error().message);
@@ -68,9 +73,19 @@ Result<void> Agent::apply_key_op(const std::string& op, const std::string& key) 
   return {};
 }
 
-void Agent::start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key) {
+void Agent::start_key_op(TimePoint now, const std::string& peer, const std::string& op, const std::string& key,
+                         const std::string& signed_text) {
   if (key_op_) return reply_error(peer, "keys: another key operation is in progress");
+  std::vector<std::byte> signed_op;
   if (op != "list") {
+    if (!signed_text.empty()) {
+      auto env = transport::unarmor_key_op(signed_text);
+      if (!env) {
+        ++key_ops_refused_[static_cast<std::size_t>(transport::KeyOpError::kMalformed)];
+        return reply_error(peer, "keys " + op + ": key operation refused (malformed): " + env.error().message);
+      }
+      signed_op = std::move(*env);
+    }
     // Check locally first: nothing is sent if this agent itself would refuse.
     if (ring_.plaintext()) {
       return reply_error(peer, "keys: this agent runs without encryption (--insecure-plaintext): keys cannot change");
@@ -88,26 +103,41 @@ void Agent::start_key_op(TimePoint now, const std::string& peer, const std::stri
         // Every live member must hold the key before anyone seals with it, or those that do not
         // would drop our gossip and see us fail: first ask everyone for their keys (a "list"
         // round), and switch only if all of them answered with it (finish_key_op).
-        return begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, transport::format_key_id(*id));
+        if (auto a = authorize_key_op(op, key, signed_op, false); !a) {
+          return reply_error(peer, "keys use: " + a.error().message);
+        }
+        return begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, std::move(signed_op),
+                               transport::format_key_id(*id));
       }
     }
+    // With a trust root, nothing is sent unless the operator signed this step.
+    if (auto a = authorize_key_op(op, key, signed_op, false); !a) {
+      return reply_error(peer, "keys " + op + ": " + a.error().message);
+    }
   }
-  begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, "");
+  begin_key_round(now, Waiter{peer, now + kKeyOpWait}, op, key, std::move(signed_op), "");
 }
 
 // Asks every live member to apply `op` (or, with `precheck_id`, only to list its keys) and applies
 // it here; finish_key_op() answers `waiter` once all have answered or the wait is over.
 void Agent::begin_key_round(TimePoint now, Waiter waiter, const std::string& op, const std::string& key,
-                            const std::string& precheck_id) {
+                            std::vector<std::byte> signed_op, const std::string& precheck_id) {
   KeyOp k;
   k.id = next_key_op_id_++;
   k.op = op;
   k.key = key;
+  k.signed_op = std::move(signed_op);
   k.precheck_id = precheck_id;
   k.waiter = std::move(waiter);
   const std::string sent_op = precheck_id.empty() ? op : "list";
   // Sent before the local change: sealed with the key everyone holds now.
-  const std::vector<std::byte> body = pack(json{{"id", k.id}, {"op", sent_op}, {"key", key}});
+  json req{{"id", k.id}, {"op", sent_op}, {"key", key}};
+  if (precheck_id.empty() && !k.signed_op.empty()) {
+    std::vector<std::uint8_t> b(k.signed_op.size());
+    std::memcpy(b.data(), k.signed_op.data(), b.size());
+    req["signed"] = json::binary(std::move(b));
+  }
+  const std::vector<std::byte> body = pack(req);
   for (const gossip::MemberInfo& m : node_->members()) {
     if (m.name == cfg_.node) continue;
     if (m.state != gossip::MemberState::kAlive && m.state != gossip::MemberState::kSuspect) continue;
@@ -116,7 +146,7 @@ void Agent::begin_key_round(TimePoint now, Waiter waiter, const std::string& op,
   }
   k.asked = k.waiting.size() + 1;
   key_op_ = std::move(k);
-  auto r = apply_key_op(sent_op, key);
+  auto r = apply_key_op(sent_op, key, key_op_->signed_op);
   ++key_op_->responses;
   if (!r) key_op_->failed[cfg_.node] = r.error().message;
   for (transport::KeyId id : ring_.ids()) ++key_op_->key_counts[transport::format_key_id(id)];
@@ -129,8 +159,18 @@ void Agent::on_key_request(TimePoint now, const Endpoint& from, std::span<const 
     ++stats_.bad_frames;
     return;
   }
+  std::vector<std::byte> signed_op;
+  if (auto it = req->find("signed"); it != req->end()) {
+    if (!it->is_binary() || it->get_binary().empty() || it->get_binary().size() > transport::kMaxKeyOpBytes) {
+      ++stats_.bad_frames;
+      return;
+    }
+    const auto& b = it->get_binary();
+    signed_op.resize(b.size());
+    std::memcpy(signed_op.data(), b.data(), b.size());
+  }
   ++stats_.key_ops_served;
-  auto r = apply_key_op((*req)["op"].get<std::string>(), (*req)["key"].get<std::string>());
+  auto r = apply_key_op((*req)["op"].get<std::string>(), (*req)["key"].get<std::string>(), signed_op);
   json keys = json::array();
   for (transport::KeyId id : ring_.ids()) keys.push_back(transport::format_key_id(id));
   json resp = {{"id", (*req)["id"]}, {"name", cfg_.node}, {"ok", r.has_value()}, {"keys", keys}};
@@ -173,7 +213,7 @@ void Agent::finish_key_op(TimePoint now) {
       return out;
     };
     if (k.lacking.empty() && k.waiting.empty() && k.failed.empty()) {
-      return begin_key_round(now, Waiter{k.waiter.peer, now + kKeyOpWait}, k.op, k.key, "");
+      return begin_key_round(now, Waiter{k.waiter.peer, now + kKeyOpWait}, k.op, k.key, std::move(k.signed_op), "");
     }
     std::string why;
     if (!k.lacking.empty()) why += "not installed on " + names(k.lacking);

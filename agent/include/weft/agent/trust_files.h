@@ -81,4 +81,18 @@ struct CertRevokeRequest {
 // agent's `revocations` RPC uses it for the list it holds.
 [[nodiscard]] Result<nlohmann::json> describe_revocations(std::span<const std::byte> envelope);
 
+// `weft keys install|use|remove KEY --operator-key FILE` (issue 5): signs the cluster-key
+// operation `op` on `key` (base64; for use and remove also its 8-digit id) for `cluster`, valid
+// from `now` for 10 minutes with a fresh nonce (transport/keyop.h). Returns the armored document
+// the agent verifies. The key itself is not in it.
+struct KeyOpSignRequest {
+  std::string op;
+  std::string key;
+  std::string cluster;
+  std::string operator_key;     // operator.key
+  std::string passphrase_file;  // empty: none
+  UnixSeconds now{};
+};
+[[nodiscard]] Result<std::string> key_op_sign(const KeyOpSignRequest& req);
+
 }  // namespace weft::agent
