@@ -1,6 +1,7 @@
 // weft::agent service catalog (agent/src/catalog.h): wire encodings and which nodes get fetched.
 
 #include "catalog.h"
+#include "doc_sync.h"
 
 #include <gtest/gtest.h>
 
@@ -75,6 +76,30 @@ TEST(CatalogWire, HostileInputIsAnErrorNeverACrash) {
   NodeCatalog many_tags = sample("n1", 3);
   many_tags.services[0].tags.assign(kMaxServiceTags + 1, "t");
   EXPECT_FALSE(decode_catalog(with(many_tags)));
+}
+
+// The msgpack reader recurses per nesting level: deep nesting within the size caps is refused
+// before it overflows the stack (a 16 KiB frame of 0x91 bytes used to crash the agent).
+TEST(CatalogWire, DeepNestingIsAnErrorNeverACrash) {
+  for (std::size_t depth : {9u, 16'000u, 1'000'000u}) {
+    std::vector<std::byte> deep(depth, std::byte{0x91});  // [[[[...]]]]
+    deep.push_back(std::byte{0xc0});
+    EXPECT_FALSE(decode_catalog(deep)) << depth;
+    std::vector<std::byte> in_map = bytes_of({0x81, 0xa1, 'x'});  // {"x": [[[...]]]}
+    in_map.insert(in_map.end(), deep.begin(), deep.end());
+    EXPECT_FALSE(decode_catalog(in_map)) << depth;
+    EXPECT_FALSE(decode_meta(in_map)) << depth;
+    EXPECT_FALSE(decode_doc_request(in_map)) << depth;
+  }
+  // Eight levels are accepted (unknown keys are ignored): {"x": [[[[[[[nil]]]]]]]} is 8 deep.
+  std::vector<std::byte> eight = bytes_of({0x82, 0xa4, 'h', 'a', 'v', 'e', 0x05, 0xa1, 'x'});
+  for (int i = 0; i < 7; ++i) eight.push_back(std::byte{0x91});
+  eight.push_back(std::byte{0xc0});
+  auto r = decode_catalog_request(eight);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, 5u);
+  eight.insert(eight.begin() + 9, std::byte{0x91});  // nine
+  EXPECT_FALSE(decode_catalog_request(eight));
 }
 
 TEST(CatalogSpec, ChecksNameCheckAndInterval) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent_impl.h"
+#include "msgpack_json.h"
 
 namespace weft::agent {
 
@@ -80,16 +81,16 @@ void Agent::on_rpc() {
                             std::to_string(kMaxRequestBytes));
       continue;
     }
-    json req;
-    try {
-      const auto* p = static_cast<const std::uint8_t*>(body.data());
-      req = json::from_msgpack(p, p + body.size());
-    } catch (const json::exception&) {
+    // Depth-limited: the parser recurses per nesting level (msgpack_json.h).
+    auto parsed = msgpack_object(std::span(static_cast<const std::byte*>(body.data()), body.size()), kMaxRequestBytes);
+    if (!parsed) {
       ++stats_.rpc_bad_requests;
-      reply_error(peer, "bad request: not msgpack");
+      reply_error(peer, "bad request: not a msgpack map (nested at most " + std::to_string(kMaxMsgpackDepth) +
+                            " deep)");
       continue;
     }
-    if (!req.is_object() || !req.contains("method") || !req["method"].is_string() ||
+    json& req = *parsed;
+    if (!req.contains("method") || !req["method"].is_string() ||
         (req.contains("params") && !req["params"].is_object())) {
       ++stats_.rpc_bad_requests;
       reply_error(peer, "bad request: expected {\"v\", \"method\", \"params\"}");
