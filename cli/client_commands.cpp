@@ -197,6 +197,11 @@ Command keys_command(CLI::App& parent) {
                    }
                    json params = json::object();
                    if (method != "keys.list") params["key"] = *key;
+                   if (signing->operator_key.empty() &&
+                       (!signing->passphrase_file.empty() || !signing->cluster.empty())) {
+                     std::fprintf(stderr, "weft: --passphrase-file and --cluster sign the step: give --operator-key\n");
+                     return kExitUsage;
+                   }
                    if (method != "keys.list" && !signing->operator_key.empty()) {
                      auto text = sign_key_step(*o, *signing, method.substr(5), *key);
                      if (!text) return kExitFailure;

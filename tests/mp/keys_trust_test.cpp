@@ -69,6 +69,14 @@ TEST(KeyRotationSigned, SignedRoundWorksUnsignedAndForgedStepsAreRefused) {
   expect_one_line_error(run({weft_bin(), "keys", "install", k2, "--operator-key", c.dir.path + "/other/operator.key",
                              "--rpc", n0.rpc()}),
                         "key operation refused (unknown issuer)");
+  // Bad signing inputs: one line naming the problem, nothing sent.
+  expect_one_line_error(
+      run({weft_bin(), "keys", "install", k2, "--operator-key", c.dir.path + "/missing.key", "--rpc", n0.rpc()}),
+      "missing.key");
+  expect_one_line_error(run({weft_bin(), "keys", "install", "not-a-key", "--operator-key", key, "--rpc", n0.rpc()}),
+                        "keys install: ");
+  expect_one_line_error(run({weft_bin(), "keys", "install", k2, "--cluster", "default", "--rpc", n0.rpc()}),
+                        "give --operator-key");
   for (auto& a : c.agents) EXPECT_EQ(key_ids(*a).size(), 1u) << a->name;
   EXPECT_EQ(refused(n0, "unsigned"), 1u);
   EXPECT_EQ(refused(n0, "unknown_issuer"), 1u);
