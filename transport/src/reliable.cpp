@@ -106,6 +106,12 @@ bool ReliableChannel::send(TimePoint now, const Endpoint& to, std::span<const st
       dealer.set(zmq::sockopt::sndhwm, std::max(im.opts.send_hwm, 1));
       dealer.set(zmq::sockopt::reconnect_ivl, to_zmq_millis(im.opts.reconnect_interval));
       dealer.set(zmq::sockopt::reconnect_ivl_max, to_zmq_millis(im.opts.reconnect_interval_max));
+      if (im.opts.unacked_timeout > Duration::zero()) {
+        dealer.set(zmq::sockopt::tcp_maxrt, to_zmq_millis(im.opts.unacked_timeout));
+      }
+      if (im.opts.connect_timeout > Duration::zero()) {
+        dealer.set(zmq::sockopt::connect_timeout, to_zmq_millis(im.opts.connect_timeout));
+      }
       if (to.family == Endpoint::Family::kV6) dealer.set(zmq::sockopt::ipv6, true);
       // Without ZMQ_IMMEDIATE the DEALER queues (up to the HWM) while the TCP connect is pending.
       dealer.connect(zmq_address(to, false));

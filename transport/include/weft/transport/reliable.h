@@ -37,6 +37,18 @@ struct ReliableOptions {
   // after the seed listens, and a dead peer costs a connect attempt every few seconds at most.
   Duration reconnect_interval = std::chrono::milliseconds(100);
   Duration reconnect_interval_max = std::chrono::seconds(2);
+  // Partitions. A DEALER's TCP connection whose data goes unacknowledged for unacked_timeout is
+  // aborted (TCP_USER_TIMEOUT, through ZMQ_TCP_MAXRT), and a connection attempt not established
+  // within connect_timeout is given up (ZMQ_CONNECT_TIMEOUT); either way ZeroMQ dials again after
+  // reconnect_interval. Without them a connection that carried a message into a partition stays
+  // established while TCP backs its retransmissions off (0.2 s doubling, up to 2 min apart, for
+  // ~15 min), and a connect's SYNs back off alike (TCP_USER_TIMEOUT does not cover them): once
+  // the partition heals, what is queued for the peer (the reconnect syncs that merge the cluster,
+  // the signed-document fetches) waits for the next retransmission, 18 s and more after a 33 s
+  // partition whatever reconnect_interval says (tests/mp/policy_partition_test.cpp). With them
+  // a fresh SYN reaches a healed peer within a few seconds. 0: the kernel's default.
+  Duration unacked_timeout = std::chrono::seconds(10);
+  Duration connect_timeout = std::chrono::seconds(3);
 };
 
 struct ReliableStats {
