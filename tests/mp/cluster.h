@@ -2,7 +2,9 @@
 // A cluster of real agents for the multi-process tests (tests/mp/): each test gets its own
 // 127.A.B.0/24, agents n0..n(N-1), n0 the seed.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -83,77 +85,11 @@ struct Cluster {
   std::vector<std::string> base;
 };
 
-// An operator, and agents n0..n(N-1) each with a certificate for services "web" and "client".
-struct TrustedCluster {
-  TrustedCluster(int test_no, int n) {
-    write_key(keys, "key");
-    op = dir.path + "/op";
-    EXPECT_EQ(run({weft_bin(), "operator", "init", "--out", op}).code, 0);
-    for (int i = 0; i < n; ++i) {
-      const std::string name = "n" + std::to_string(i);
-      const std::string data = dir.path + "/" + name;
-      EXPECT_EQ(run({weft_bin(), "identity", "init", "--data-dir", data}).code, 0);
-      const std::string cert = dir.path + "/" + name + ".cert";
-      RunResult r = run({weft_bin(), "cert", "sign", "--operator-key", op + "/operator.key", "--node", name,
-                         "--node-key", data + "/node.pub", "--service", "web", "--service", "client", "--ttl",
-                         "1h", "--out", cert});
-      EXPECT_EQ(r.code, 0) << r.out;
-      certs.push_back(cert);
-      agents.push_back(std::make_unique<AgentProc>(name, addr_for(test_no, i), data));
-    }
-  }
-  // Agent i's flags; it joins through agent `seed` (none if it is the seed itself).
-  std::vector<std::string> args(std::size_t i, std::size_t seed = 0) const {
-    std::vector<std::string> a = {"--key-file",         keys.path + "/key", "--operator-pub",
-                                  op + "/operator.pub", "--cert",           certs[i]};
-    if (i != seed) a.insert(a.end(), {"--join", agents[seed]->addr});
-    return a;
-  }
-  void start(std::size_t i) { agents[i]->start(args(i)); }
-  void start_all() {
-    start(0);
-    ASSERT_TRUE(agents[0]->wait_ready()) << agents[0]->log();
-    for (std::size_t i = 1; i < agents.size(); ++i) start(i);
-    for (auto& a : agents) ASSERT_TRUE(a->wait_ready()) << a->log();
-  }
-  // Signs a policy with `version`; returns the signed file.
-  std::string sign(std::uint64_t version, const std::string& extra = "",
-                   const std::string& cluster = "default", const std::string& key_dir = "") {
-    const std::string base = dir.path + "/p" + std::to_string(version) + "-" + std::to_string(signed_++);
-    write_file(base + ".toml", "cluster = \"" + cluster + "\"\nversion = " + std::to_string(version) +
-                                   "\ndefault = \"deny\"\n" + extra +
-                                   "[[rule]]\nfrom = \"client\"\nto = \"web\"\naction = \"allow\"\n");
-    RunResult r = run({weft_bin(), "policy", "sign", base + ".toml", "--operator-key",
-                       (key_dir.empty() ? op : key_dir) + "/operator.key", "--out", base + ".signed"});
-    EXPECT_EQ(r.code, 0) << r.out;
-    return base + ".signed";
-  }
-  RunResult apply(std::size_t i, const std::string& file) {
-    return run({weft_bin(), "policy", "apply", file, "--rpc", agents[i]->rpc()});
-  }
-  // The version agent i enforces (0: none or no answer).
-  std::uint64_t version_of(std::size_t i) {
-    auto r = agents[i]->call("policy", json::object(), 1s);
-    if (!r || !(*r)["policy"].is_object()) return 0;
-    return (*r)["policy"]["version"].get<std::uint64_t>();
-  }
-  std::string logs() {
-    std::string s;
-    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
-    return s;
-  }
-
-  TempDir dir;
-  TempDir keys;
-  std::string op;
-  std::vector<std::string> certs;
-  std::vector<std::unique_ptr<AgentProc>> agents;
-  int signed_ = 0;
-};
-
-// A network namespace with only lo (up), removed at destruction.
+// A network namespace with only lo (up), removed at destruction. `suffix` tells apart several
+// namespaces of one test process (the pid tells apart the processes).
 struct NetNs {
-  NetNs() : name("weft-mp-" + std::to_string(::getpid())) {
+  explicit NetNs(const std::string& suffix = "")
+      : name("weft-mp-" + std::to_string(::getpid()) + (suffix.empty() ? "" : "-" + suffix)) {
     ok = run({"ip", "netns", "add", name}).code == 0 && run({"ip", "-n", name, "link", "set", "lo", "up"}).code == 0;
   }
   ~NetNs() { run({"ip", "netns", "delete", name}); }
@@ -175,6 +111,56 @@ struct NetNs {
   std::string name;
   bool ok = false;
 };
+
+// Hosts on one LAN, each a network namespace of its own (lo up, eth0 at lan_ip(i)/24) whose veth
+// peer is a port of a bridge in one more namespace: nothing is added to the test's own namespace,
+// every name carries the pid, and everything goes at destruction (a veth with its namespace).
+// Each host has its own 127.0.0.1, and its connections leave from its own address, so a rule on
+// a host's input (NetNs::input_rules) cuts UDP and TCP alike. ok: every step succeeded;
+// have_netns: namespaces can be made at all (else the test skips).
+struct NetnsLan {
+  explicit NetnsLan(int hosts) : bridge("lan") {
+    have_netns = bridge.ok;
+    ok = bridge.ok && run({"ip", "-n", bridge.name, "link", "add", "br0", "type", "bridge"}).code == 0 &&
+         run({"ip", "-n", bridge.name, "link", "set", "br0", "up"}).code == 0;
+    for (int i = 0; i < hosts && ok; ++i) {
+      host.push_back(std::make_unique<NetNs>("h" + std::to_string(i)));
+      const std::string& h = host.back()->name;
+      const std::string port = "p" + std::to_string(i);
+      ok = host.back()->ok &&
+           run({"ip", "-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", bridge.name})
+                   .code == 0 &&
+           run({"ip", "-n", bridge.name, "link", "set", port, "master", "br0"}).code == 0 &&
+           run({"ip", "-n", bridge.name, "link", "set", port, "up"}).code == 0 &&
+           run({"ip", "-n", h, "addr", "add", lan_ip(i) + "/24", "dev", "eth0"}).code == 0 &&
+           run({"ip", "-n", h, "link", "set", "eth0", "up"}).code == 0;
+    }
+  }
+  static std::string lan_ip(int i) { return "10.77.0." + std::to_string(i + 1); }
+  const std::string& ns(std::size_t i) const { return host[i]->name; }
+
+  NetNs bridge;
+  std::vector<std::unique_ptr<NetNs>> host;  // destroyed before the bridge
+  bool ok = false;
+  bool have_netns = false;
+};
+
+// Runs `f` with the calling thread in network namespace `ns` ("" = stay): sockets made there
+// belong to it for good, whichever thread uses them later.
+template <typename F>
+auto in_netns(const std::string& ns, F&& f) {
+  if (ns.empty()) return f();
+  const int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  const int target = ::open(("/var/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(self, 0);
+  EXPECT_GE(target, 0);
+  EXPECT_EQ(::setns(target, CLONE_NEWNET), 0);
+  auto r = f();
+  EXPECT_EQ(::setns(self, CLONE_NEWNET), 0);
+  ::close(self);
+  ::close(target);
+  return r;
+}
 
 inline bool have_root_tools() { return ::geteuid() == 0 && run({"nft", "--version"}).code == 0; }
 

@@ -11,6 +11,7 @@
 
 #include "cluster.h"
 #include "harness.h"
+#include "trusted_cluster.h"
 
 namespace weft::mptest {
 namespace {
@@ -18,45 +19,19 @@ namespace {
 constexpr int kClaimsTest = 31;  // addr_for: this test's own 127.x.y.0/24
 
 TEST(GossipClaims, AgentWithoutACertificateIsNeverAMemberOfATrustedCluster) {
-  TempDir dir;
-  TempDir keys;
-  write_key(keys, "key");
-  const std::string op = dir.path + "/op";
-  ASSERT_EQ(run({weft_bin(), "operator", "init", "--out", op}).code, 0);
-  std::vector<std::unique_ptr<AgentProc>> agents;
-  std::vector<std::string> certs;
-  for (int i = 0; i < 3; ++i) {
-    const std::string name = "n" + std::to_string(i);
-    const std::string data = dir.path + "/" + name;
-    ASSERT_EQ(run({weft_bin(), "identity", "init", "--data-dir", data}).code, 0);
-    certs.push_back(dir.path + "/" + name + ".cert");
-    RunResult r = run({weft_bin(), "cert", "sign", "--operator-key", op + "/operator.key", "--node", name,
-                       "--node-key", data + "/node.pub", "--service", "web", "--ttl", "1h", "--out", certs.back()});
-    ASSERT_EQ(r.code, 0) << r.out;
-    agents.push_back(std::make_unique<AgentProc>(name, addr_for(kClaimsTest, i), data));
-  }
-  auto trusted = [&](std::size_t i) {
-    std::vector<std::string> a = {"--key-file", keys.path + "/key", "--operator-pub", op + "/operator.pub",
-                                  "--cert", certs[i]};
-    if (i != 0) a.insert(a.end(), {"--join", agents[0]->addr});
-    return a;
-  };
-  agents[0]->start(trusted(0));
-  ASSERT_TRUE(agents[0]->wait_ready()) << agents[0]->log();
-  agents[1]->start(trusted(1));
-  ASSERT_TRUE(agents[1]->wait_ready()) << agents[1]->log();
+  TrustedCluster c(kClaimsTest, 3);
+  c.start(0);
+  ASSERT_TRUE(c.agents[0]->wait_ready()) << c.agents[0]->log();
+  c.start(1);
+  ASSERT_TRUE(c.agents[1]->wait_ready()) << c.agents[1]->log();
   // The intruder: the cluster key, no trust root, no certificate.
-  AgentProc intruder("n9", addr_for(kClaimsTest, 9), dir.path + "/n9");
-  intruder.start({"--key-file", keys.path + "/key", "--join", agents[0]->addr});
+  AgentProc intruder("n9", addr_for(kClaimsTest, 9), c.dir.path + "/n9");
+  intruder.start({"--key-file", c.keys.path + "/key", "--join", c.agents[0]->addr});
   ASSERT_TRUE(intruder.wait_ready()) << intruder.log();
-  agents[2]->start(trusted(2));
-  ASSERT_TRUE(agents[2]->wait_ready()) << agents[2]->log();
-
-  auto logs = [&] {
-    std::string s;
-    for (auto& a : agents) s += "---- " + a->name + "\n" + a->log();
-    return s + "---- intruder\n" + intruder.log();
-  };
+  c.start(2);
+  ASSERT_TRUE(c.agents[2]->wait_ready()) << c.agents[2]->log();
+  auto& agents = c.agents;
+  auto logs = [&] { return c.logs() + "---- intruder\n" + intruder.log(); };
   // The certified agents find each other (their signed claims verify)...
   ASSERT_TRUE(wait_until(
       [&] {

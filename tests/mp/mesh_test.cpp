@@ -191,23 +191,6 @@ bool echo_round(int fd, std::size_t n) {
 
 std::string ip_of(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
-// Runs `f` with the calling thread in network namespace `ns` ("" = stay): sockets made there
-// belong to it for good, whichever thread uses them later.
-template <typename F>
-auto in_netns(const std::string& ns, F&& f) {
-  if (ns.empty()) return f();
-  const int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  const int target = ::open(("/var/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(self, 0);
-  EXPECT_GE(target, 0);
-  EXPECT_EQ(::setns(target, CLONE_NEWNET), 0);
-  auto r = f();
-  EXPECT_EQ(::setns(self, CLONE_NEWNET), 0);
-  ::close(self);
-  ::close(target);
-  return r;
-}
-
 // A cluster whose agent 0 has an upstream for "echo" at <n0's IP>:9000 and whose agents 1.. each
 // serve an EchoServer as "echo".
 struct MeshFixture {

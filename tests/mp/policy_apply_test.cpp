@@ -22,31 +22,13 @@
 
 #include "cluster.h"
 #include "harness.h"
+#include "trusted_cluster.h"
 #include "weft/agent/rpc.h"
 #include "weft/store/store.h"
 #include "weft/transport/policy.h"
 
 namespace weft::mptest {
 namespace {
-
-// A TCP port on 127.0.0.1 that nothing holds now, for an upstream listener. Below the ephemeral
-// range (32768..60999): a test running beside this one (ctest -j) that binds port 0 is never
-// given it (CI once found a fixed port in that range taken).
-std::uint16_t free_low_port(int base) {
-  for (int i = 0; i < 4000; ++i) {
-    const auto p = static_cast<std::uint16_t>(base + (::getpid() + i) % 4000);
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons(p);
-    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-    ::close(fd);
-    if (free) return p;
-  }
-  return 0;
-}
-
 
 namespace tr = weft::transport;
 
@@ -288,83 +270,6 @@ TEST(PolicySpread, NewestVersionWinsWhenTwoGroupsMerge) {
   auto s = c.agents[0]->call("stats");
   ASSERT_TRUE(s);
   EXPECT_EQ((*s)["policy"]["accepted"], 1) << s->dump();
-}
-
-// A thread per connection echoing bytes back (enough for a handful of test connections).
-class TinyEcho {
- public:
-  TinyEcho() {
-    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    EXPECT_EQ(::listen(lfd_, 64), 0);
-    socklen_t len = sizeof sa;
-    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port = ntohs(sa.sin_port);
-    accepter_ = std::thread([this] {
-      for (;;) {
-        const int c = ::accept(lfd_, nullptr, nullptr);
-        if (c < 0) return;  // shut down
-        std::thread([c] {
-          char buf[4096];
-          for (;;) {
-            const ssize_t n = ::recv(c, buf, sizeof buf, 0);
-            if (n <= 0 || ::send(c, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
-          }
-          ::close(c);
-        }).detach();
-      }
-    });
-  }
-  ~TinyEcho() {
-    ::shutdown(lfd_, SHUT_RDWR);
-    accepter_.join();
-    ::close(lfd_);
-  }
-  TinyEcho(const TinyEcho&) = delete;
-  TinyEcho& operator=(const TinyEcho&) = delete;
-  std::uint16_t port = 0;
-
- private:
-  int lfd_ = -1;
-  std::thread accepter_;
-};
-
-// A connection to 127.0.0.1:port over which "ping" came back within 2 s (receives time out
-// after 2 s), or -1.
-int echo_connection(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = htons(port);
-  bool ok = false;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
-      ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4) {
-    char buf[4];
-    std::size_t got = 0;
-    while (got < 4) {
-      const ssize_t n = ::recv(fd, buf + got, 4 - got, 0);
-      if (n <= 0) break;
-      got += static_cast<std::size_t>(n);
-    }
-    ok = got == 4 && std::string(buf, 4) == "ping";
-  }
-  if (ok) return fd;
-  ::close(fd);
-  return -1;
-}
-
-// One connection to 127.0.0.1:port: true if "ping" comes back within 2 s.
-bool echoes(std::uint16_t port) {
-  const int fd = echo_connection(port);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
 }
 
 // End to end with the proxy: an app on n0 (as "client") reaches "web" on n1 while the policy
