@@ -5,7 +5,13 @@
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 #include <CLI/CLI.hpp>
 #pragma GCC diagnostic pop
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <cstdio>
 
 #include "weft/agent/rpc.h"
@@ -61,6 +67,47 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
     while (!line.empty() && line.back() == ' ') line.pop_back();
     std::printf("%s\n", line.c_str());
   }
+}
+
+std::optional<std::string> read_signed_document(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "weft: %s: cannot read it\n", path.c_str());
+    return std::nullopt;
+  }
+  std::string text;
+  text.resize(agent::kMaxRequestBytes);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (in.good() && in.peek() != std::char_traits<char>::eof()) {
+    std::fprintf(stderr, "weft: %s: larger than %zu KiB: not a signed document\n", path.c_str(),
+                 agent::kMaxRequestBytes / 1024);
+    return std::nullopt;
+  }
+  return text;
+}
+
+bool write_new_text_file(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::fprintf(stderr, "weft: %s: %s\n", path.c_str(), std::strerror(errno));
+    return false;
+  }
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = done == text.size() && ::fsync(fd) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok) {
+    std::fprintf(stderr, "weft: %s: %s\n", path.c_str(), std::strerror(saved));
+    ::unlink(path.c_str());
+  }
+  return ok;
 }
 
 }  // namespace weft::cli

@@ -32,4 +32,11 @@ void print_table(const std::vector<std::vector<std::string>>& rows);
 // "k=v,k2=v2" of a JSON object of strings.
 std::string tags_text(const json& tags);
 
+// A signed document's text as it is (policy, key step): the agent unarmors and verifies it.
+// Bounded by what one RPC request carries; nullopt after printing "weft: <path>: why".
+std::optional<std::string> read_signed_document(const std::string& path);
+// Writes `text` to a new file `path` (mode 0644, fsynced; an existing file is an error and is
+// left alone); false after printing "weft: <path>: why".
+bool write_new_text_file(const std::string& path, const std::string& text);
+
 }  // namespace weft::cli

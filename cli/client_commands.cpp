@@ -142,12 +142,15 @@ struct KeySigning {
   std::string operator_key;
   std::string passphrase_file;
   std::string cluster;  // empty: the agent's own (its `info`), or "default" without a trust root
+  std::string out;      // write the signed step here instead of sending it (offline signing)
+  std::string signed_file;  // send this step signed elsewhere (--out) instead of signing here
 };
 
 // The armored signed step for `op` on `key`, or nullopt after printing the error line.
 std::optional<std::string> sign_key_step(const ClientOptions& o, const KeySigning& s, const std::string& op,
                                          const std::string& key) {
   std::string cluster = s.cluster;
+  if (cluster.empty() && !s.out.empty()) cluster = "default";  // offline: no agent to ask
   if (cluster.empty()) {
     auto info = call(o, "info", json::object());
     if (!info) return std::nullopt;
@@ -188,7 +191,13 @@ Command keys_command(CLI::App& parent) {
                        "Sign the step with this operator secret key file (needed when agents have a trust root)");
     op.app->add_option("--passphrase-file", signing->passphrase_file,
                        "The operator key's passphrase (first line of this file)");
-    op.app->add_option("--cluster", signing->cluster, "The cluster to sign for (default: the agent's)");
+    op.app->add_option("--cluster", signing->cluster,
+                       "The cluster to sign for (default: the agent's; with --out: \"default\")");
+    op.app->add_option("--out", signing->out,
+                       "With --operator-key: write the signed step to this file instead of sending it (sign "
+                       "on the offline machine; the step is valid for 10 minutes)");
+    op.app->add_option("--signed", signing->signed_file,
+                       "Send this signed step (written by --out elsewhere) instead of signing here");
   }
   return Command{app, [o, key, list, ops, signing] {
                    std::string method = "keys.list";
@@ -202,8 +211,29 @@ Command keys_command(CLI::App& parent) {
                      std::fprintf(stderr, "weft: --passphrase-file and --cluster sign the step: give --operator-key\n");
                      return kExitUsage;
                    }
+                   if (!signing->out.empty() && signing->operator_key.empty()) {
+                     std::fprintf(stderr, "weft: --out writes a signed step: give --operator-key\n");
+                     return kExitUsage;
+                   }
+                   if (!signing->signed_file.empty() && !signing->operator_key.empty()) {
+                     std::fprintf(stderr, "weft: give either --signed (a step signed elsewhere) or --operator-key\n");
+                     return kExitUsage;
+                   }
                    if (method != "keys.list" && !signing->operator_key.empty()) {
                      auto text = sign_key_step(*o, *signing, method.substr(5), *key);
+                     if (!text) return kExitFailure;
+                     if (!signing->out.empty()) {
+                       if (!write_new_text_file(signing->out, *text)) return kExitFailure;
+                       std::printf("signed %s step written to %s (valid for 10 minutes): on a host with an agent run\n"
+                                   "  weft keys %s %s --signed %s\n",
+                                   method.substr(5).c_str(), signing->out.c_str(), method.substr(5).c_str(),
+                                   "KEY", signing->out.c_str());  // never print a key
+                       return kExitOk;
+                     }
+                     params["signed"] = *text;
+                   }
+                   if (method != "keys.list" && !signing->signed_file.empty()) {
+                     auto text = read_signed_document(signing->signed_file);
                      if (!text) return kExitFailure;
                      params["signed"] = *text;
                    }

@@ -278,25 +278,10 @@ struct PolicyArgs {
   ClientOptions client;  // --rpc, --data-dir (apply, and show without a file)
 };
 
-// The signed policy's text as it is: the agent unarmors, verifies and counts it (the CLI links
-// neither transport nor store). Bounded by what one RPC request carries.
-Result<std::string> read_signed_policy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail(path + ": cannot read it");
-  std::string text;
-  text.resize(agent::kMaxRequestBytes);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (in.good() && in.peek() != std::char_traits<char>::eof()) {
-    return fail(path + ": larger than " + std::to_string(agent::kMaxRequestBytes / 1024) + " KiB: not a signed document");
-  }
-  return text;
-}
-
 // `weft policy apply` asks the agent; the refusal is the agent's one line, exit 1.
 int policy_apply(const PolicyArgs& a) {
-  auto text = read_signed_policy(a.apply_file);
-  if (!text) return failed(text.error().message);
+  auto text = read_signed_document(a.apply_file);
+  if (!text) return kExitFailure;
   auto r = call(a.client, "policy_apply", json{{"policy", *text}});
   if (!r) return kExitFailure;
   std::printf("policy version %llu applied\n",
@@ -413,8 +398,8 @@ Command revocations_command(CLI::App& parent) {
   add_client_options(show, a->client, false);
   return Command{app, [a, apply] {
                    if (apply->parsed()) {
-                     auto text = read_signed_policy(a->file);
-                     if (!text) return failed(text.error().message);
+                     auto text = read_signed_document(a->file);
+                     if (!text) return kExitFailure;
                      auto r = call(a->client, "revocations_apply", json{{"revocations", *text}});
                      if (!r) return kExitFailure;
                      std::printf("revocation list version %llu applied (%llu certificates revoked)\n",

@@ -146,5 +146,38 @@ TEST(KeyRotationSigned, SignedRoundWorksUnsignedAndForgedStepsAreRefused) {
   EXPECT_EQ(key_ids(rogue).size(), 2u);  // it changed only its own keyring
 }
 
+// The operator key stays offline: `--out` signs a step without any agent (here the CLI is pointed
+// at a socket that does not exist), and `--signed` sends it from a host with an agent. Misuse is a
+// usage error, and --out never overwrites a file.
+TEST(KeyRotationSigned, StepSignedOfflineIsSentWithSigned) {
+  constexpr int kOfflineKeysTest = 32;
+  TrustedCluster c(kOfflineKeysTest, 2);
+  c.start_all();
+  ASSERT_TRUE(wait_until([&] { return c.agents[0]->count("alive") == 2 && c.agents[1]->count("alive") == 2; }, 15s))
+      << c.logs();
+  const std::string k2 = keygen();
+  const std::string step = c.dir.path + "/install.step";
+  RunResult signed_offline = run({weft_bin(), "keys", "install", k2, "--operator-key", c.op + "/operator.key", "--out",
+                                  step, "--rpc", c.dir.path + "/no-agent.sock"});
+  ASSERT_EQ(signed_offline.code, 0) << signed_offline.out;
+  EXPECT_EQ(signed_offline.out.find(k2), std::string::npos) << "the key was printed";
+  RunResult again = run({weft_bin(), "keys", "install", k2, "--operator-key", c.op + "/operator.key", "--out", step});
+  EXPECT_EQ(again.code, 1) << again.out;
+  EXPECT_NE(again.out.find("File exists"), std::string::npos) << again.out;
+  RunResult both = run({weft_bin(), "keys", "install", k2, "--operator-key", c.op + "/operator.key", "--signed", step,
+                        "--rpc", c.agents[0]->rpc()});
+  EXPECT_EQ(both.code, 2) << both.out;
+  RunResult out_only = run({weft_bin(), "keys", "install", k2, "--out", c.dir.path + "/x.step"});
+  EXPECT_EQ(out_only.code, 2) << out_only.out;
+
+  RunResult sent = run({weft_bin(), "keys", "install", k2, "--signed", step, "--rpc", c.agents[1]->rpc()});
+  ASSERT_EQ(sent.code, 0) << sent.out << c.logs();
+  for (auto& a : c.agents) EXPECT_EQ(key_ids(*a).size(), 2u) << a->name;
+  // The same step again is a replay.
+  RunResult replay = run({weft_bin(), "keys", "install", k2, "--signed", step, "--rpc", c.agents[0]->rpc()});
+  EXPECT_NE(replay.code, 0) << replay.out;
+  EXPECT_NE(replay.out.find("replayed"), std::string::npos) << replay.out;
+}
+
 }  // namespace
 }  // namespace weft::mptest
