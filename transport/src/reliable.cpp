@@ -18,6 +18,19 @@ std::string zmq_address(const Endpoint& e, bool wildcard_port) {
   return "tcp://" + text;
 }
 
+// What a DEALER connects to: from our bound IP when it is a specific one of the peer's family
+// ("tcp://SRC:0;DST"), so the peer sees the connection come from the address we advertise (a
+// multi-homed host, or many agents on loopback: otherwise the kernel picks the source, e.g.
+// 127.0.0.1 for every 127.x peer, and a firewall rule by agent address misses it).
+std::string connect_address(const Endpoint& local, const Endpoint& to) {
+  const bool any = std::all_of(local.ip.begin(), local.ip.begin() + static_cast<std::ptrdiff_t>(local.ip_size()),
+                               [](std::uint8_t b) { return b == 0; });
+  if (any || local.family != to.family) return zmq_address(to, false);
+  Endpoint src = local;
+  src.port = 0;
+  return "tcp://" + src.to_string() + ";" + to.to_string();
+}
+
 int to_zmq_millis(Duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
   return static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(ms, 1, std::numeric_limits<int>::max()));
@@ -114,7 +127,7 @@ bool ReliableChannel::send(TimePoint now, const Endpoint& to, std::span<const st
       }
       if (to.family == Endpoint::Family::kV6) dealer.set(zmq::sockopt::ipv6, true);
       // Without ZMQ_IMMEDIATE the DEALER queues (up to the HWM) while the TCP connect is pending.
-      dealer.connect(zmq_address(to, false));
+      dealer.connect(connect_address(im.local, to));
       it = im.peers.emplace(to, Impl::Peer{std::move(dealer), now}).first;
       ++im.stats.connects;
     }
