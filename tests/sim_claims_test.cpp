@@ -18,6 +18,7 @@
 #include "gossip_claims.h"
 #include "weft/gossip/claims.h"
 #include "weft/gossip/codec.h"
+#include "sim_seeds.h"
 #include "weft/sim/cluster.h"
 #include "weft/transport/trust.h"
 
@@ -29,16 +30,8 @@ using gossip::Channel;
 using gossip::MemberState;
 using namespace std::chrono_literals;
 
-std::vector<std::uint64_t> seeds(std::size_t count) {
-  if (const char* env = std::getenv("WEFT_SIM_SEED")) return {std::strtoull(env, nullptr, 10)};
-  std::vector<std::uint64_t> out;
-  for (std::uint64_t s = 1; s <= count; ++s) out.push_back(s * 7919);
-  return out;
-}
-
-std::string seed_text(std::uint64_t seed) {
-  return "seed=" + std::to_string(seed) + " (rerun: WEFT_SIM_SEED=" + std::to_string(seed) + ")";
-}
+using test::seed_text;
+using test::seeds;
 
 // An operator and the certificates it issued to the simulated nodes (by name), with each node's
 // keys: what a forger who owns one certified node holds.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "weft/gossip/codec.h"
+#include "sim_seeds.h"
 #include "weft/sim/cluster.h"
 #include "weft/sim/network.h"
 #include "weft/sim/scenario.h"
@@ -26,16 +27,8 @@ using gossip::Channel;
 using gossip::MemberState;
 using namespace std::chrono_literals;
 
-std::vector<std::uint64_t> seeds(std::size_t count) {
-  if (const char* env = std::getenv("WEFT_SIM_SEED")) return {std::strtoull(env, nullptr, 10)};
-  std::vector<std::uint64_t> out;
-  for (std::uint64_t s = 1; s <= count; ++s) out.push_back(s * 7919);
-  return out;
-}
-
-std::string seed_text(std::uint64_t seed) {
-  return "seed=" + std::to_string(seed) + " (rerun: WEFT_SIM_SEED=" + std::to_string(seed) + ")";
-}
+using test::seed_text;
+using test::seeds;
 
 // The bounds of memberlist's suspicion timeout for n live members (gossip/src/suspicion.h).
 Duration suspicion_min(const gossip::Config& c, std::size_t n) {
