@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "trust_envelope.h"
 #include "weft/transport/keyop.h"
 #include "weft/transport/policy.h"
 #include "weft/transport/revocation.h"
@@ -42,17 +43,7 @@ KeyOpTarget target_of(KeyOpKind op = KeyOpKind::kInstall, const Key& key = test_
 
 std::vector<SignPublicKey> trusted(const OperatorKey& op) { return {op.public_key()}; }
 
-std::vector<std::byte> pack_envelope(std::span<const std::byte> body, const Signature& sig) {
-  msgpack::sbuffer b;
-  msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_array(2);
-  pk.pack_bin(static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin(64);
-  pk.pack_bin_body(reinterpret_cast<const char*>(sig.data()), 64);
-  const auto* p = reinterpret_cast<const std::byte*>(b.data());
-  return {p, p + b.size()};
-}
+using weft::transport::test::pack_envelope;
 
 KeyOpError refusal(std::span<const std::byte> env, const OperatorKey& op, const KeyOpTarget& t,
                    UnixTime now = kNow, std::string_view cluster = "default") {

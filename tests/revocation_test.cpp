@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "trust_envelope.h"
 #include "weft/transport/revocation.h"
 
 namespace {
@@ -24,17 +25,7 @@ RevocationList sample(std::uint64_t version) {
 
 std::vector<SignPublicKey> trusted(const OperatorKey& op) { return {op.public_key()}; }
 
-std::vector<std::byte> pack_envelope(std::span<const std::byte> body, const Signature& sig) {
-  msgpack::sbuffer b;
-  msgpack::packer<msgpack::sbuffer> pk(b);
-  pk.pack_array(2);
-  pk.pack_bin(static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin(64);
-  pk.pack_bin_body(reinterpret_cast<const char*>(sig.data()), 64);
-  const auto* p = reinterpret_cast<const std::byte*>(b.data());
-  return {p, p + b.size()};
-}
+using weft::transport::test::pack_envelope;
 
 TEST(Revocation, SignSortsDedupsAndVerifies) {
   const OperatorKey op = OperatorKey::generate();
