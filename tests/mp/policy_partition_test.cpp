@@ -34,16 +34,10 @@ constexpr std::size_t kAgents = 4;             // n0, n1 | n2, n3
 // connect returns) or closed, without an echo. A connection that hangs (no route, an unreachable
 // peer) is not a refusal.
 bool refused_at_once(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{3, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = htons(port);
+  const auto [fd, connect_errno] = dial_loopback(port, 3);
   bool refused = false;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    refused = errno == ECONNRESET;
+  if (connect_errno != 0) {
+    refused = connect_errno == ECONNRESET;
   } else {
     (void)::send(fd, "ping", 4, MSG_NOSIGNAL);
     char buf[4];

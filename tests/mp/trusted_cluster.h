@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cluster.h"
@@ -175,19 +176,26 @@ class TinyEcho {
   std::thread accepter_;
 };
 
-// A connection to 127.0.0.1:port over which "ping" came back within 2 s (receives time out
-// after 2 s), or -1.
-inline int echo_connection(std::uint16_t port) {
+// A TCP socket to 127.0.0.1:port whose receives time out after `timeout_s` seconds: the socket
+// (always; the caller closes it) and connect's errno (0: connected).
+inline std::pair<int, int> dial_loopback(std::uint16_t port, int timeout_s) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{2, 0};
+  timeval tv{timeout_s, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   sa.sin_port = htons(port);
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  return {fd, rc == 0 ? 0 : errno};
+}
+
+// A connection to 127.0.0.1:port over which "ping" came back within 2 s (receives time out
+// after 2 s), or -1.
+inline int echo_connection(std::uint16_t port) {
+  const auto [fd, connect_errno] = dial_loopback(port, 2);
   bool ok = false;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
-      ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4) {
+  if (connect_errno == 0 && ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4) {
     char buf[4];
     std::size_t got = 0;
     while (got < 4) {
