@@ -63,6 +63,8 @@ struct SimOptions {
   std::int64_t gossip_to_the_dead_ms = 0;
   std::int64_t awareness_max = 0;
   std::int64_t join_catchups = 0;
+  std::int64_t probe_retries = 0;
+  std::int64_t refute_fanout = 0;
 
   CLI::App* app = nullptr;
 };
@@ -136,6 +138,8 @@ std::optional<std::string> apply_overrides(const SimOptions& o, gossip::Config& 
       {"--retransmit-mult", o.retransmit_mult, 1, &g.retransmit_mult},
       {"--awareness-max", o.awareness_max, 1, &g.awareness_max},
       {"--join-catchups", o.join_catchups, 0, &g.join_catchups},
+      {"--probe-retries", o.probe_retries, 0, &g.probe_retries},
+      {"--refute-fanout", o.refute_fanout, 0, &g.refute_fanout},
   };
   for (const CountFlag& f : count_flags) {
     if (!given(o, f.flag)) continue;
@@ -156,6 +160,8 @@ json config_json(const gossip::Config& g) {
       {"probe_interval_ms", ms(g.probe_interval)},
       {"probe_timeout_ms", ms(g.probe_timeout)},
       {"indirect_checks", g.indirect_checks},
+      {"probe_retries", g.probe_retries},
+      {"refute_fanout", g.refute_fanout},
       {"suspicion_mult", g.suspicion_mult},
       {"suspicion_max_mult", g.suspicion_max_mult},
       {"suspicion_confirmations", g.suspicion_confirmations},
@@ -262,6 +268,18 @@ int run_sim(const SimOptions& o) {
         {"events", r.events},
         {"deliveries", r.deliveries},
         {"stuck_deadlines", r.stuck_deadlines},
+        {"protocol", json{{"probes", r.protocol.probes},
+                          {"probe_retries", r.protocol.probe_retries},
+                          {"indirect_probes", r.protocol.indirect_probes},
+                          {"nacks_sent", r.protocol.nacks_sent},
+                          {"probe_failures", r.protocol.probe_failures},
+                          {"suspicions_started", r.protocol.suspicions_started},
+                          {"refutes", r.protocol.refutes},
+                          {"refute_bursts", r.protocol.refute_bursts},
+                          {"broadcasts_queued", r.protocol.broadcasts_queued},
+                          {"broadcasts_sent", r.protocol.broadcasts_sent},
+                          {"gossip_rounds", r.protocol.gossip_rounds},
+                          {"syncs_started", r.protocol.syncs_started}}},
         {"net", json{{"lost", r.net.lost},
                      {"partitioned", r.net.partitioned},
                      {"to_down", r.net.to_down},
@@ -338,6 +356,8 @@ Command add_sim_command(CLI::App& parent) {
   app->add_option("--probe-interval-ms", o->probe_interval_ms)->group(g);
   app->add_option("--probe-timeout-ms", o->probe_timeout_ms)->group(g);
   app->add_option("--indirect-checks", o->indirect_checks)->group(g);
+  app->add_option("--probe-retries", o->probe_retries)->group(g);
+  app->add_option("--refute-fanout", o->refute_fanout)->group(g);
   app->add_option("--suspicion-mult", o->suspicion_mult)->group(g);
   app->add_option("--suspicion-max-mult", o->suspicion_max_mult)->group(g);
   app->add_option("--suspicion-confirmations", o->suspicion_confirmations)->group(g);

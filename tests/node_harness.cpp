@@ -375,7 +375,7 @@ std::vector<const Packet*> Harness::probes(std::size_t from, std::size_t to, Tim
       return req != nullptr && !r->dropped && r->arrives == ping->sent && req->target == name(to);
     });
   };
-  // A retry (Config::probe_retry) repeats the probe's sequence number: it is not a new probe.
+  // A retry (Config::probe_retries) repeats the probe's sequence number: it is not a new probe.
   std::vector<const Packet*> out;
   std::set<std::uint32_t> seen;
   for (const Packet* p : sent(from, to, MsgType::kPing, since)) {

@@ -181,7 +181,7 @@ bool defaults_as_assumed() {
   return c.probe_interval == 1s && c.probe_timeout == 500ms && c.suspicion_mult == 2 &&
          c.suspicion_max_mult == 6 && c.suspicion_confirmations == 3 && c.suspicion_min_floor == 6s &&
          c.awareness_max == 8 && c.retransmit_mult == 4 && c.max_packet_bytes == 1400 &&
-         c.sync_timeout == 5s && c.push_pull_interval == 30s;
+         c.sync_timeout == 5s && c.push_pull_interval == 30s && c.probe_retries == 2;
 }
 
 TEST(ConfigTest, DefaultsAreValidAndAsTheTimingTestsAssume) {
@@ -197,6 +197,7 @@ TEST(ConfigTest, RejectsBadValuesAndRelations) {
       {"probe_timeout = probe_interval", [](Config& c) { c.probe_timeout = c.probe_interval; }},
       {"probe_timeout > probe_interval", [](Config& c) { c.probe_timeout = 2s; }},
       {"gossip_interval 0", [](Config& c) { c.gossip_interval = 0s; }},
+      {"probe_retries 9", [](Config& c) { c.probe_retries = 9; }},
       {"reclaim_after < 0", [](Config& c) { c.reclaim_after = -1s; }},
       {"push_pull_interval 0", [](Config& c) { c.push_pull_interval = 0s; }},
       {"sync_timeout 0", [](Config& c) { c.sync_timeout = 0s; }},
@@ -1056,9 +1057,9 @@ TEST(NodeSyncDigest, AgreeingMembersExchangeDigestsAndDifferencesStillSpread) {
   EXPECT_GE(h.node(0).stats().syncs_completed + h.node(1).stats().syncs_completed, 4u);
 }
 
-// No ack halfway to the probe timeout: one more direct ping (same sequence number); if it is
-// answered, no relay is asked. A prompt ack means no retry at all.
-TEST(NodeProbe, LostPingIsRetriedDirectlyBeforeAskingRelays) {
+// No ack a third of the way to the probe timeout: another direct ping (same sequence number),
+// and again at two thirds; if one is answered, no relay is asked. A prompt ack means no retry.
+TEST(NodeProbe, LostPingsAreRetriedDirectlyBeforeAskingRelays) {
   Harness h(4);
   ASSERT_TRUE(h.form_cluster()) << h.dump();
   ASSERT_TRUE(h.run_until([&] { return h.quiet(); }, 60s)) << h.dump();
@@ -1066,33 +1067,43 @@ TEST(NodeProbe, LostPingIsRetriedDirectlyBeforeAskingRelays) {
   h.run_for(10s);
   EXPECT_EQ(h.node(0).stats().probe_retries, retries_before) << "a healthy cluster never retries";
 
-  // Drop exactly the first ping n0 sends to n1 from here on.
-  bool dropped_one = false;
-  std::uint32_t lost_seq = 0;
-  const int f = h.add_filter([&](Packet& p) {
-    if (dropped_one || p.from != 0 || p.to != 1 || !p.has(MsgType::kPing)) return false;
-    const Ping* ping = p.find<Ping>();
-    if (ping == nullptr) return false;
-    dropped_one = true;
-    lost_seq = ping->seq;
-    return true;
-  });
-  const TimePoint t0 = h.now();
-  ASSERT_TRUE(h.run_until([&] { return dropped_one; }, 10s));
-  h.run_for(2s);
-  h.remove_filter(f);
-  auto pings = carrying<Ping>(h, 0, 1, [&](const Ping& p) { return p.seq == lost_seq; }, t0);
-  ASSERT_EQ(pings.size(), 2u) << h.dump();
-  EXPECT_TRUE(pings[0]->dropped);
-  EXPECT_EQ(pings[1]->sent - pings[0]->sent, 250ms);
-  EXPECT_FALSE(carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == lost_seq; }, t0)
-                   .size());
-  EXPECT_EQ(h.node(0).stats().probe_retries, retries_before + 1);
-  EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t0).empty());
+  // Drops the first `lose` pings of one probe that n0 sends to n1 from now on.
+  auto lose_pings = [&](unsigned lose, unsigned expected_pings) {
+    SCOPED_TRACE(testing::Message() << lose << " pings lost");
+    unsigned dropped = 0;
+    std::optional<std::uint32_t> lost_seq;
+    const int f = h.add_filter([&](Packet& p) {
+      if (dropped == lose || p.from != 0 || p.to != 1 || !p.has(MsgType::kPing)) return false;
+      const Ping* ping = p.find<Ping>();
+      if (ping == nullptr || (lost_seq && ping->seq != *lost_seq)) return false;
+      lost_seq = ping->seq;
+      ++dropped;
+      return true;
+    });
+    const auto retries0 = h.node(0).stats().probe_retries;
+    const TimePoint t0 = h.now();
+    ASSERT_TRUE(h.run_until([&] { return dropped == lose; }, 10s));
+    h.run_for(2s);
+    h.remove_filter(f);
+    auto pings = carrying<Ping>(h, 0, 1, [&](const Ping& p) { return p.seq == *lost_seq; }, t0);
+    ASSERT_EQ(pings.size(), expected_pings) << h.dump();
+    for (unsigned k = 0; k < expected_pings; ++k) {
+      EXPECT_EQ(pings[k]->dropped, k < lose) << "ping " << k;
+      if (k > 0) {
+        EXPECT_EQ(pings[k]->sent - pings[0]->sent, Duration(500ms) * k / 3) << "ping " << k;
+      }
+    }
+    EXPECT_TRUE(carrying<IndirectPing>(h, 0, std::nullopt, [&](const IndirectPing& r) { return r.seq == *lost_seq; }, t0)
+                    .empty());
+    EXPECT_EQ(h.node(0).stats().probe_retries, retries0 + expected_pings - 1);
+    EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect, t0).empty());
+  };
+  lose_pings(1, 2);
+  lose_pings(2, 3);
 
-  // probe_retry = false: relays at the timeout, as memberlist.
+  // probe_retries = 0: relays at the timeout, as memberlist.
   Config plain;
-  plain.probe_retry = false;
+  plain.probe_retries = 0;
   Harness g(3, plain);
   ASSERT_TRUE(g.form_cluster()) << g.dump();
   g.strip(MsgType::kAck, 1, 0);

@@ -13,6 +13,7 @@ Result<void> Config::validate() const {
   if (probe_timeout <= Duration::zero() || probe_timeout >= probe_interval) {
     return fail("probe_timeout must be positive and shorter than probe_interval");
   }
+  if (probe_retries > 8) return fail("probe_retries must be at most 8");
   if (gossip_interval <= Duration::zero()) return fail("gossip_interval must be positive");
   if (push_pull_interval <= Duration::zero()) return fail("push_pull_interval must be positive");
   if (sync_timeout <= Duration::zero()) return fail("sync_timeout must be positive");

@@ -139,6 +139,9 @@ ScenarioResult run_scenario(const ScenarioConfig& cfg) {
 
   if (c.now() < end) c.run_for(end - c.now());
 
+  for (NodeId i = 0; i < c.size(); ++i) {
+    if (c.status(i) == NodeStatus::kRunning && c.node(i) != nullptr) r.protocol += c.node(i)->stats();
+  }
   const ClusterCounters& k = c.counters();
   r.simulated_s = to_seconds(c.elapsed());
   r.false_positives = c.false_positives();

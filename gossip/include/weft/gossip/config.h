@@ -19,10 +19,13 @@ struct Config {
   Duration probe_interval = 1s;          // one probe per period (scaled by the health score)
   Duration probe_timeout = 500ms;        // wait for a direct ack before asking relays (scaled)
   unsigned indirect_checks = 3;          // k relays for ping-req
-  // Ping once more directly at probe_timeout / 2 when no ack came yet (not in memberlist): under
-  // loss most failed probes are one lost datagram, and the retry costs 2 datagrams where asking
-  // the relays costs ~4 per relay.
-  bool probe_retry = true;
+  // Ping again directly while no ack came, probe_retries times, evenly spaced before
+  // probe_timeout (at 1/3 and 2/3 of it by default; not in memberlist). Under loss most failed
+  // probes are one lost datagram: a retry costs 2 datagrams where asking the relays costs ~4 per
+  // relay, and every probe that ends in a suspicion costs a cluster-wide suspect and refute
+  // broadcast. At 10 % loss a probe needs the relays after 1 retry ~3.6 % of the time, after 2
+  // retries ~0.7 % (docs/benchmarks.md). 0 = relays at the timeout, as memberlist.
+  unsigned probe_retries = 2;
 
   // --- refused-probe fast path ---
   // A datagram to a crashed process's port draws an ICMP "port unreachable", which the transport

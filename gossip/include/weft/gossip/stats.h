@@ -26,7 +26,7 @@ struct GossipStats {
   std::uint64_t probes = 0;
   std::uint64_t probe_acks = 0;           // probes answered (directly or through a relay)
   std::uint64_t indirect_probes = 0;      // ping-req sent
-  std::uint64_t probe_retries = 0;        // second direct pings (Config::probe_retry)
+  std::uint64_t probe_retries = 0;        // extra direct pings (Config::probe_retries)
   std::uint64_t relayed_pings = 0;        // ping-req we served for others
   std::uint64_t relays_refused = 0;       // ping-req dropped: kMaxRelays already in flight
   std::uint64_t nacks_sent = 0;
@@ -82,6 +82,10 @@ struct GossipStats {
   std::uint64_t joins_sent = 0;          // join requests, catch-up syncs included
   std::uint64_t catchup_syncs = 0;
   std::uint64_t reconnect_syncs = 0;
+
+  // Adds every counter of `o` (sums over nodes in the simulator).
+  GossipStats& operator+=(const GossipStats& o);
+  friend bool operator==(const GossipStats&, const GossipStats&) = default;
 };
 
 }  // namespace weft::gossip

@@ -60,6 +60,9 @@ struct ScenarioResult {
   std::uint64_t events = 0;
   std::uint64_t deliveries = 0;
   std::uint64_t stuck_deadlines = 0;
+  // Protocol counters summed over the nodes that run at the end (a crashed node's are gone):
+  // where the traffic comes from.
+  gossip::GossipStats protocol{};
   std::vector<NodeId> crashed;
   std::vector<NodeId> stalled;
   NetStats net{};
