@@ -324,6 +324,48 @@ TEST(MeshNetns, FivePercentLossOnTheMeshLinkEveryTransferExact) {
   EXPECT_GT(dropped, 10u) << listed.out;  // ~80 under ASan, hundreds in release
 }
 
+// The agent-to-agent link cut while a connection is sending (nftables drops the mesh port's TCP
+// both ways; gossip still flows, so nobody is marked failed): the session's data stays
+// unacknowledged, and after ProxyConfig::peer_timeout (20 s) the session is closed and the app
+// sees a reset, instead of a connection that hangs in TCP's retransmission backoff. After the
+// heal a new connection gets a fresh session and is answered at once, not after the backoff.
+TEST(MeshNetns, CutMeshLinkResetsStuckConnectionsAndTheHealIsImmediate) {
+  if (!have_root_tools()) GTEST_SKIP() << "needs root and nft (CI runs as root)";
+  NetNs ns;
+  ASSERT_TRUE(ns.ok);
+  MeshFixture f(12, 2, ns.name);
+  const int a = f.connect(60s);
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(echo_round(a, 100));
+  ASSERT_TRUE(ns.input_rules("weft_mesh_cut", "    tcp dport 7947 counter drop\n    tcp sport 7947 counter drop\n"));
+  const auto cut = std::chrono::steady_clock::now();
+  std::vector<char> chunk(64 * 1024, 'x');
+  ASSERT_EQ(::send(a, chunk.data(), chunk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(chunk.size()));
+  std::vector<char> in(chunk.size());
+  ssize_t r = 0;
+  int err = 0;
+  do {
+    r = ::recv(a, in.data(), in.size(), 0);
+    err = errno;
+  } while (r > 0);  // nothing should arrive; stop at the reset (or the 60 s receive timeout)
+  const double ended_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(err, ECONNRESET) << "the app connection must end in a reset, not hang or look complete";
+  EXPECT_GT(ended_after, 10.0) << "the link was cut for a while before the session gave up";
+  EXPECT_LT(ended_after, 35.0) << "peer_timeout is 20 s";
+  ::close(a);
+  ASSERT_TRUE(ns.nft("delete table inet weft_mesh_cut\n"));
+  const auto healed = std::chrono::steady_clock::now();
+  const int b = f.connect(30s);
+  ASSERT_GE(b, 0);
+  EXPECT_TRUE(echo_round(b, 100));
+  EXPECT_LT(std::chrono::steady_clock::now() - healed, 3s) << "a new connection after the heal waited";
+  ::close(b);
+  auto stats = f.c.agents[0]->call("stats");
+  ASSERT_TRUE(stats);
+  EXPECT_GE((*stats)["upstreams"]["echo"]["failures"].get<std::uint64_t>(), 1u) << stats->dump();
+}
+
 // 1000 connections open at once, each with its own echo.
 TEST(MeshProcess, ThousandConcurrentConnections) {
   MeshFixture f(8, 2);

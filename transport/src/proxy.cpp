@@ -348,6 +348,7 @@ void Proxy::Impl::on_accept_mesh() {
       continue;
     }
     set_nodelay(fd);
+    set_peer_timeout(fd, cfg_.peer_timeout);
     ++handshaking_;
     auto s = std::make_unique<Session>();
     s->id = new_id();

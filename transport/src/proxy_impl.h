@@ -94,6 +94,10 @@ int socket_error(int fd);                                // SO_ERROR
 // Every proxy socket: we write whole batches ourselves, so Nagle only adds a delayed-ACK wait
 // (~40 ms on loopback) to small request/response exchanges.
 void set_nodelay(int fd);
+// Agent-to-agent sockets: a peer that stops acknowledging what we sent, or (idle) stops answering
+// keepalives, for `timeout` ends the connection (TCP_USER_TIMEOUT, SO_KEEPALIVE) instead of
+// leaving it in retransmission backoff for up to ~15 minutes.
+void set_peer_timeout(int fd, Duration timeout);
 void close_with_reset(int fd);                           // SO_LINGER 0: the peer sees RST
 
 enum class Kind : std::uint8_t { kWake = 1, kMeshListener = 2, kUpstream = 3, kSession = 4, kConn = 5 };

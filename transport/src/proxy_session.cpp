@@ -53,6 +53,7 @@ Session* Proxy::Impl::session_for(const RouteInstance& inst, std::string& err) {
     ++stats_.sessions_failed;
     return nullptr;
   }
+  set_peer_timeout(fd, cfg_.peer_timeout);
   auto s = std::make_unique<Session>();
   s->id = new_id();
   s->fd = fd;

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <msgpack.hpp>
 
@@ -240,6 +242,21 @@ int connect_tcp(const Endpoint& to, std::string& err) {
 void set_nodelay(int fd) {
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void set_peer_timeout(int fd, Duration timeout) {
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
+  const int one = 1;
+  const int idle = static_cast<int>(std::max<long long>(1, secs / 2));
+  const int interval = static_cast<int>(std::max<long long>(1, secs / 4));
+  const int probes = 2;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+  const unsigned user_timeout = static_cast<unsigned>(std::clamp<long long>(ms, 1, 3'600'000));
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
 int socket_error(int fd) {

@@ -165,6 +165,11 @@ struct ProxyConfig {
   Duration connect_timeout = std::chrono::seconds(5);   // TCP connect + handshake to a peer
   Duration idle_timeout = std::chrono::minutes(5);      // a proxied connection without traffic
   Duration session_idle = std::chrono::seconds(60);     // a pooled session without streams
+  // A session whose peer leaves our data unacknowledged (or, idle, answers no keepalive) this
+  // long is closed and its streams reset, so that after a partition new connections get a fresh
+  // session instead of one stuck in TCP's retransmission backoff (up to ~15 min). Partitions
+  // shorter than this do not break connections.
+  Duration peer_timeout = std::chrono::seconds(20);
   Duration ewma_decay = std::chrono::seconds(10);  // peak-EWMA time constant (proxy_balance.cpp)
   unsigned max_attempts = 3;               // instances tried for one app connection
   unsigned eject_after_failures = 5;       // consecutive failures -> ejected
