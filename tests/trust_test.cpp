@@ -10,6 +10,8 @@
 #include <msgpack.hpp>
 #include <string>
 
+#include "trust_envelope.h"
+
 namespace {
 
 using namespace weft::transport;
@@ -33,18 +35,6 @@ std::vector<std::byte> signed_sample(const OperatorKey& op, const NodeIdentity& 
   auto env = sign_cert(sample_cert(id), op);
   EXPECT_TRUE(env.has_value()) << env.error().message;
   return *env;
-}
-
-std::vector<std::byte> envelope(std::span<const std::byte> body, const Signature& sig) {
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_array(2);
-  pk.pack_bin(static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<std::uint32_t>(body.size()));
-  pk.pack_bin(64);
-  pk.pack_bin_body(reinterpret_cast<const char*>(sig.data()), 64);
-  const auto* p = reinterpret_cast<const std::byte*>(buf.data());
-  return {p, p + buf.size()};
 }
 
 std::vector<std::byte> context_and(std::span<const std::byte> body) {
@@ -270,16 +260,16 @@ TEST(Trust, SignaturesOverOtherBytesFail) {
   ASSERT_TRUE(d);
   const SignPublicKey trusted[] = {op.public_key()};
   // Our own envelope helper rebuilds the original exactly.
-  EXPECT_EQ(envelope(d->body, d->sig), env);
+  EXPECT_EQ(test::pack_envelope(d->body, d->sig), env);
 
   // Another key signs a body whose issuer field names the trusted key.
   const OperatorKey stranger = OperatorKey::generate();
-  auto forged = verify_cert(envelope(d->body, stranger.sign(context_and(d->body))), trusted, kNow, 0s);
+  auto forged = verify_cert(test::pack_envelope(d->body, stranger.sign(context_and(d->body))), trusted, kNow, 0s);
   ASSERT_FALSE(forged);
   EXPECT_EQ(forged.error().kind, CertError::kBadSignature);
 
   // The right key, but without the context string.
-  auto bare = verify_cert(envelope(d->body, op.sign(d->body)), trusted, kNow, 0s);
+  auto bare = verify_cert(test::pack_envelope(d->body, op.sign(d->body)), trusted, kNow, 0s);
   ASSERT_FALSE(bare);
   EXPECT_EQ(bare.error().kind, CertError::kBadSignature);
 
@@ -293,7 +283,7 @@ TEST(Trust, SignaturesOverOtherBytesFail) {
   for (int i = 0; i < 7; ++i) re.push_back(std::byte{0});
   re.push_back(std::byte{42});
   re.insert(re.end(), d->body.begin() + 3, d->body.end());
-  const auto reencoded = envelope(re, d->sig);
+  const auto reencoded = test::pack_envelope(re, d->sig);
   auto same_fields = decode_cert(reencoded);
   ASSERT_TRUE(same_fields) << same_fields.error().message;
   EXPECT_EQ(same_fields->cert, d->cert);
@@ -313,7 +303,7 @@ TEST(Trust, MalformedBodiesAreMalformed) {
     return std::vector<std::byte>(p, p + buf.size());
   };
   auto check = [&](const std::vector<std::byte>& body, const std::string& want) {
-    auto v = verify_cert(envelope(body, op.sign(context_and(body))), trusted, kNow, 0s);
+    auto v = verify_cert(test::pack_envelope(body, op.sign(context_and(body))), trusted, kNow, 0s);
     ASSERT_FALSE(v);
     EXPECT_EQ(v.error().kind, CertError::kMalformed);
     EXPECT_NE(v.error().message.find(want), std::string::npos) << v.error().message;
@@ -363,7 +353,7 @@ TEST(Trust, MalformedBodiesAreMalformed) {
   };
   {
     const auto good = full(1'700'000'000, "n");
-    EXPECT_TRUE(verify_cert(envelope(good, op.sign(context_and(good))), trusted, kNow, 0s));
+    EXPECT_TRUE(verify_cert(test::pack_envelope(good, op.sign(context_and(good))), trusted, kNow, 0s));
   }
   check(full(-5, "n"), "outside 1970..9999");
   check(full(1'700'000'000, "a b"), "may hold only");
