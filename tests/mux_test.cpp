@@ -405,6 +405,49 @@ TEST(MuxSessionTest, WriteSpaceFillsTheQueueInPlace) {
   EXPECT_TRUE(p.a.write_space(999, 1).empty());  // unknown stream
 }
 
+// The data plane seals take_output's gathered form in place: frame headers in `small`, DATA as
+// views into the streams' queues. Sent in random budgets, the pieces must decode at the peer to
+// exactly what was written, and the views must stay valid after the call even when a stream is
+// closed by it (its last DATA and FIN go out after the peer's FIN: ASan checks the reads below).
+TEST(MuxSessionTest, GatheredOutputDecodesToWhatWasWrittenAndOutlivesAClosingStream) {
+  Pair p;
+  std::mt19937_64 rng(11);
+  const StreamId s1 = open_ok(p.a, "one");
+  const StreamId s2 = open_ok(p.a, "two");
+  p.ab();
+  p.b.shutdown_write(s1);  // the peer is done with s1: our FIN will close it
+  p.ba();
+  Bytes d1(100000), d2(50000);
+  for (auto& b : d1) b = static_cast<std::byte>(rng());
+  for (auto& b : d2) b = static_cast<std::byte>(rng());
+  ASSERT_EQ(p.a.write(s1, d1), d1.size());
+  ASSERT_EQ(p.a.write(s2, d2), d2.size());
+  p.a.shutdown_write(s1);
+  bool s1_closed = false;
+  for (int round = 0; round < 1000; ++round) {
+    std::vector<std::byte> small;
+    std::vector<MuxSession::OutputPiece> pieces;
+    const std::size_t budget = 11 + rng() % 40000;
+    const std::size_t n = p.a.take_output(small, pieces, budget);
+    if (n == 0) break;
+    for (const auto& e : p.a.take_events()) s1_closed |= std::holds_alternative<StreamClosed>(e);
+    Bytes wire;
+    for (const auto& piece : pieces) {
+      const std::byte* from = piece.view != nullptr ? piece.view : small.data() + piece.offset;
+      wire.insert(wire.end(), from, from + piece.size);
+    }
+    ASSERT_EQ(wire.size(), n);
+    ASSERT_TRUE(p.b.on_bytes(wire));
+  }
+  EXPECT_TRUE(s1_closed);
+  EXPECT_EQ(p.a.live_streams(), 1u);  // s2 only
+  const auto eb = p.b.take_events();
+  EXPECT_EQ(data_of(eb, s1), d1);
+  EXPECT_EQ(data_of(eb, s2), d2);
+  EXPECT_EQ(events_of<StreamFin>(eb).size(), 1u);
+  EXPECT_EQ(p.a.pending_output(), 0u);
+}
+
 TEST(MuxSessionTest, HalfCloseEachWay) {
   Pair p;
   const StreamId id = open_ok(p.a);

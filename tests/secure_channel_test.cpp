@@ -2,6 +2,8 @@
 // test vectors, and the AEAD record layer (record.h) with both ciphers: round trips of random
 // sizes checked by SHA-256, every way a record stream can be damaged, rekeying, counter limits.
 
+#include <cstring>
+#include <deque>
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -632,6 +634,109 @@ TEST_P(Records, AutomaticRekeyAndCounterLimits) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(sealer.seal_into(w3, RecordType::kData, bytes_of("z")));
   EXPECT_EQ(strict.feed(w3, o).error(), RecordError::kExhausted);
   EXPECT_EQ(o, bytes_of("zz"));
+}
+
+// The data plane seals straight from the mux's pieces (frame headers and views into the streams'
+// queues) into a ByteBuffer: the wire bytes must be those of sealing the concatenation, whatever
+// the cuts (empty pieces, pieces across record boundaries, a rekey in between), and an opener
+// writing into a ByteBuffer must give what one writing into a vector gives.
+TEST_P(Records, GatheredPiecesSealLikeTheirConcatenation) {
+  std::mt19937_64 rng(20261127);
+  const RecordOptions opts{.rekey_interval = 5, .max_records = 1000};
+  RecordKey k{};
+  k[3] = 9;
+  RecordSealer contiguous(GetParam(), k, opts);
+  RecordSealer gathered(GetParam(), k, opts);
+  Bytes wire_a;
+  ByteBuffer wire_b;
+  std::size_t sent = 0;  // bytes of wire_a consumed from wire_b
+  Bytes all;
+  for (int round = 0; round < 12; ++round) {
+    const Bytes plain = random_bytes(rng, rng() % (3 * kMaxRecordPlaintext + 7));
+    all.insert(all.end(), plain.begin(), plain.end());
+    std::vector<std::span<const std::byte>> pieces;
+    for (std::size_t at = 0; at < plain.size() || rng() % 4 == 0;) {
+      const std::size_t cut = std::min(plain.size() - at, static_cast<std::size_t>(rng() % 3 == 0 ? 10 : rng() % 20000));
+      pieces.emplace_back(plain.data() + at, cut);
+      at += cut;
+      if (at == plain.size() && rng() % 2 == 0) break;
+    }
+    ASSERT_TRUE(contiguous.seal_stream_into(wire_a, plain));
+    ASSERT_TRUE(gathered.seal_stream_into(wire_b, pieces));
+    // What was "sent" leaves from the front; sealing more after that keeps the rest intact.
+    ASSERT_EQ(wire_a.size() - sent, wire_b.size());
+    ASSERT_EQ(0, std::memcmp(wire_a.data() + sent, wire_b.data(), wire_b.size()));
+    const std::size_t n = wire_b.size() * (rng() % 3) / 2;
+    wire_b.consume(n);
+    sent += n;
+  }
+  ASSERT_TRUE(contiguous.seal_into(wire_a, RecordType::kClose, {}));
+  ASSERT_TRUE(gathered.seal_into(wire_b, RecordType::kClose, {}));
+  ASSERT_EQ(wire_a.size() - sent, wire_b.size());
+  EXPECT_EQ(0, std::memcmp(wire_a.data() + sent, wire_b.data(), wire_b.size()));
+  EXPECT_GT(gathered.stats().rekeys, 0u);
+  EXPECT_EQ(gathered.stats().bytes_sealed, all.size());
+
+  RecordOpener into_vector(GetParam(), k, opts);
+  RecordOpener into_buffer(GetParam(), k, opts);
+  Bytes out_a;
+  ByteBuffer out_b;
+  std::span<const std::byte> rest(wire_a);
+  while (!rest.empty()) {
+    const std::size_t n = std::min(rest.size(), 1 + rng() % 40000);
+    ASSERT_TRUE(into_vector.feed(rest.first(n), out_a));
+    ASSERT_TRUE(into_buffer.feed(rest.first(n), out_b));
+    rest = rest.subspan(n);
+  }
+  EXPECT_TRUE(into_buffer.closed());
+  EXPECT_EQ(out_a, all);
+  ASSERT_EQ(out_b.size(), all.size());
+  EXPECT_TRUE(std::equal(all.begin(), all.end(), out_b.data()));
+
+  // A bad record leaves the ByteBuffer with the authentic plaintext before it, as a vector.
+  RecordSealer s2(GetParam(), k);
+  Bytes w;
+  ASSERT_TRUE(s2.seal_into(w, RecordType::kData, bytes_of("good")));
+  ASSERT_TRUE(s2.seal_into(w, RecordType::kData, bytes_of("evil")));
+  w.back() ^= std::byte{1};
+  RecordOpener o2(GetParam(), k);
+  ByteBuffer got;
+  EXPECT_EQ(o2.feed(w, got).error(), RecordError::kBadTag);
+  EXPECT_EQ(Bytes(got.data(), got.data() + got.size()), bytes_of("good"));
+}
+
+TEST(ByteBuffer, RoomConsumeAndGrowthKeepTheContent) {
+  std::mt19937_64 rng(5);
+  ByteBuffer b;
+  std::deque<std::byte> model;
+  std::uint8_t next = 0;
+  std::size_t peak = 0;  // the most bytes room() had to hold: content plus room
+  for (int i = 0; i < 4000; ++i) {
+    if (rng() % 2 == 0) {
+      const std::size_t n = rng() % 70000;
+      peak = std::max(peak, model.size() + n);
+      auto room = b.room(n);
+      ASSERT_EQ(room.size(), n);
+      const std::size_t k = n == 0 ? 0 : rng() % (n + 1);
+      for (std::size_t j = 0; j < k; ++j) {
+        room[j] = std::byte{next};
+        model.push_back(std::byte{next++});
+      }
+      b.commit(k);
+    } else {
+      const std::size_t n = model.empty() ? 0 : rng() % (model.size() + 1);
+      b.consume(n);
+      model.erase(model.begin(), model.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    ASSERT_EQ(b.size(), model.size());
+    ASSERT_TRUE(std::equal(model.begin(), model.end(), b.data()));
+    ASSERT_LE(b.capacity(), std::max<std::size_t>(4096, 2 * peak));
+  }
+  b.truncate(b.size() / 2);
+  EXPECT_EQ(b.size(), model.size() / 2);
+  b.release();
+  EXPECT_EQ(b.capacity(), 0u);
+  EXPECT_TRUE(b.empty());
 }
 
 TEST_P(Records, HeaderChecksComeBeforeBuffering) {

@@ -97,6 +97,7 @@ void MuxSession::commit_write(StreamId id, std::size_t n) {
 }
 
 std::size_t MuxSession::release_idle_buffers() {
+  retired_.clear();
   std::size_t holding = 0;
   for (auto& [id, s] : streams_) {
     if (!s.written && s.pending() == 0) {
@@ -170,10 +171,37 @@ Result<void, MuxError> MuxSession::on_bytes(std::span<const std::byte> bytes) {
 }
 
 std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max_bytes) {
-  const std::size_t start = out.size();
-  out.insert(out.end(), control_out_.begin(), control_out_.end());
+  copy_small_.clear();
+  copy_pieces_.clear();
+  const std::size_t n = take_output(copy_small_, copy_pieces_, max_bytes);
+  out.reserve(out.size() + n);
+  for (const OutputPiece& p : copy_pieces_) {
+    const std::byte* from = p.view != nullptr ? p.view : copy_small_.data() + p.offset;
+    out.insert(out.end(), from, from + p.size);
+  }
+  return n;
+}
+
+std::size_t MuxSession::take_output(std::vector<std::byte>& small, std::vector<OutputPiece>& pieces,
+                                    std::size_t max_bytes) {
+  retired_.clear();  // the views of the last call are dead now
+  listing_output_ = true;
+  std::size_t used = 0;
+  // Bytes appended to `small` since `from` join the last piece when it ends there.
+  const auto add_small = [&](std::size_t from) {
+    const std::size_t n = small.size() - from;
+    if (n == 0) return;
+    if (!pieces.empty() && pieces.back().view == nullptr && pieces.back().offset + pieces.back().size == from) {
+      pieces.back().size += n;
+    } else {
+      pieces.push_back({nullptr, from, n});
+    }
+    used += n;
+  };
+  std::size_t mark = small.size();
+  small.insert(small.end(), control_out_.begin(), control_out_.end());
   control_out_.clear();
-  const auto used = [&] { return out.size() - start; };
+  add_small(mark);
   while (!ready_.empty()) {
     const StreamId id = ready_.front();
     auto it = streams_.find(id);
@@ -182,12 +210,16 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max
       continue;
     }
     Stream& s = it->second;
-    if (used() >= max_bytes || max_bytes - used() <= kFrameHeaderBytes) break;
-    const std::size_t room = max_bytes - used() - kFrameHeaderBytes;
+    if (used >= max_bytes || max_bytes - used <= kFrameHeaderBytes) break;
+    const std::size_t room = max_bytes - used - kFrameHeaderBytes;
     std::size_t pending = s.pending();
     if (pending > 0) {
       const std::size_t n = std::min({pending, cfg_.max_chunk, room});
-      encode_frame(FrameType::kData, id, std::span<const std::byte>(s.send_buf).subspan(s.send_head, n), out);
+      mark = small.size();
+      encode_frame_header(FrameType::kData, id, n, small);
+      add_small(mark);
+      pieces.push_back({s.send_buf.data() + s.send_head, 0, n});
+      used += n;
       ++stats_.frames_out[index(FrameType::kData)];
       stats_.data_bytes_out += n;
       s.send_head += n;
@@ -203,14 +235,17 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max
     if (s.fin_queued && !s.fin_sent) {
       // A FIN has no payload: it fits whenever a header does, and it may exceed the budget by
       // its 10 bytes at most, like a control frame.
-      encode_frame(FrameType::kFin, id, {}, out);
+      mark = small.size();
+      encode_frame_header(FrameType::kFin, id, 0, small);
+      add_small(mark);
       ++stats_.frames_out[index(FrameType::kFin)];
       s.fin_sent = true;
       close_if_done(id, s);
     }
   }
-  stats_.bytes_out += used();
-  return used();
+  listing_output_ = false;
+  stats_.bytes_out += used;
+  return used;
 }
 
 std::vector<MuxEvent> MuxSession::take_events() { return std::exchange(events_, {}); }
@@ -368,6 +403,11 @@ MuxSession::Stream& MuxSession::add_stream(StreamId id) {
 }
 
 void MuxSession::close_stream(StreamId id) {
+  if (listing_output_) {
+    if (auto it = streams_.find(id); it != streams_.end() && it->second.send_buf.capacity() > 0) {
+      retired_.push_back(std::move(it->second.send_buf));
+    }
+  }
   streams_.erase(id);  // a stale entry in ready_ is skipped by take_output
   ++stats_.streams_closed;
   events_.emplace_back(StreamClosed{id});

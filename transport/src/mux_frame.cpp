@@ -104,15 +104,19 @@ std::optional<MuxError> check_header(std::uint8_t type, std::uint8_t flags, Stre
   return std::nullopt;
 }
 
-void encode_frame(FrameType type, StreamId stream, std::span<const std::byte> payload,
-                  std::vector<std::byte>& out) {
-  const auto length = static_cast<std::uint32_t>(payload.size());
-  WEFT_CHECK(payload.size() <= kMaxFramePayload);
-  WEFT_CHECK(!check_header(static_cast<std::uint8_t>(type), 0, stream, length));
+void encode_frame_header(FrameType type, StreamId stream, std::size_t length, std::vector<std::byte>& out) {
+  WEFT_CHECK(length <= kMaxFramePayload);
+  const auto len32 = static_cast<std::uint32_t>(length);
+  WEFT_CHECK(!check_header(static_cast<std::uint8_t>(type), 0, stream, len32));
   out.push_back(static_cast<std::byte>(type));
   out.push_back(std::byte{0});
   put_u32(out, stream);
-  put_u32(out, length);
+  put_u32(out, len32);
+}
+
+void encode_frame(FrameType type, StreamId stream, std::span<const std::byte> payload,
+                  std::vector<std::byte>& out) {
+  encode_frame_header(type, stream, payload.size(), out);
   out.insert(out.end(), payload.begin(), payload.end());
 }
 

@@ -370,10 +370,7 @@ void Proxy::Impl::sweep_buffers() {
   std::size_t holding = 0;
   for (auto& [id, s] : sessions_) {
     if (s->mux) holding += s->mux->release_idle_buffers();
-    if (s->wbuf.empty() && s->wbuf.capacity() > 0) {
-      std::vector<std::byte>().swap(s->wbuf);  // nothing to send since the last sweep
-      s->wpos = 0;
-    }
+    if (s->wbuf.empty() && s->wbuf.capacity() > 0) s->wbuf.release();  // nothing to send since the last sweep
   }
   sweep_wanted_ = false;
   if (holding > 0) want_sweep();

@@ -5,6 +5,7 @@
 // both messages carry the sender's certificate, and each end checks the other's
 // (check_peer_cert, proxy_trust.cpp) instead of the gossiped key.
 
+#include <array>
 #include <algorithm>
 #include <spdlog/spdlog.h>
 
@@ -18,10 +19,11 @@ std::vector<Cipher> offered_ciphers() {
   return {Cipher::kXChaCha20Poly1305};
 }
 
-void append_framed(std::vector<std::byte>& out, std::span<const std::byte> msg) {
-  out.push_back(static_cast<std::byte>((msg.size() >> 8) & 0xff));
-  out.push_back(static_cast<std::byte>(msg.size() & 0xff));
-  out.insert(out.end(), msg.begin(), msg.end());
+void append_framed(ByteBuffer& out, std::span<const std::byte> msg) {
+  const std::array<std::byte, 2> len{static_cast<std::byte>((msg.size() >> 8) & 0xff),
+                                     static_cast<std::byte>(msg.size() & 0xff)};
+  out.append(len);
+  out.append(msg);
 }
 
 }  // namespace

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "weft/base/time.h"
+#include "weft/transport/byte_buffer.h"
 #include "weft/transport/mux.h"
 #include "weft/transport/noise.h"
 #include "weft/transport/proxy.h"
@@ -125,8 +126,7 @@ struct Session {
   KxPublicKey peer_static{};
   std::optional<NodeCert> peer_cert;
   std::vector<std::byte> peer_cert_bytes;
-  std::vector<std::byte> wbuf;   // sealed bytes to send; wpos of them are sent
-  std::size_t wpos = 0;
+  ByteBuffer wbuf;               // sealed bytes not yet sent
   bool close_sealed = false;     // our close record is in wbuf
   std::map<StreamId, std::uint64_t> streams;  // -> conn id
   std::vector<std::uint64_t> waiting;         // conns waiting for the session to come up
@@ -137,7 +137,7 @@ struct Session {
   std::set<std::uint64_t> credit_blocked;
 
   [[nodiscard]] std::size_t backlog() const {
-    return (wbuf.size() - wpos) + (mux ? mux->pending_output() : 0);
+    return wbuf.size() + (mux ? mux->pending_output() : 0);
   }
 };
 
@@ -269,8 +269,12 @@ struct Proxy::Impl {
     if (std::find(dirty_sessions_.begin(), dirty_sessions_.end(), id) == dirty_sessions_.end()) dirty_sessions_.push_back(id);
   }
   std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
-  std::vector<std::byte> rx_plain_;  // opened plaintext (mux events point into it while handled)
-  std::vector<std::byte> tx_plain_;  // mux output to seal
+  ByteBuffer rx_plain_;  // opened plaintext (mux events point into it while handled)
+  std::vector<std::byte> tx_plain_;  // mux output to seal (orderly close)
+  // The mux output of a flush, gathered (its DATA stays in the streams' queues) and sealed from there.
+  std::vector<std::byte> tx_small_;
+  std::vector<MuxSession::OutputPiece> tx_pieces_;
+  std::vector<std::span<const std::byte>> tx_spans_;
   std::vector<MuxEvent> spare_events_;                 // recycled by session_mux_events
   std::vector<std::span<const std::byte>> parts_;      // one conn's consecutive StreamData
   std::mt19937_64 rng_;

@@ -125,7 +125,7 @@ void Proxy::Impl::session_read(Session& s) {
   rx_plain_.clear();
   auto opened = s.opener->feed(bytes, rx_plain_);
   if (!rx_plain_.empty()) {  // records before a bad one were authentic: deliver them
-    if (auto m = s.mux->on_bytes(rx_plain_); !m) {
+    if (auto m = s.mux->on_bytes(rx_plain_.bytes()); !m) {
       ++stats_.protocol_errors;
       const std::uint64_t id = s.id;
       flush_session(s);  // the GOAWAY(protocol_error), best effort; may kill s
@@ -230,38 +230,33 @@ void Proxy::Impl::arm_session_timer(Session& s, TimePoint at) {
 
 void Proxy::Impl::flush_session(Session& s) {
   for (int round = 0; round < 16; ++round) {
-    if (s.wpos > 0 && s.wpos == s.wbuf.size()) {
-      s.wbuf.clear();
-      s.wpos = 0;
-    }
-    if (s.sealer && s.mux && s.wbuf.size() - s.wpos < kIoChunk && !s.close_sealed) {
-      if (s.wpos > 0 && s.wpos >= s.wbuf.size() / 2) {  // moves at most what was sent
-        s.wbuf.erase(s.wbuf.begin(), s.wbuf.begin() + static_cast<std::ptrdiff_t>(s.wpos));
-        s.wpos = 0;
+    if (s.sealer && s.mux && s.wbuf.size() < kIoChunk && !s.close_sealed) {
+      // Sealed straight from the streams' send queues: no copy of the payload before the cipher.
+      tx_small_.clear();
+      tx_pieces_.clear();
+      if (s.mux->take_output(tx_small_, tx_pieces_, kIoChunk) > 0) {
+        tx_spans_.clear();
+        for (const auto& p : tx_pieces_) {
+          tx_spans_.emplace_back(p.view != nullptr ? p.view : tx_small_.data() + p.offset, p.size);
+        }
+        if (!s.sealer->seal_stream_into(s.wbuf, tx_spans_)) {
+          kill_session(s, "seal_failed");
+          return;
+        }
       }
-      tx_plain_.clear();
-      s.mux->take_output(tx_plain_, kIoChunk);
-      if (!tx_plain_.empty() && !s.sealer->seal_stream_into(s.wbuf, tx_plain_)) {
-        kill_session(s, "seal_failed");
-        return;
-      }
     }
-    const std::size_t len = s.wbuf.size() - s.wpos;
+    const std::size_t len = s.wbuf.size();
     if (len == 0) break;
-    const ssize_t n = ::send(s.fd, s.wbuf.data() + s.wpos, len, MSG_NOSIGNAL);
+    const ssize_t n = ::send(s.fd, s.wbuf.data(), len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
       kill_session(s, "send_error");
       return;
     }
-    s.wpos += static_cast<std::size_t>(n);
+    s.wbuf.consume(static_cast<std::size_t>(n));
     if (static_cast<std::size_t>(n) < len) break;
   }
-  if (s.wpos == s.wbuf.size()) {
-    s.wbuf.clear();
-    s.wpos = 0;
-    if (s.wbuf.capacity() > 4 * kIoChunk) s.wbuf.shrink_to_fit();
-  }
+  if (s.wbuf.empty() && s.wbuf.capacity() > 4 * kIoChunk) s.wbuf.release();
   update_session_interest(s);
   if (s.backlog_blocked && s.backlog() < kSessionBacklog) {
     s.backlog_blocked = false;
@@ -277,7 +272,7 @@ void Proxy::Impl::update_session_interest(Session& s) {
     want = EPOLLOUT;
   } else {
     if (s.state == Session::State::kHandshake || s.backlog() < 2 * kSessionBacklog) want |= EPOLLIN;
-    if (s.wbuf.size() > s.wpos) want |= EPOLLOUT;
+    if (!s.wbuf.empty()) want |= EPOLLOUT;
   }
   set_interest(s.fd, s.interest, want, token(Kind::kSession, s.id));
 }
@@ -297,8 +292,8 @@ void Proxy::Impl::close_session_orderly(Session& s) {
     s.mux->take_output(tx_plain_);
     if (s.sealer->seal_stream_into(s.wbuf, tx_plain_) && s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
       s.close_sealed = true;
-      const std::size_t len = s.wbuf.size() - s.wpos;
-      if (len > 0) [[maybe_unused]] const auto n = ::send(s.fd, s.wbuf.data() + s.wpos, len, MSG_NOSIGNAL);
+      const std::size_t len = s.wbuf.size();
+      if (len > 0) [[maybe_unused]] const auto n = ::send(s.fd, s.wbuf.data(), len, MSG_NOSIGNAL);
     }
   }
   log_->debug("session_closed node={}", s.node);

@@ -94,11 +94,47 @@ const Evp& evp() {
   return e;
 }
 
+// Where records go: a vector (zero-filled as it grows) or a ByteBuffer (not).
+unsigned char* grow(std::vector<std::byte>& out, std::size_t n) {
+  const std::size_t at = out.size();
+  out.resize(at + n);
+  return as_uchar(out.data() + at);
+}
+unsigned char* grow(ByteBuffer& out, std::size_t n) {
+  const auto room = out.room(n);
+  out.commit(n);
+  return as_uchar(room.data());
+}
+void shrink(std::vector<std::byte>& out, std::size_t size) { out.resize(size); }
+void shrink(ByteBuffer& out, std::size_t size) { out.truncate(size); }
+void reserve_more(std::vector<std::byte>& out, std::size_t n) { out.reserve(out.size() + n); }
+void reserve_more(ByteBuffer& out, std::size_t n) { (void)out.room(n); }
+
 }  // namespace
 
 bool libcrypto_loaded() { return evp().ok; }
 
 namespace detail {
+
+// Reads the concatenation of a gather list front to back.
+struct Gather {
+  std::span<const std::span<const std::byte>> pieces;
+  std::size_t i = 0;
+  std::size_t off = 0;
+  // The next contiguous bytes, at most `max` of them; consumed. Empty at the end.
+  std::span<const std::byte> next(std::size_t max) {
+    while (i < pieces.size() && off == pieces[i].size()) {
+      ++i;
+      off = 0;
+    }
+    if (i == pieces.size() || max == 0) return {};
+    const std::size_t n = std::min(max, pieces[i].size() - off);
+    const auto part = pieces[i].subspan(off, n);
+    off += n;
+    return part;
+  }
+};
+
 
 // One direction's AEAD: the key and, for AES-256-GCM, the EVP context that holds its key schedule
 // (initialised once per key, not per record: that set-up is what makes small records slow).
@@ -122,6 +158,7 @@ class RecordAead {
     if (ctx_ != nullptr) evp().ctx_free(ctx_);  // cleanses the key schedule
     sodium_memzero(&sodium_gcm_, sizeof sodium_gcm_);
     sodium_memzero(key_.data(), key_.size());
+    if (!gathered_.empty()) sodium_memzero(gathered_.data(), gathered_.size());
   }
   RecordAead(const RecordAead&) = delete;
   RecordAead& operator=(const RecordAead&) = delete;
@@ -148,6 +185,41 @@ class RecordAead {
            (n == 0 || e.encrypt_update(ctx_, out, &len, plain, static_cast<int>(n)) == 1) &&
            e.encrypt_final(ctx_, out + n, &len) == 1 &&
            e.ctx_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kRecordTagBytes), out + n) == 1;
+  }
+
+  // The same for the next n bytes of `in`: libcrypto takes the pieces as they are; libsodium's
+  // one-shot API gets them gathered in a scratch buffer when they are not contiguous.
+  bool seal(std::uint64_t counter, const unsigned char* ad, Gather& in, std::size_t n, unsigned char* out) {
+    if (ctx_ != nullptr) {
+      const Evp& e = evp();
+      const auto nonce = counter_nonce<kGcmNonceBytes>(counter);
+      int len = 0;
+      if (e.encrypt_init(ctx_, nullptr, nullptr, nullptr, nonce.data()) != 1 ||
+          e.encrypt_update(ctx_, nullptr, &len, ad, static_cast<int>(kRecordHeaderBytes)) != 1) {
+        return false;
+      }
+      for (std::size_t done = 0; done < n;) {
+        const auto part = in.next(n - done);
+        WEFT_CHECK(!part.empty());  // the caller counted the bytes
+        if (e.encrypt_update(ctx_, out + done, &len, as_uchar(part.data()), static_cast<int>(part.size())) != 1) {
+          return false;
+        }
+        done += part.size();
+      }
+      return e.encrypt_final(ctx_, out + n, &len) == 1 &&
+             e.ctx_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kRecordTagBytes), out + n) == 1;
+    }
+    const auto first = in.next(n);
+    if (first.size() == n) return seal(counter, ad, as_uchar(first.data()), n, out);
+    gathered_.resize(n);
+    std::copy(first.begin(), first.end(), gathered_.begin());
+    for (std::size_t done = first.size(); done < n;) {
+      const auto part = in.next(n - done);
+      WEFT_CHECK(!part.empty());
+      std::copy(part.begin(), part.end(), gathered_.begin() + static_cast<std::ptrdiff_t>(done));
+      done += part.size();
+    }
+    return seal(counter, ad, as_uchar(gathered_.data()), n, out);
   }
 
   // Reads n >= 16 bytes (ciphertext and tag), writes n - 16 bytes to out; false if the tag fails
@@ -199,6 +271,7 @@ class RecordAead {
   bool encrypt_;
   RecordKey key_;
   EVP_CIPHER_CTX* ctx_ = nullptr;       // AES-256-GCM through libcrypto
+  std::vector<std::byte> gathered_;  // libsodium: a record's plaintext from several pieces
   crypto_aead_aes256gcm_state sodium_gcm_{};  // AES-256-GCM through libsodium, when libcrypto is missing
 };
 
@@ -258,20 +331,17 @@ Result<void, SealError> RecordSealer::refuse(SealError e) {
   return Unexpected<SealError>(e);
 }
 
-bool RecordSealer::seal_one(std::vector<std::byte>& out, RecordType type, std::span<const std::byte> plain) {
-  const std::size_t at = out.size();
-  const std::size_t len = plain.size() + kRecordTagBytes;
-  out.resize(at + kRecordHeaderBytes + len);
-  unsigned char* p = as_uchar(out.data() + at);
+bool RecordSealer::seal_one(unsigned char* p, RecordType type, detail::Gather& in, std::size_t n) {
+  const std::size_t len = n + kRecordTagBytes;
   p[0] = static_cast<unsigned char>(type);
   p[1] = static_cast<unsigned char>(len >> 16);
   p[2] = static_cast<unsigned char>(len >> 8);
   p[3] = static_cast<unsigned char>(len);
-  if (!aead_->seal(counter_, p, as_uchar(plain.data()), plain.size(), p + kRecordHeaderBytes)) return false;
+  if (!aead_->seal(counter_, p, in, n, p + kRecordHeaderBytes)) return false;
   ++counter_;
   ++under_key_;
   ++stats_.records_sealed;
-  if (type == RecordType::kData) stats_.bytes_sealed += plain.size();
+  if (type == RecordType::kData) stats_.bytes_sealed += n;
   if (type == RecordType::kRekey) {
     aead_->rekey();
     under_key_ = 0;
@@ -281,37 +351,72 @@ bool RecordSealer::seal_one(std::vector<std::byte>& out, RecordType type, std::s
   return true;
 }
 
-Result<void, SealError> RecordSealer::seal_into(std::vector<std::byte>& out, RecordType type,
-                                                std::span<const std::byte> plain) {
+template <class Out>
+Result<void, SealError> RecordSealer::seal_record(Out& out, RecordType type, detail::Gather& in, std::size_t n) {
   WEFT_CHECK(aead_ != nullptr);  // not moved from
   WEFT_CHECK(valid_type(static_cast<std::uint8_t>(type)));
   if (closed_) return refuse(SealError::kClosed);
-  if (plain.size() > kMaxRecordPlaintext) return refuse(SealError::kTooLarge);
-  if (type != RecordType::kData && !plain.empty()) return refuse(SealError::kControlPayload);
+  if (n > kMaxRecordPlaintext) return refuse(SealError::kTooLarge);
+  if (type != RecordType::kData && n != 0) return refuse(SealError::kControlPayload);
   const bool rekey_due = type == RecordType::kData && under_key_ >= options_.rekey_interval;
   if (options_.max_records - std::min(counter_, options_.max_records) < (rekey_due ? 2u : 1u)) {
     return refuse(SealError::kExhausted);
   }
   const std::size_t at = out.size();
-  if ((rekey_due && !seal_one(out, RecordType::kRekey, {})) || !seal_one(out, type, plain)) {
+  detail::Gather none;
+  if ((rekey_due && !seal_one(grow(out, kRecordOverhead), RecordType::kRekey, none, 0)) ||
+      !seal_one(grow(out, kRecordOverhead + n), type, in, n)) {
     // Only an allocation failure inside the cipher library gets here; the key may have moved on
     // already, so this direction cannot continue.
-    out.resize(at);
+    shrink(out, at);
     closed_ = true;
     return refuse(SealError::kCrypto);
   }
   return {};
 }
 
-Result<void, SealError> RecordSealer::seal_stream_into(std::vector<std::byte>& out, std::span<const std::byte> plain) {
-  out.reserve(out.size() + plain.size() + (plain.size() / kMaxRecordPlaintext + 2) * kRecordOverhead);
-  while (!plain.empty()) {
-    const std::size_t n = std::min(plain.size(), kMaxRecordPlaintext);
-    auto r = seal_into(out, RecordType::kData, plain.first(n));
-    if (!r) return r;
-    plain = plain.subspan(n);
+template <class Out>
+Result<void, SealError> RecordSealer::seal_gather(Out& out, detail::Gather& in, std::size_t total) {
+  reserve_more(out, total + (total / kMaxRecordPlaintext + 2) * kRecordOverhead);
+  while (total > 0) {
+    const std::size_t n = std::min(total, kMaxRecordPlaintext);
+    if (auto r = seal_record(out, RecordType::kData, in, n); !r) return r;
+    total -= n;
   }
   return {};
+}
+
+namespace {
+std::span<const std::span<const std::byte>> one_piece(const std::span<const std::byte>& plain) { return {&plain, 1}; }
+}  // namespace
+
+Result<void, SealError> RecordSealer::seal_into(std::vector<std::byte>& out, RecordType type,
+                                                std::span<const std::byte> plain) {
+  detail::Gather in{one_piece(plain)};
+  return seal_record(out, type, in, plain.size());
+}
+
+Result<void, SealError> RecordSealer::seal_into(ByteBuffer& out, RecordType type, std::span<const std::byte> plain) {
+  detail::Gather in{one_piece(plain)};
+  return seal_record(out, type, in, plain.size());
+}
+
+Result<void, SealError> RecordSealer::seal_stream_into(std::vector<std::byte>& out, std::span<const std::byte> plain) {
+  detail::Gather in{one_piece(plain)};
+  return seal_gather(out, in, plain.size());
+}
+
+Result<void, SealError> RecordSealer::seal_stream_into(ByteBuffer& out, std::span<const std::byte> plain) {
+  detail::Gather in{one_piece(plain)};
+  return seal_gather(out, in, plain.size());
+}
+
+Result<void, SealError> RecordSealer::seal_stream_into(ByteBuffer& out,
+                                                       std::span<const std::span<const std::byte>> pieces) {
+  std::size_t total = 0;
+  for (const auto& p : pieces) total += p.size();
+  detail::Gather in{pieces};
+  return seal_gather(out, in, total);
 }
 
 // ---- RecordOpener
@@ -333,19 +438,19 @@ Unexpected<RecordError> RecordOpener::fail_with(RecordError e) {
   return Unexpected<RecordError>(error_);
 }
 
-Result<void, RecordError> RecordOpener::open_one(std::span<const std::byte> record, std::vector<std::byte>& plain_out) {
+template <class Out>
+Result<void, RecordError> RecordOpener::open_one(std::span<const std::byte> record, Out& plain_out) {
   const unsigned char* h = as_uchar(record.data());
   const auto type = static_cast<RecordType>(h[0]);
   const std::size_t len = record.size() - kRecordHeaderBytes;  // checked by parse_header
   if (counter_ >= options_.max_records) return fail_with(RecordError::kExhausted);
   const std::size_t plain_len = len - kRecordTagBytes;
   const std::size_t at = plain_out.size();
-  plain_out.resize(at + plain_len);
-  unsigned char* dst = as_uchar(plain_out.data() + at);
+  unsigned char* dst = grow(plain_out, plain_len);
   const bool authentic = aead_->open(counter_, h, h + kRecordHeaderBytes, len, dst);
   if (!authentic || (type != RecordType::kData && plain_len != 0)) {
     sodium_memzero(dst, plain_len);  // EVP writes plaintext before it checks the tag
-    plain_out.resize(at);
+    shrink(plain_out, at);
     return fail_with(authentic ? RecordError::kBadControl : RecordError::kBadTag);
   }
   ++counter_;
@@ -361,6 +466,15 @@ Result<void, RecordError> RecordOpener::open_one(std::span<const std::byte> reco
 
 Result<RecordOpener::Progress, RecordError> RecordOpener::feed(std::span<const std::byte> in,
                                                                 std::vector<std::byte>& plain_out) {
+  return feed_into(in, plain_out);
+}
+
+Result<RecordOpener::Progress, RecordError> RecordOpener::feed(std::span<const std::byte> in, ByteBuffer& plain_out) {
+  return feed_into(in, plain_out);
+}
+
+template <class Out>
+Result<RecordOpener::Progress, RecordError> RecordOpener::feed_into(std::span<const std::byte> in, Out& plain_out) {
   WEFT_CHECK(aead_ != nullptr);  // not moved from
   if (failed_) return Unexpected<RecordError>(error_);
   Progress progress;

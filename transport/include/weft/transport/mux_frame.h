@@ -109,6 +109,9 @@ struct Frame {
 // Appends one frame. The payload must respect its type's bound (WEFT_CHECK: a local bug).
 void encode_frame(FrameType type, StreamId stream, std::span<const std::byte> payload,
                   std::vector<std::byte>& out);
+// Appends only the header of a frame whose payload (`length` bytes, within its type's bound)
+// follows separately.
+void encode_frame_header(FrameType type, StreamId stream, std::size_t length, std::vector<std::byte>& out);
 // The frame as it is on the wire (tests, fuzz round trips).
 void encode_frame(const Frame& f, std::vector<std::byte>& out);
 

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "weft/base/result.h"
+#include "weft/transport/byte_buffer.h"
 
 namespace weft::transport {
 
@@ -110,6 +111,7 @@ struct RecordStats {
 
 namespace detail {
 class RecordAead;
+struct Gather;
 }
 
 // Seals one direction.
@@ -127,6 +129,12 @@ class RecordSealer {
   // Splits `plain` into as many full data records as needed and appends them all to `out`.
   [[nodiscard]] Result<void, SealError> seal_stream_into(std::vector<std::byte>& out,
                                                          std::span<const std::byte> plain);
+  // The same into a ByteBuffer (no zero-fill of the room), and from a gather list: the
+  // concatenation of `pieces` (none of which may point into `out`) is sealed as one stream.
+  [[nodiscard]] Result<void, SealError> seal_into(ByteBuffer& out, RecordType type, std::span<const std::byte> plain);
+  [[nodiscard]] Result<void, SealError> seal_stream_into(ByteBuffer& out, std::span<const std::byte> plain);
+  [[nodiscard]] Result<void, SealError> seal_stream_into(ByteBuffer& out,
+                                                         std::span<const std::span<const std::byte>> pieces);
 
   [[nodiscard]] bool closed() const { return closed_; }
   [[nodiscard]] std::uint64_t counter() const { return counter_; }
@@ -135,7 +143,12 @@ class RecordSealer {
 
  private:
   Result<void, SealError> refuse(SealError e);
-  bool seal_one(std::vector<std::byte>& out, RecordType type, std::span<const std::byte> plain);
+  // One record of `n` bytes from `in` (consumed), written at `p` (kRecordOverhead + n bytes).
+  bool seal_one(unsigned char* p, RecordType type, detail::Gather& in, std::size_t n);
+  template <class Out>
+  Result<void, SealError> seal_record(Out& out, RecordType type, detail::Gather& in, std::size_t n);
+  template <class Out>
+  Result<void, SealError> seal_gather(Out& out, detail::Gather& in, std::size_t total);
 
   std::unique_ptr<detail::RecordAead> aead_;
   Cipher cipher_;
@@ -166,6 +179,8 @@ class RecordOpener {
   // and this and every later call return that error.
   [[nodiscard]] Result<Progress, RecordError> feed(std::span<const std::byte> bytes,
                                                    std::vector<std::byte>& plain_out);
+  // The same into a ByteBuffer (no zero-fill of the room).
+  [[nodiscard]] Result<Progress, RecordError> feed(std::span<const std::byte> bytes, ByteBuffer& plain_out);
   // The peer ended the stream (EOF): an error unless the close record came and nothing follows.
   [[nodiscard]] Result<void, RecordError> finish();
 
@@ -177,7 +192,10 @@ class RecordOpener {
  private:
   Unexpected<RecordError> fail_with(RecordError e);
   // Opens the complete record `record` (header included).
-  Result<void, RecordError> open_one(std::span<const std::byte> record, std::vector<std::byte>& plain_out);
+  template <class Out>
+  Result<void, RecordError> open_one(std::span<const std::byte> record, Out& plain_out);
+  template <class Out>
+  Result<Progress, RecordError> feed_into(std::span<const std::byte> bytes, Out& plain_out);
 
   std::unique_ptr<detail::RecordAead> aead_;
   RecordOptions options_;
