@@ -425,6 +425,33 @@ TEST(UdpTest, SendAndReceive) {
   EXPECT_EQ(buf, big);
 }
 
+// recv_into reads into caller-owned room without resizing it (the agent's loop keeps one 64 KiB
+// buffer instead of zero-filling it per datagram): the length comes back separately, and a
+// datagram longer than the room is dropped like recv_from's.
+TEST(UdpTest, RecvIntoFillsTheRoomAndReportsTheLength) {
+  UdpSocket a = must_bind(kLoopback);
+  UdpSocket b = must_bind(kLoopback);
+  Bytes room(64, std::byte{0xee});
+  std::size_t n = 99;
+  EXPECT_FALSE(b.recv_into(room, n));  // nothing waiting
+  ASSERT_TRUE(a.send_to(b.local(), pattern(100)));  // longer than the room: dropped
+  ASSERT_TRUE(a.send_to(b.local(), bytes_of("ping")));
+  ASSERT_TRUE(wait_fd(b.fd(), POLLIN) & POLLIN);
+  auto from = b.recv_into(room, n);
+  ASSERT_TRUE(from);
+  EXPECT_EQ(*from, a.local());
+  ASSERT_EQ(n, 4u);
+  EXPECT_EQ(Bytes(room.begin(), room.begin() + 4), bytes_of("ping"));
+  EXPECT_EQ(room.size(), 64u);
+  EXPECT_EQ(b.stats().truncated, 1u);
+  ASSERT_TRUE(a.send_to(b.local(), pattern(64)));  // exactly the room
+  ASSERT_TRUE(wait_fd(b.fd(), POLLIN) & POLLIN);
+  ASSERT_TRUE(b.recv_into(room, n));
+  EXPECT_EQ(n, 64u);
+  EXPECT_EQ(room, pattern(64));
+  EXPECT_FALSE(b.recv_into(room, n));
+}
+
 TEST(UdpTest, TruncatedDatagramsAreDroppedAndCounted) {
   UdpSocket a = must_bind(kLoopback);
   UdpSocket b = must_bind(kLoopback);

@@ -491,6 +491,7 @@ int Agent::run() {
   constexpr std::size_t kBase = std::size(base);
   std::vector<pollfd> fds(std::begin(base), std::end(base));
   TimePoint now = Clock::now();
+  bool reliable_touched = true;  // as rpc_touched_, for the ROUTER (only this loop receives on it)
   while (!stop_) {
     publish_catalog(now);
     publish_routes();
@@ -509,11 +510,14 @@ int Agent::run() {
     now = Clock::now();
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
     wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000));
-    // Asked once per iteration: after this read, anything new on either socket makes its
-    // descriptor readable, so after poll only a ready answer or a readable descriptor needs a look
-    // (each ZMQ_EVENTS read is a syscall on the socket's mailbox).
-    const bool reliable_ready = readable(reliable_.socket());
-    const bool rpc_ready = readable(rpc_);
+    // ZMQ_EVENTS is read only when the descriptor may have been consumed without a look: it was
+    // readable, or the loop received or sent on the socket since the last read. Otherwise anything
+    // new makes the descriptor readable, and poll sees it. Each read costs two syscalls (a fork
+    // check and a poll of the socket's mailbox), and an idle agent's wake-ups touch neither socket.
+    const bool reliable_ready = reliable_touched && readable(reliable_.socket());
+    const bool rpc_ready = rpc_touched_ && readable(rpc_);
+    reliable_touched = false;
+    rpc_touched_ = false;
     if (reliable_ready || rpc_ready) wait = std::chrono::milliseconds(0);
     if (::poll(fds.data(), fds.size(), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
       log_->error("poll failed: {}", std::strerror(errno));
@@ -525,9 +529,10 @@ int Agent::run() {
 
     if (fds[0].revents & POLLIN) {
       for (int i = 0; i < 256; ++i) {
-        auto from = udp_.recv_from(buf_, kMaxDatagram);
+        std::size_t n = 0;
+        auto from = udp_.recv_into(buf_, n);  // buf_ keeps its kMaxDatagram bytes
         if (!from) break;
-        on_datagram(now, *from, buf_);
+        on_datagram(now, *from, std::span<const std::byte>(buf_).first(n));
       }
     }
     if (fds[0].revents & POLLERR) {  // ICMP reports (IP_RECVERR): drained, or poll would spin
@@ -536,13 +541,14 @@ int Agent::run() {
       }
     }
     if (reliable_ready || (fds[2].revents & POLLIN)) {
+      reliable_touched = true;
       for (int i = 0; i < 64; ++i) {
         auto msg = reliable_.recv();
         if (!msg) break;
         on_stream(now, *msg);
       }
     }
-    if (rpc_ready || (fds[3].revents & POLLIN)) on_rpc();
+    if (rpc_ready || (fds[3].revents & POLLIN)) on_rpc();  // sets rpc_touched_
     if (fds[1].revents & POLLIN) on_signal(now);
     if (fds.size() > kBase) {
       health_.on_poll(now, std::span<const pollfd>(fds).subspan(kBase));

@@ -234,6 +234,8 @@ class Agent {
   store::Store store_;
   std::optional<gossip::Node> node_;
   zmq::socket_t rpc_;
+  // Something was received or sent on rpc_ since the loop last read its ZMQ_EVENTS (run()).
+  bool rpc_touched_ = true;
   int signal_fd_ = -1;
   int lock_fd_ = -1;
   std::string db_path_;

@@ -37,6 +37,7 @@ void Agent::reply_error(const std::string& peer, const std::string& message) {
 // just loses its answer.
 void Agent::send_reply(const std::string& peer, const json& reply) {
   const std::vector<std::uint8_t> bytes = json::to_msgpack(reply);
+  rpc_touched_ = true;
   try {
     rpc_.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     rpc_.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
@@ -47,6 +48,7 @@ void Agent::send_reply(const std::string& peer, const json& reply) {
 }
 
 void Agent::on_rpc() {
+  rpc_touched_ = true;
   for (int n = 0; n < 64; ++n) {
     std::vector<zmq::message_t> parts;
     try {

@@ -256,6 +256,15 @@ Result<Object, DecodeError> unpack_exactly(std::span<const std::byte> bytes, std
   return obj;
 }
 
+// The zone a decode unpacks into: one per thread, reused and cleared before each use. A fresh
+// msgpack::zone mallocs its first 8 KiB chunk, which on an idle agent was a tenth of the CPU
+// spent per received datagram. Decodes do not nest, and the decoded structs never point into it.
+msgpack::zone& scratch_zone() {
+  thread_local msgpack::zone zone;
+  zone.clear();  // frees the chunks a large input added; keeps the first
+  return zone;
+}
+
 // Checks the envelope shared by packets and streams; returns the elements after the version.
 Result<Objects, DecodeError> open_envelope(const Object& root) {
   if (root.type != msgpack::type::ARRAY || root.via.array.size < 2) return reject(DecodeError::kBadEnvelope);
@@ -453,8 +462,7 @@ Result<DecodedPacket, DecodeError> decode_packet_unguarded(std::span<const std::
   if (auto count = array_header_count(bytes); count && *count > kMaxMessagesPerPacket + 1) {
     return reject(DecodeError::kTooManyMessages);
   }
-  msgpack::zone zone;
-  auto root = unpack_exactly(bytes, kPacketContainerLimit, zone);
+  auto root = unpack_exactly(bytes, kPacketContainerLimit, scratch_zone());
   if (!root) return reject(root.error());
   auto body = open_envelope(*root);
   if (!body) return reject(body.error());
@@ -471,8 +479,7 @@ Result<PushPull, DecodeError> decode_stream_unguarded(std::span<const std::byte>
   if (bytes.size() > kMaxStreamBytes) return reject(DecodeError::kTooLarge);
   // No container can hold more elements than the input has bytes; capping the limit by the
   // input size keeps a short input from making msgpack-c allocate kMaxStreamEntries objects.
-  msgpack::zone zone;
-  auto root = unpack_exactly(bytes, std::min(kMaxStreamEntries, bytes.size()), zone);
+  auto root = unpack_exactly(bytes, std::min(kMaxStreamEntries, bytes.size()), scratch_zone());
   if (!root) return reject(root.error());
   auto body = open_envelope(*root);  // elements after the push-pull are ignored
   if (!body) return reject(body.error());

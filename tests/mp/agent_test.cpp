@@ -413,6 +413,41 @@ TEST(AgentProcess, BadSettingsExitTwoWithOneLine) {
   EXPECT_EQ(noagent.out.rfind("weft: cannot reach agent at " + t.path + "/nothing.sock: ", 0), 0u) << noagent.out;
 }
 
+// The loop reads ZeroMQ's ZMQ_EVENTS only after it touched a socket or its descriptor fired. A
+// request it failed to notice would wait for the next wake-up: up to a second on an agent alone,
+// which has no peer to probe. Every answer, one client after another and eight at once, must come
+// well before that.
+TEST(AgentProcess, RpcAnswersPromptlyOnAnAgentThatSleeps) {
+  TempDir keys;
+  write_key(keys, "key");
+  TempDir t;
+  AgentProc a("sleeper", addr_for(8, 0), t.path + "/a");
+  a.start({"--key-file", keys.path + "/key"});
+  ASSERT_TRUE(a.wait_ready()) << a.log();
+  std::this_thread::sleep_for(1500ms);  // the join is over: the loop sleeps its full second
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  for (int i = 0; i < 30; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(a.call("members")) << a.log();
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+    if (i % 10 == 9) std::this_thread::sleep_for(1100ms);  // let it fall asleep again
+  }
+  EXPECT_LT(slowest, 500ms);
+  std::atomic<int> answered{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        if (a.call("members")) ++answered;
+      }
+    });
+  }
+  for (auto& th : clients) th.join();
+  EXPECT_EQ(answered.load(), 40);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
 TEST(AgentProcess, SighupReloadsTagsAndRpcPathIsGuarded) {
   TempDir keys;
   write_key(keys, "key");

@@ -135,12 +135,20 @@ bool UdpSocket::send_to(const Endpoint& to, std::span<const std::byte> bytes) {
 }
 
 std::optional<Endpoint> UdpSocket::recv_from(std::vector<std::byte>& buf, std::size_t max_bytes) {
-  if (fd_ < 0) return std::nullopt;
   buf.resize(max_bytes);
+  std::size_t size = 0;
+  auto from = recv_into(buf, size);
+  buf.resize(from ? size : 0);
+  return from;
+}
+
+std::optional<Endpoint> UdpSocket::recv_into(std::span<std::byte> room, std::size_t& size_out) {
+  if (fd_ < 0) return std::nullopt;
+  const std::size_t max_bytes = room.size();
   int pending_errors = 0;
   for (;;) {
     sockaddr_storage from{};
-    iovec iov{buf.data(), buf.size()};
+    iovec iov{room.data(), room.size()};
     msghdr msg{};
     msg.msg_name = &from;
     msg.msg_namelen = sizeof from;
@@ -152,7 +160,6 @@ std::optional<Endpoint> UdpSocket::recv_from(std::vector<std::byte>& buf, std::s
       const int err = errno;
       // An ICMP error for an earlier send surfaces here too; reading it clears it.
       if ((err == EINTR || is_pending_icmp_error(err)) && ++pending_errors <= kPendingErrorRetries) continue;
-      buf.clear();
       return std::nullopt;  // EAGAIN: nothing waiting
     }
     const auto size = static_cast<std::size_t>(n);
@@ -163,7 +170,7 @@ std::optional<Endpoint> UdpSocket::recv_from(std::vector<std::byte>& buf, std::s
     auto endpoint = from_sockaddr(from, msg.msg_namelen);
     if (!endpoint) continue;  // not an IP sender: cannot happen on an AF_INET/AF_INET6 socket
     ++stats_.received;
-    buf.resize(size);
+    size_out = size;
     return endpoint;
   }
 }

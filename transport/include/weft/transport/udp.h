@@ -49,6 +49,10 @@ class UdpSocket {
   // Reads one datagram into `buf` (resized to the datagram); nullopt when none is waiting.
   // Truncated datagrams are dropped and counted.
   std::optional<Endpoint> recv_from(std::vector<std::byte>& buf, std::size_t max_bytes);
+  // The same into `room` (datagrams longer than it are dropped and counted), without resizing
+  // anything: `size` gets the datagram's length. A loop that reads into one buffer avoids
+  // zero-filling it on every call, as recv_from's resize does.
+  std::optional<Endpoint> recv_into(std::span<std::byte> room, std::size_t& size);
   // Reads one entry of the error queue; nullopt when empty. Entries that are not ICMP
   // unreachable reports are consumed and skipped.
   std::optional<Unreachable> recv_error();
