@@ -156,6 +156,15 @@ TEST(RemoteCatalogs, FetchesWhatIsBehindRetriesAndTakesOnlyNewer) {
   EXPECT_TRUE(rc.nodes().at("n1").catalog.services.empty());
   rc.forget("n1");
   EXPECT_FALSE(rc.nodes().contains("n1"));
+  // next_fetch() is cached between calls (the loop asks on every wake-up): each change shows.
+  rc.on_member(kT0 + 50s, "n3", a2, true, 2);
+  EXPECT_EQ(rc.next_fetch(), kT0 + 50s);
+  EXPECT_TRUE(rc.due_fetches(kT0 + 49s, 2s).empty()) << "not yet due: nothing is asked";
+  EXPECT_EQ(rc.due_fetches(kT0 + 50s, 2s).size(), 1u);
+  EXPECT_EQ(rc.next_fetch(), kT0 + 52s);
+  rc.forget("n3");
+  EXPECT_EQ(rc.next_fetch(), TimePoint::max());
+  EXPECT_TRUE(rc.due_fetches(kT0 + 60s, 2s).empty());
 }
 
 }  // namespace

@@ -220,6 +220,7 @@ std::optional<NodeMeta> decode_meta(std::span<const std::byte> bytes) {
 
 void RemoteCatalogs::on_member(TimePoint now, const std::string& node, const Endpoint& addr, bool live,
                                std::uint64_t advertised_version) {
+  next_fetch_.reset();
   Node& n = nodes_[node];
   if (n.addr != addr) n.next_ask = now;  // a new address (a restart elsewhere): ask at once
   n.addr = addr;
@@ -231,7 +232,10 @@ void RemoteCatalogs::on_member(TimePoint now, const std::string& node, const End
   if (advertised_version == 0 || advertised_version < n.catalog.version) n.catalog = NodeCatalog{node, 0, {}};
 }
 
-void RemoteCatalogs::forget(const std::string& node) { nodes_.erase(node); }
+void RemoteCatalogs::forget(const std::string& node) {
+  nodes_.erase(node);
+  next_fetch_.reset();
+}
 
 bool RemoteCatalogs::on_catalog(const Endpoint& from, NodeCatalog c) {
   auto it = nodes_.find(c.node);
@@ -240,6 +244,7 @@ bool RemoteCatalogs::on_catalog(const Endpoint& from, NodeCatalog c) {
     return false;
   }
   ++stats_.catalogs_accepted;
+  next_fetch_.reset();
   // A response newer than the gossip we heard: gossip will catch up; hold the newest.
   it->second.advertised = std::max(it->second.advertised, c.version);
   it->second.catalog = std::move(c);
@@ -248,6 +253,8 @@ bool RemoteCatalogs::on_catalog(const Endpoint& from, NodeCatalog c) {
 
 std::vector<std::pair<Endpoint, std::uint64_t>> RemoteCatalogs::due_fetches(TimePoint now, Duration retry) {
   std::vector<std::pair<Endpoint, std::uint64_t>> out;
+  if (now < next_fetch()) return out;  // nobody is due: no walk over every member
+  next_fetch_.reset();
   for (auto& [name, n] : nodes_) {
     if (!n.live || n.advertised <= n.catalog.version || n.next_ask > now) continue;
     out.emplace_back(n.addr, n.catalog.version);
@@ -258,11 +265,14 @@ std::vector<std::pair<Endpoint, std::uint64_t>> RemoteCatalogs::due_fetches(Time
 }
 
 TimePoint RemoteCatalogs::next_fetch() const {
-  TimePoint t = TimePoint::max();
-  for (const auto& [name, n] : nodes_) {
-    if (n.live && n.advertised > n.catalog.version) t = std::min(t, n.next_ask);
+  if (!next_fetch_) {
+    TimePoint t = TimePoint::max();
+    for (const auto& [name, n] : nodes_) {
+      if (n.live && n.advertised > n.catalog.version) t = std::min(t, n.next_ask);
+    }
+    next_fetch_ = t;
   }
-  return t;
+  return *next_fetch_;
 }
 
 }  // namespace weft::agent

@@ -123,6 +123,8 @@ class RemoteCatalogs {
  private:
   std::map<std::string, Node> nodes_;
   CatalogStats stats_;
+  // next_fetch(), cached: the loop asks on every wake-up, and only the calls above change it.
+  mutable std::optional<TimePoint> next_fetch_;
 };
 
 }  // namespace weft::agent

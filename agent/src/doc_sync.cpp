@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "doc_sync.h"
 
 #include <cstring>
@@ -79,17 +80,20 @@ void DocSync::on_member(const std::string& node, const Endpoint& addr, bool live
   m.addr = addr;
   m.live = live;
   m.version = version;
+  changed();
 }
 
 void DocSync::forget(const std::string& node) {
   members_.erase(node);
   if (in_flight_ == node) in_flight_.reset();
+  changed();
 }
 
 void DocSync::held(std::uint64_t version) {
   if (version <= held_) return;
   held_ = version;
   in_flight_.reset();  // a member still ahead of us is asked at the next due()
+  changed();
 }
 
 void DocSync::on_response(const Endpoint& from, bool useful) {
@@ -98,6 +102,14 @@ void DocSync::on_response(const Endpoint& from, bool useful) {
     if (!useful) m.useless_version = m.version;
     if (in_flight_ == name) in_flight_.reset();
   }
+  changed();
+}
+
+bool DocSync::any_wanted() const {
+  if (!any_wanted_) {
+    any_wanted_ = std::any_of(members_.begin(), members_.end(), [&](const auto& e) { return wanted(e.second); });
+  }
+  return *any_wanted_;
 }
 
 std::optional<DocSync::Fetch> DocSync::due(TimePoint now) {
@@ -106,6 +118,7 @@ std::optional<DocSync::Fetch> DocSync::due(TimePoint now) {
     ++stats_.fetch_timeouts;
     in_flight_.reset();
   }
+  if (!any_wanted()) return std::nullopt;
   // The highest version first; among members advertising it, the one asked least recently, so a
   // member that timed out is asked again only after the others.
   const std::string* best = nullptr;
@@ -128,10 +141,8 @@ std::optional<DocSync::Fetch> DocSync::due(TimePoint now) {
 }
 
 TimePoint DocSync::next() const {
-  for (const auto& [name, m] : members_) {
-    if (wanted(m)) return in_flight_ ? deadline_ : TimePoint{};  // {}: now (never overflows a subtraction)
-  }
-  return TimePoint::max();
+  if (!any_wanted()) return TimePoint::max();
+  return in_flight_ ? deadline_ : TimePoint{};  // {}: now (never overflows a subtraction)
 }
 
 }  // namespace weft::agent

@@ -103,9 +103,15 @@ class DocSync {
     return m.live && m.version > held_ && m.version != m.useless_version;
   }
 
+  // Whether any member is wanted(), cached: due() and next() run on every loop wake-up, and the
+  // answer changes only with the calls that change members_ or held_.
+  [[nodiscard]] bool any_wanted() const;
+  void changed() { any_wanted_.reset(); }
+
   Duration timeout_;
   std::uint64_t held_ = 0;
   std::map<std::string, Member> members_;
+  mutable std::optional<bool> any_wanted_;
   std::optional<std::string> in_flight_;  // the member asked
   TimePoint deadline_{};
   DocSyncStats stats_;
