@@ -1,6 +1,6 @@
-#include <algorithm>
 #include "doc_sync.h"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 

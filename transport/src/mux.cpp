@@ -175,17 +175,16 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& out, std::size_t max
   copy_pieces_.clear();
   const std::size_t n = take_output(copy_small_, copy_pieces_, max_bytes);
   out.reserve(out.size() + n);
-  for (const OutputPiece& p : copy_pieces_) {
-    const std::byte* from = p.view != nullptr ? p.view : copy_small_.data() + p.offset;
-    out.insert(out.end(), from, from + p.size);
-  }
+  for (const auto& p : copy_pieces_) out.insert(out.end(), p.begin(), p.end());
   return n;
 }
 
-std::size_t MuxSession::take_output(std::vector<std::byte>& small, std::vector<OutputPiece>& pieces,
+std::size_t MuxSession::take_output(std::vector<std::byte>& small, std::vector<std::span<const std::byte>>& pieces_out,
                                     std::size_t max_bytes) {
   retired_.clear();  // the views of the last call are dead now
   listing_output_ = true;
+  std::vector<OutputPiece>& pieces = listed_;
+  pieces.clear();
   std::size_t used = 0;
   // Bytes appended to `small` since `from` join the last piece when it ends there.
   const auto add_small = [&](std::size_t from) {
@@ -244,6 +243,7 @@ std::size_t MuxSession::take_output(std::vector<std::byte>& small, std::vector<O
     }
   }
   listing_output_ = false;
+  for (const OutputPiece& p : pieces) pieces_out.emplace_back(p.view != nullptr ? p.view : small.data() + p.offset, p.size);
   stats_.bytes_out += used;
   return used;
 }

@@ -5,8 +5,8 @@
 // both messages carry the sender's certificate, and each end checks the other's
 // (check_peer_cert, proxy_trust.cpp) instead of the gossiped key.
 
-#include <array>
 #include <algorithm>
+#include <array>
 #include <spdlog/spdlog.h>
 
 #include "proxy_impl.h"

@@ -270,11 +270,9 @@ struct Proxy::Impl {
   }
   std::vector<std::byte> scratch_;  // one read buffer for every socket (kIoChunk)
   ByteBuffer rx_plain_;  // opened plaintext (mux events point into it while handled)
-  std::vector<std::byte> tx_plain_;  // mux output to seal (orderly close)
   // The mux output of a flush, gathered (its DATA stays in the streams' queues) and sealed from there.
   std::vector<std::byte> tx_small_;
-  std::vector<MuxSession::OutputPiece> tx_pieces_;
-  std::vector<std::span<const std::byte>> tx_spans_;
+  std::vector<std::span<const std::byte>> tx_pieces_;
   std::vector<MuxEvent> spare_events_;                 // recycled by session_mux_events
   std::vector<std::span<const std::byte>> parts_;      // one conn's consecutive StreamData
   std::mt19937_64 rng_;
@@ -338,6 +336,9 @@ struct Proxy::Impl {
   void session_read(Session& s);
   void session_mux_events(Session& s);
   void flush_session(Session& s);
+  // Seals up to `budget` bytes of the mux's output into s.wbuf, straight from the streams' send
+  // queues (no copy of the payload before the cipher); false if sealing failed.
+  bool seal_mux_output(Session& s, std::size_t budget);
   void update_session_interest(Session& s);
   void kill_session(Session& s, std::string_view why, std::string_view detail = {});
   void close_session_orderly(Session& s);

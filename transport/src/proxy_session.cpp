@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <spdlog/spdlog.h>
 #include <variant>
@@ -230,20 +231,9 @@ void Proxy::Impl::arm_session_timer(Session& s, TimePoint at) {
 
 void Proxy::Impl::flush_session(Session& s) {
   for (int round = 0; round < 16; ++round) {
-    if (s.sealer && s.mux && s.wbuf.size() < kIoChunk && !s.close_sealed) {
-      // Sealed straight from the streams' send queues: no copy of the payload before the cipher.
-      tx_small_.clear();
-      tx_pieces_.clear();
-      if (s.mux->take_output(tx_small_, tx_pieces_, kIoChunk) > 0) {
-        tx_spans_.clear();
-        for (const auto& p : tx_pieces_) {
-          tx_spans_.emplace_back(p.view != nullptr ? p.view : tx_small_.data() + p.offset, p.size);
-        }
-        if (!s.sealer->seal_stream_into(s.wbuf, tx_spans_)) {
-          kill_session(s, "seal_failed");
-          return;
-        }
-      }
+    if (s.sealer && s.mux && s.wbuf.size() < kIoChunk && !s.close_sealed && !seal_mux_output(s, kIoChunk)) {
+      kill_session(s, "seal_failed");
+      return;
     }
     const std::size_t len = s.wbuf.size();
     if (len == 0) break;
@@ -264,6 +254,12 @@ void Proxy::Impl::flush_session(Session& s) {
       if (Conn* c = conn(cid)) update_conn_interest(*c);
     }
   }
+}
+
+bool Proxy::Impl::seal_mux_output(Session& s, std::size_t budget) {
+  tx_small_.clear();
+  tx_pieces_.clear();
+  return s.mux->take_output(tx_small_, tx_pieces_, budget) == 0 || s.sealer->seal_stream_into(s.wbuf, tx_pieces_);
 }
 
 void Proxy::Impl::update_session_interest(Session& s) {
@@ -288,9 +284,8 @@ void Proxy::Impl::close_session_orderly(Session& s) {
   if (s.state == Session::State::kUp && s.mux && s.sealer && !s.close_sealed) {
     s.state = Session::State::kClosing;
     s.mux->go_away();
-    tx_plain_.clear();
-    s.mux->take_output(tx_plain_);
-    if (s.sealer->seal_stream_into(s.wbuf, tx_plain_) && s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
+    if (seal_mux_output(s, std::numeric_limits<std::size_t>::max()) &&
+        s.sealer->seal_into(s.wbuf, RecordType::kClose, {})) {
       s.close_sealed = true;
       const std::size_t len = s.wbuf.size();
       if (len > 0) [[maybe_unused]] const auto n = ::send(s.fd, s.wbuf.data(), len, MSG_NOSIGNAL);

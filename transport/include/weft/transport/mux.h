@@ -127,15 +127,10 @@ class MuxSession {
   std::size_t take_output(std::vector<std::byte>& out,
                           std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
   // The same without copying DATA payloads: control frames and frame headers are appended to
-  // `small`, and `pieces` gets, in order, the byte ranges to send (OutputPiece). The views into
-  // the streams' send queues stay valid until the next call on this session. Returns the bytes
-  // listed.
-  struct OutputPiece {
-    const std::byte* view = nullptr;  // nullptr: small[offset, offset + size)
-    std::size_t offset = 0;
-    std::size_t size = 0;
-  };
-  std::size_t take_output(std::vector<std::byte>& small, std::vector<OutputPiece>& pieces,
+  // `small`, and `pieces` gets, in order, the byte ranges to send: views into `small` or into the
+  // streams' send queues, valid until the next call on this session or change to `small`.
+  // Returns the bytes listed.
+  std::size_t take_output(std::vector<std::byte>& small, std::vector<std::span<const std::byte>>& pieces,
                           std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
   [[nodiscard]] std::vector<MuxEvent> take_events();
   void take_events(std::vector<MuxEvent>& out);  // the same into `out` (replaced), no allocation
@@ -199,8 +194,15 @@ class MuxSession {
   // take_output (or release_idle_buffers) so the views stay valid.
   bool listing_output_ = false;
   std::vector<std::vector<std::byte>> retired_;
-  std::vector<std::byte> copy_small_;        // take_output(out): the gathered form, then copied
-  std::vector<OutputPiece> copy_pieces_;
+  // take_output's list while `small` may still grow: a view, or (view == nullptr) a range of it.
+  struct OutputPiece {
+    const std::byte* view = nullptr;
+    std::size_t offset = 0;
+    std::size_t size = 0;
+  };
+  std::vector<OutputPiece> listed_;
+  std::vector<std::byte> copy_small_;  // take_output(out): the gathered form, then copied
+  std::vector<std::span<const std::byte>> copy_pieces_;
   StreamId last_local_id_ = 0;          // highest id we opened; 0: none yet
   StreamId last_peer_id_ = 0;           // highest id the peer opened (accepted or refused)
   bool sent_goaway_ = false;
