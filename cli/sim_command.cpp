@@ -276,6 +276,7 @@ int run_sim(const SimOptions& o) {
                           {"suspicions_started", r.protocol.suspicions_started},
                           {"refutes", r.protocol.refutes},
                           {"refute_bursts", r.protocol.refute_bursts},
+                          {"last_words", r.protocol.last_words},
                           {"broadcasts_queued", r.protocol.broadcasts_queued},
                           {"broadcasts_sent", r.protocol.broadcasts_sent},
                           {"gossip_rounds", r.protocol.gossip_rounds},

@@ -33,6 +33,9 @@ double secs(Duration d) { return to_seconds(d); }
 TimePoint just_after(TimePoint t) { return t + Duration(1); }
 
 constexpr double kTol = 0.1;  // virtual seconds
+// Before declaring a suspect failed, a member pings it (the last word): one probe timeout, scaled
+// by the member's health score, 0.5 s at score 0.
+constexpr double kLastWord = 0.5;
 
 bool is_suspect(const Message& m) { return std::holds_alternative<Suspect>(m); }
 
@@ -409,11 +412,22 @@ TEST(NodeSuspicion, SilentMemberIsSuspectedThenFailedAfterTheTimeout) {
   // Suspected when the probe period ends without an ack (no relays in a cluster of two)...
   EXPECT_NEAR(secs(*suspect - t0), 1.0, kTol);
   // ...and failed after min = max(2 * max(1, log10 2) * 1 s, 6 s) = 6 s (k = 0: too few members
-  // to expect confirmations).
-  EXPECT_NEAR(secs(*failed - *suspect), 6.0, kTol);
+  // to expect confirmations), and its last word. Every probe of n1 failed with no relay to ask,
+  // so n0's health score is 3 by then and scales the probe timeout: 4 * 0.5 s.
+  EXPECT_NEAR(secs(*failed - *suspect), 6.0 + 4 * kLastWord, kTol);
   EXPECT_EQ(h.state(0, 1), MemberState::kFailed);
   EXPECT_EQ(h.node(0).stats().suspicions_started, 1u);
+  EXPECT_EQ(h.node(0).stats().last_words, 2u);
   EXPECT_EQ(h.node(0).stats().failed_declared, 1u);
+  // Every ping to n1 after the 6 s (the two last words, and a regular probe) has the suspicion
+  // in front.
+  int last_pings = 0;
+  for (const Packet* p : carrying<Ping>(h, 0, 1, [](const Ping&) { return true; }, *suspect + 6s)) {
+    if (p->sent > *failed) continue;
+    ++last_pings;
+    EXPECT_TRUE(std::any_of(p->messages.begin(), p->messages.end(), is_suspect));
+  }
+  EXPECT_GE(last_pings, 2);
   EXPECT_GE(h.node(0).stats().probe_failures, 1u);
   EXPECT_TRUE(h.events_about(0, "n1", EventType::kRecovered).empty());
   // The failed still get gossip for a while, so that a live one could refute.
@@ -494,15 +508,56 @@ double suspicion_to_failure(const std::vector<std::string>& confirmers) {
 TEST(NodeSuspicion, IndependentConfirmationsMoveTheDeadlineEarlier) {
   ASSERT_TRUE(defaults_as_assumed());
   // 6 live members: min = max(2 * max(1, log10 6) * 1 s, 6 s) = 6 s, max = 36 s, k = 3;
-  // timeout(c) = 36 s - 30 s * ln(c + 1) / ln 4: 36, 21, 12.225, 6 s.
-  EXPECT_NEAR(suspicion_to_failure({}), 36.0, kTol);
-  EXPECT_NEAR(suspicion_to_failure({"n2"}), 21.0, kTol);
-  EXPECT_NEAR(suspicion_to_failure({"n2", "n2"}), 21.0, kTol);  // the same confirmer twice
-  EXPECT_NEAR(suspicion_to_failure({"n0"}), 36.0, kTol);        // n0 is the first accuser itself
-  EXPECT_NEAR(suspicion_to_failure({"n2", "n3"}), 12.225, kTol);
-  EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4"}), 6.0, kTol);
-  // A confirmation that comes after the shrunk deadline has passed fails the member at once.
-  EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4", "n5"}), 6.0, kTol);
+  // timeout(c) = 36 s - 30 s * ln(c + 1) / ln 4: 36, 21, 12.225, 6 s; then the last word.
+  EXPECT_NEAR(suspicion_to_failure({}), 36.0 + kLastWord, kTol);
+  EXPECT_NEAR(suspicion_to_failure({"n2"}), 21.0 + kLastWord, kTol);
+  EXPECT_NEAR(suspicion_to_failure({"n2", "n2"}), 21.0 + kLastWord, kTol);  // the same confirmer twice
+  EXPECT_NEAR(suspicion_to_failure({"n0"}), 36.0 + kLastWord, kTol);        // n0 is the first accuser itself
+  EXPECT_NEAR(suspicion_to_failure({"n2", "n3"}), 12.225 + kLastWord, kTol);
+  EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4"}), 6.0 + kLastWord, kTol);
+  // A confirmation that comes after the shrunk deadline has passed starts the last word at once.
+  EXPECT_NEAR(suspicion_to_failure({"n2", "n3", "n4", "n5"}), 6.0 + kLastWord, kTol);
+}
+
+// n0 suspects n1 on n2's word and then misses every copy of n1's refutation: all alives about n1
+// to n0 are lost, and so are n0's syncs. Without an answer to its last word n0 declares n1 failed;
+// with one (the loss ends just before the timeout) n1 stays alive, at its refuted incarnation.
+double last_word_case(bool answer_arrives, std::uint64_t* last_words, MemberState* n1_state) {
+  Harness h(6);
+  EXPECT_TRUE(h.form_cluster()) << h.dump();
+  const int no_alive = h.add_filter([](Packet& p) {
+    if (p.to != 0) return false;
+    if (p.channel == Channel::kReliable) return true;
+    p.erase_if([](const Message& m) { return std::holds_alternative<Alive>(m) && std::get<Alive>(m).name == "n1"; });
+    return false;
+  });
+  const std::uint64_t inc = h.node(0).member("n1")->incarnation;
+  h.inject(0, h.addr(2), {Suspect{"n1", inc, "n2"}});
+  const TimePoint ts = h.now();
+  EXPECT_EQ(h.state(0, 1), MemberState::kSuspect);
+  // k = 3, no confirmation: the timeout is max = 36 s.
+  EXPECT_TRUE(h.run_until([&] { return h.node(1).incarnation() > inc; }, 5s)) << "n1 refuted";
+  h.run_to(ts + 35900ms);
+  EXPECT_EQ(h.state(0, 1), MemberState::kSuspect) << "n0 missed the refutation";
+  if (answer_arrives) h.remove_filter(no_alive);
+  h.run_to(ts + 40s);
+  *last_words = h.node(0).stats().last_words;
+  *n1_state = *h.state(0, 1);
+  const auto failed = h.first_event(0, "n1", EventType::kFailed, ts);
+  return failed ? secs(*failed - ts) : -1.0;
+}
+
+TEST(NodeSuspicion, TheLastWordSavesAMemberWhoseRefutationWasLost) {
+  ASSERT_TRUE(defaults_as_assumed());
+  std::uint64_t words = 0;
+  MemberState st = MemberState::kAlive;
+  EXPECT_NEAR(last_word_case(false, &words, &st), 36.0 + kLastWord, kTol);
+  EXPECT_EQ(words, 2u);
+  EXPECT_EQ(st, MemberState::kFailed);
+
+  EXPECT_LT(last_word_case(true, &words, &st), 0.0) << "never declared failed";
+  EXPECT_GE(words, 1u);
+  EXPECT_EQ(st, MemberState::kAlive);
 }
 
 // =============================================================================================
@@ -611,8 +666,9 @@ TEST(NodeRefused, RefusalWithoutConfirmationKeepsTheOrdinarySuspicionTiming) {
     first_failed = std::min(first_failed, *f);
     EXPECT_EQ(h.node(i).stats().refused_failures, 0u) << "viewer n" << i;
   }
-  // 4 live members (< k + 2): the timeout is min = max(2 * 1 * 1 s, 6 s floor) = 6 s.
-  EXPECT_NEAR(secs(first_failed - first_suspect), 6.0, kTol);
+  // 4 live members (< k + 2): the timeout is min = max(2 * 1 * 1 s, 6 s floor) = 6 s, then the
+  // last word (its pings draw refusals that no relay confirms).
+  EXPECT_NEAR(secs(first_failed - first_suspect), 6.0 + kLastWord, kTol);
   EXPECT_GE(secs(first_failed - crash), 6.0);
 
   // n0 did try: its first ping to n1 was refused and asked the relays at once.

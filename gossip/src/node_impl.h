@@ -86,6 +86,7 @@ class NodeImpl {
  public:
   static constexpr std::size_t kMaxRelays = 4096;  // ping-req we serve at once
   static constexpr std::size_t kMaxVerifies = 16;  // verify probes at once (fast path)
+  static constexpr unsigned kLastWords = 2;         // pings to a suspect before declaring it failed
   // The largest jump above our own incarnation that an accusation about us may name and still be
   // refuted (to its incarnation + 1) rather than dropped; see refuted_above_own for the choice.
   static constexpr std::uint64_t kMaxSelfIncarnationJump = std::uint64_t{1} << 32;

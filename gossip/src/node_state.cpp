@@ -298,6 +298,23 @@ void NodeImpl::on_suspicion_timeout(TimePoint now, std::uint32_t slot, std::uint
   auto it = suspicions_.find(slot);
   if (it == suspicions_.end() || it->second.id() != id || it->second.deadline() > now) return;
   const Member& m = members_.at(slot);
+  // The last word: before declaring, ping the suspect ourselves, kLastWords times over one probe
+  // timeout. send_ping's buddy rule puts our suspicion in front of each ping, so a live suspect
+  // answers with its alive: a refutation when it had not heard of the suspicion, its current
+  // alive when it had refuted and we missed every copy (answer_stale_accusation). Either ends the
+  // suspicion here. Without it, a member that lost the refutation's few copies (the direct one
+  // and the gossip, all gone within a second as everyone else already knows) declared a live
+  // member failed: ~1 in 400 ten-minute runs at N = 64, 10 % loss and a 2.5 s stall. A crashed
+  // suspect costs one probe timeout more (its refusal, if ICMP reports it, declares at once
+  // through the refused fast path), and the first verdict still ends every other timer.
+  Suspicion& s = it->second;
+  if (s.last_words() < kLastWords && !leaving_) {
+    s.last_word(now + awareness_.scale(cfg_.probe_timeout) / kLastWords);
+    ++stats_.last_words;
+    send_ping(m.addr, next_seq_++, m.name);
+    schedule(s.deadline(), TimerKind::kSuspicion, slot, s.id());
+    return;
+  }
   ++stats_.failed_declared;
   if (log_) log_->info("failed name={} incarnation={} confirmations={}", m.name, m.incarnation, it->second.confirmations());
   on_dead(now, own_dead(m.name, m.incarnation));

@@ -16,7 +16,7 @@ bool Suspicion::confirm(const std::string& from) {
   if (std::find(accusers_.begin(), accusers_.end(), from) != accusers_.end()) return false;
   accusers_.push_back(from);
   ++confirmations_;
-  deadline_ = start_ + timeout(k_, confirmations_, min_, max_);
+  deadline_ = std::max(start_ + timeout(k_, confirmations_, min_, max_), floor_);
   return true;
 }
 

@@ -26,6 +26,14 @@ class Suspicion {
   [[nodiscard]] TimePoint deadline() const { return deadline_; }
   [[nodiscard]] std::uint64_t id() const { return id_; }
   [[nodiscard]] unsigned confirmations() const { return confirmations_; }
+  // The last word (NodeImpl::on_suspicion_timeout): how many pings went to the suspect after the
+  // timeout, and the deadline pushed past the next. Later confirmations never pull it back.
+  [[nodiscard]] unsigned last_words() const { return last_words_; }
+  void last_word(TimePoint until) {
+    ++last_words_;
+    floor_ = until;
+    deadline_ = until;
+  }
   // Who said so last: the `from` we re-broadcast.
   [[nodiscard]] const std::string& last_from() const { return accusers_.back(); }
 
@@ -39,9 +47,11 @@ class Suspicion {
   Duration min_;
   Duration max_;
   TimePoint deadline_;
+  TimePoint floor_{};
   std::uint64_t id_;
   unsigned k_;
   unsigned confirmations_ = 0;
+  unsigned last_words_ = 0;
 };
 
 }  // namespace weft::gossip

@@ -48,6 +48,7 @@ struct GossipStats {
   std::uint64_t suspicions_started = 0;
   std::uint64_t suspicion_confirmations = 0;
   std::uint64_t failed_declared = 0;      // suspicion timers that expired here
+  std::uint64_t last_words = 0;           // pings to a suspect whose timer expired, before declaring
   std::uint64_t refutes = 0;
   std::uint64_t refute_bursts = 0;        // refutations also sent directly to refute_fanout members
   std::uint64_t stale_accusations_answered = 0;  // our current alive sent to whoever still accused
