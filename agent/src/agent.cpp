@@ -261,6 +261,7 @@ std::optional<int> Agent::start() {
     log_->warn("stored members unreadable, starting without them: {}", known.error().message);
   }
   const TimePoint now = Clock::now();
+  share_wall_clock();
   node_->join(now, rejoin_seeds_);
   next_persist_ = TimePoint::max();
   next_trim_ = now + kFirstTrim;
@@ -454,6 +455,13 @@ void Agent::reload() {
   log_->info("reloaded log_level={} tags={}", cfg_.log_level, cfg_.tags.size());
 }
 
+void Agent::share_wall_clock() {
+  // Members count probe periods on the wall clock (NTP keeps hosts within milliseconds), so that
+  // they share one probe rotation: see gossip::Node::set_shared_clock.
+  const auto wall = std::chrono::duration_cast<Duration>(std::chrono::system_clock::now().time_since_epoch());
+  node_->set_shared_clock(wall - Clock::now().time_since_epoch());
+}
+
 TimePoint Agent::next_wakeup(TimePoint node_deadline) const {
   TimePoint t = std::min({node_deadline, next_persist_, next_rejoin_, next_idle_close_, next_trim_, remote_.next_fetch(), publish_at_,
                           next_doc_fetch()});
@@ -568,6 +576,7 @@ int Agent::run() {
       ::malloc_trim(0);
       unmap_pristine_file_pages(*log_);
       next_trim_ = now + kTrimEvery;
+      share_wall_clock();  // follows a stepped wall clock
       // Certificates expire: members whose certificate did are expelled (a cached check per
       // member, no signature verified).
       if (claims_) node_->recheck_credentials(now);

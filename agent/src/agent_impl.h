@@ -106,6 +106,7 @@ class Agent {
   void on_signal(TimePoint now);
   void reload();
   TimePoint next_wakeup(TimePoint node_deadline) const;
+  void share_wall_clock();
 
   // --- agent_rpc.cpp ---
   void on_rpc();

@@ -356,6 +356,8 @@ const GossipStats& Node::stats() const { return impl_->stats_; }
 const Config& Node::config() const { return impl_->cfg_; }
 std::string_view Node::name() const { return impl_->members_.at(impl_->self_slot_).name; }
 std::uint64_t Node::incarnation() const { return impl_->members_.at(impl_->self_slot_).incarnation; }
+void Node::set_shared_clock(Duration offset) { impl_->shared_clock_offset_ = offset; }
+
 unsigned Node::health_score() const { return impl_->awareness_.score(); }
 bool Node::joined() const { return impl_->joined_; }
 

@@ -131,7 +131,11 @@ class NodeImpl {
   void on_probe_retry(std::uint32_t seq);
   // Sends the probe's ping-req to indirect_checks random alive members (once per probe).
   void ask_relays(TimePoint now, Probe& p);
-  std::uint32_t next_probe_target();
+  // The member to probe now: the ring member `step` places after us (see node_probe.cpp).
+  std::uint32_t next_probe_target(TimePoint now);
+  // Brings ring_ up to date with the member table (merges ring_new_, or rebuilds).
+  void refresh_ring();
+  [[nodiscard]] bool ring_before(std::uint32_t a, std::uint32_t b) const;
   // The regular probe or a verify probe with this seq, if one is running.
   Probe* find_probe(std::uint32_t seq);
   void send_ping(const Endpoint& to, std::uint32_t seq, const std::string& target);
@@ -238,8 +242,13 @@ class NodeImpl {
   bool leaving_ = false;
   bool joined_ = false;
 
-  std::vector<std::uint32_t> probe_order_;
-  std::size_t probe_pos_ = 0;
+  // The probe ring: every slot in use, ourselves included, in ring_before order. Slots added
+  // since the last probe wait in ring_new_; a removed slot has the ring rebuilt.
+  std::vector<std::uint32_t> ring_;
+  std::vector<std::uint32_t> ring_new_;
+  bool ring_rebuild_ = true;
+  std::uint64_t last_probe_step_ = 0;
+  Duration shared_clock_offset_{0};  // now + this = a time every member shares (Node::set_shared_clock)
   Probe probe_;
   std::vector<Probe> verifies_;  // at most kMaxVerifies, at most one per member
   std::unordered_map<std::uint32_t, Relay> relays_;

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include "node_impl.h"
 
@@ -120,23 +121,78 @@ void NodeImpl::on_relay_timeout(TimePoint now, std::uint32_t seq) {
 // ---------------------------------------------------------------------------------------------
 // The round-robin probe
 
-std::uint32_t NodeImpl::next_probe_target() {
-  // Shuffled round robin: every member is probed once per pass, in a fresh order each pass.
-  for (int pass = 0; pass < 2; ++pass) {
-    while (probe_pos_ < probe_order_.size()) {
-      const std::uint32_t slot = probe_order_[probe_pos_++];
-      if (slot == self_slot_ || !members_.in_use(slot)) continue;
-      const MemberState s = members_.at(slot).state;
-      if (s == MemberState::kAlive || s == MemberState::kSuspect) return slot;
-    }
-    probe_order_.clear();
+namespace {
+
+// FNV-1a, 64 bit: the ring order must be the same on every member, whatever its build.
+std::uint64_t ring_key(std::string_view name) {
+  std::uint64_t h = 14695981039346656037ULL;
+  for (char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+}  // namespace
+
+bool NodeImpl::ring_before(std::uint32_t a, std::uint32_t b) const {
+  const std::string& na = members_.at(a).name;
+  const std::string& nb = members_.at(b).name;
+  const std::uint64_t ka = ring_key(na);
+  const std::uint64_t kb = ring_key(nb);
+  return ka != kb ? ka < kb : na < nb;
+}
+
+void NodeImpl::refresh_ring() {
+  auto before = [this](std::uint32_t a, std::uint32_t b) { return ring_before(a, b); };
+  if (ring_rebuild_) {
+    ring_.clear();
+    ring_new_.clear();
     for (std::uint32_t s = 0; s < members_.slot_end(); ++s) {
-      if (s != self_slot_ && members_.in_use(s)) probe_order_.push_back(s);
+      if (members_.in_use(s)) ring_.push_back(s);
     }
-    for (std::size_t i = probe_order_.size(); i > 1; --i) {
-      std::swap(probe_order_[i - 1], probe_order_[rng_.below(i)]);
-    }
-    probe_pos_ = 0;
+    std::sort(ring_.begin(), ring_.end(), before);
+    ring_rebuild_ = false;
+    return;
+  }
+  if (ring_new_.empty()) return;
+  // O(ring + new log new): a join burst adds many members between two probes.
+  std::sort(ring_new_.begin(), ring_new_.end(), before);
+  const auto mid = static_cast<std::ptrdiff_t>(ring_.size());
+  ring_.insert(ring_.end(), ring_new_.begin(), ring_new_.end());
+  std::inplace_merge(ring_.begin(), ring_.begin() + mid, ring_.end(), before);
+  ring_new_.clear();
+}
+
+// Rotation round robin. Every member orders the members the same way (a ring, by a hash of the
+// name) and counts probe periods on a clock they share. In period `step`, the member at ring
+// position i probes the live member d = 1 + step mod (n - 1) places after it. For one d that is
+// a permutation: every member is probed by exactly one other in every period, so a crashed
+// member draws its first probe (and with it the refusal or the missed ack that starts its
+// detection) within two periods, where SWIM's independent random orders leave a tail
+// (P(no probe for t periods) ~ e^-t: ~1 % of crashes waited over 5 s at N = 64). Each prober
+// still visits every member once per n - 1 periods, and successive probes of a member come from
+// distinct probers, which keeps suspicion confirmations independent. Views that differ during
+// churn only shift part of the ring for a while; failed and left members keep their places
+// and are skipped (their successor is probed twice).
+std::uint32_t NodeImpl::next_probe_target(TimePoint now) {
+  refresh_ring();
+  const std::size_t n = ring_.size();
+  if (n < 2) return MemberTable::kNone;
+  const auto self_it = std::lower_bound(ring_.begin(), ring_.end(), self_slot_,
+                                        [this](std::uint32_t a, std::uint32_t b) { return ring_before(a, b); });
+  const auto self_pos = static_cast<std::size_t>(self_it - ring_.begin());
+  const auto since_epoch = (now + shared_clock_offset_).time_since_epoch();
+  std::uint64_t step = since_epoch.count() > 0 ? static_cast<std::uint64_t>(since_epoch / cfg_.probe_interval) : 0;
+  if (step <= last_probe_step_) step = last_probe_step_ + 1;  // never the same period twice
+  last_probe_step_ = step;
+  const std::size_t d = 1 + static_cast<std::size_t>(step % (n - 1));
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::size_t pos = (self_pos + d + j) % n;
+    if (pos == self_pos) continue;
+    const std::uint32_t slot = ring_[pos];
+    const MemberState s = members_.at(slot).state;
+    if (s == MemberState::kAlive || s == MemberState::kSuspect) return slot;
   }
   return MemberTable::kNone;
 }
@@ -146,7 +202,7 @@ void NodeImpl::start_probe(TimePoint now) {
   next_probe_at_ = now + awareness_.scale(cfg_.probe_interval);
   schedule(next_probe_at_, TimerKind::kProbe);
   if (leaving_) return;
-  const std::uint32_t slot = next_probe_target();
+  const std::uint32_t slot = next_probe_target(now);
   if (slot == MemberTable::kNone) return;
   const Member& m = members_.at(slot);
   probe_ = Probe{.seq = next_seq_++, .slot = slot, .uid = m.uid, .incarnation = m.incarnation, .active = true};

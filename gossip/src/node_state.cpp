@@ -171,10 +171,7 @@ void NodeImpl::on_alive(TimePoint now, const Alive& a, bool rebroadcast) {
     if (!verified_alive(a)) return;  // signed claims: only a certified member joins
     slot = members_.add(a.name, a.addr, a.incarnation, MemberState::kAlive, a.meta, now);
     keep_alive_proof(slot, a);
-    // Insert at a random place in the rest of this probe pass (memberlist does the same).
-    probe_order_.push_back(slot);
-    const std::size_t lo = std::min(probe_pos_, probe_order_.size() - 1);
-    std::swap(probe_order_.back(), probe_order_[lo + rng_.below(probe_order_.size() - lo)]);
+    ring_new_.push_back(slot);
     emit(EventType::kJoined, slot);
     if (rebroadcast) queue_broadcast(slot);
     return;

@@ -295,6 +295,7 @@ void NodeImpl::on_reap(TimePoint now, std::uint32_t slot, std::uint64_t uid) {
   if (m.bcast_pending) --pending_broadcasts_;
   suspicions_.erase(slot);
   members_.remove(slot);
+  ring_rebuild_ = true;
   ++stats_.reaped;
 }
 

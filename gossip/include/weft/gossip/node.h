@@ -72,6 +72,13 @@ class Node {
   // view changed (a revocation list) and now and then (expiry). Returns how many. O(members).
   std::size_t recheck_credentials(TimePoint now);
 
+  // `now + offset` is a time every member agrees on, to within a small part of probe_interval
+  // (an agent: the wall clock, kept in step by NTP, minus its steady clock). Members count probe
+  // periods on it to share one probe rotation (node_probe.cpp); without it (offset 0, as in the
+  // simulator, whose nodes share one clock) members on different hosts probe in orders that are
+  // independent of each other, which is SWIM's random case and still correct.
+  void set_shared_clock(Duration offset);
+
   // Runs every timer due at `now`; returns the next deadline.
   [[nodiscard]] TimePoint tick(TimePoint now);
   [[nodiscard]] TimePoint next_deadline() const;
