@@ -292,6 +292,57 @@ TEST(NodeProbe, PingIsAnsweredByAckEveryProbeInterval) {
   EXPECT_TRUE(h.events_about(0, "n1", EventType::kSuspect).empty());
 }
 
+// Rotation round robin: in every probe period each member is probed by exactly one other. A
+// member whose shared clock jumps ahead falls out of step; when the clock comes back it follows
+// at once, and the periods are permutations again.
+TEST(NodeProbe, EveryMemberIsProbedOncePerPeriodAndAClockSteppedBackIsFollowed) {
+  constexpr std::size_t kN = 6;
+  Harness h(kN);
+  ASSERT_TRUE(h.form_cluster()) << h.dump();
+  h.run_for(5s);
+  // Regular probes each member received in each whole period [since + k s, since + (k + 1) s).
+  auto probed_per_period = [&](TimePoint since, int periods) {
+    std::vector<std::vector<int>> got(static_cast<std::size_t>(periods), std::vector<int>(kN, 0));
+    for (std::size_t from = 0; from < kN; ++from) {
+      for (std::size_t to = 0; to < kN; ++to) {
+        if (from == to) continue;
+        for (const Packet* p : h.probes(from, to, since)) {
+          const auto k = (p->sent - since) / 1s;
+          if (k < periods) ++got[static_cast<std::size_t>(k)][to];
+        }
+      }
+    }
+    return got;
+  };
+  auto all_once = [&](const std::vector<std::vector<int>>& got) {
+    for (const auto& period : got) {
+      for (int c : period) {
+        if (c != 1) return false;
+      }
+    }
+    return true;
+  };
+  // Periods start on whole seconds of the shared clock (the harness's, offset 0).
+  auto next_period = [&] {
+    const auto into = h.now().time_since_epoch() % 1s;
+    return h.now() + (1s - into);
+  };
+  TimePoint since = next_period();
+  h.run_to(since + 10s);
+  EXPECT_TRUE(all_once(probed_per_period(since, 10)));
+
+  h.node(0).set_shared_clock(3s);  // n0 now counts three periods ahead of the others
+  since = next_period();
+  h.run_to(since + 10s);
+  EXPECT_FALSE(all_once(probed_per_period(since, 10)));
+
+  h.node(0).set_shared_clock(Duration::zero());  // the clock steps back
+  h.run_for(1s);
+  since = next_period();
+  h.run_to(since + 10s);
+  EXPECT_TRUE(all_once(probed_per_period(since, 10)));
+}
+
 TEST(NodeProbe, PingForAnotherNameIsNotAnswered) {
   Harness h(1);
   h.join(0, {});

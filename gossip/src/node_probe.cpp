@@ -184,7 +184,9 @@ std::uint32_t NodeImpl::next_probe_target(TimePoint now) {
   const auto self_pos = static_cast<std::size_t>(self_it - ring_.begin());
   const auto since_epoch = (now + shared_clock_offset_).time_since_epoch();
   std::uint64_t step = since_epoch.count() > 0 ? static_cast<std::uint64_t>(since_epoch / cfg_.probe_interval) : 0;
-  if (step <= last_probe_step_) step = last_probe_step_ + 1;  // never the same period twice
+  // Never the same period twice in a row. A wall clock stepped back is followed at once (a
+  // `step <= last` guard would keep this member out of phase with the others for good).
+  if (step == last_probe_step_) ++step;
   last_probe_step_ = step;
   const std::size_t d = 1 + static_cast<std::size_t>(step % (n - 1));
   for (std::size_t j = 0; j < n; ++j) {
